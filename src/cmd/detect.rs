@@ -1,0 +1,152 @@
+//! `skyburst detect IMAGE... [--json] [--threshold T] [--annotate OUT_DIR]`.
+//!
+//! Every image gets an answer: a result, or an error line naming the file; one bad file does
+//! not stop the others, and the exit status is 1 if any failed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::cli::DetectArgs;
+use crate::config::Config;
+use crate::detector::{annotate, Detector};
+use crate::result::DetectionResult;
+
+/// Runs detection on every file in `args`.
+pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
+    let mut config = config.clone();
+    if let Some(threshold) = args.threshold {
+        anyhow::ensure!(
+            threshold > 0.0 && threshold <= 1.0,
+            "--threshold {threshold} must be in (0, 1]"
+        );
+        config.detector.threshold = threshold;
+    }
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --annotate directory {}", dir.display()))?;
+    }
+    let detector = crate::app::detector(&config)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut failures = 0;
+    for path in &args.images {
+        let name = file_name(path);
+        match detect_file(&detector, path, args.annotate.as_deref()) {
+            Ok(mut result) => {
+                result.file = Some(name);
+                print_result(&mut stdout, &result, args.json)?;
+            }
+            Err(err) => {
+                failures += 1;
+                if args.json {
+                    writeln!(
+                        stdout,
+                        "{}",
+                        json!({ "file": name, "error": format!("{err:#}") })
+                    )?;
+                } else {
+                    eprintln!("error: {}: {err:#}", path.display());
+                }
+            }
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn detect_file(
+    detector: &Detector,
+    path: &Path,
+    annotate_dir: Option<&Path>,
+) -> anyhow::Result<DetectionResult> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (result, image) = detector.detect_bytes(&bytes)?;
+    if let Some(dir) = annotate_dir {
+        let out = annotated_path(dir, path);
+        annotate::annotate(&image, &result.objects)
+            .save(&out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        tracing::info!(file = %out.display(), "annotated image written");
+    }
+    Ok(result)
+}
+
+/// `OUT_DIR/<name>`: JPEG and PNG keep their name; other formats are written as PNG.
+fn annotated_path(dir: &Path, input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let ext = input
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase());
+    match ext.as_deref() {
+        Some(ext @ ("jpg" | "jpeg" | "png")) => dir.join(format!("{stem}.{ext}")),
+        _ => dir.join(format!("{stem}.png")),
+    }
+}
+
+fn print_result(out: &mut impl Write, result: &DetectionResult, json: bool) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(result)?)?;
+        return Ok(());
+    }
+    let t = result.timings;
+    writeln!(
+        out,
+        "{} ({}×{}): {} object(s); preprocess {:.0} ms, inference {:.0} ms",
+        result.file.as_deref().unwrap_or("-"),
+        result.width,
+        result.height,
+        result.objects.len(),
+        t.preprocess_ms,
+        t.inference_ms,
+    )?;
+    for o in &result.objects {
+        let r = o.rectangle;
+        writeln!(
+            out,
+            "  {:<14} {:.2}  left {} top {} width {} height {}",
+            o.label, o.accuracy, r.left, r.top, r.width, r.height
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotated_names_keep_jpeg_and_png_and_use_png_otherwise() {
+        let dir = Path::new("/out");
+        assert_eq!(
+            annotated_path(dir, Path::new("a/bus.jpg")),
+            Path::new("/out/bus.jpg")
+        );
+        assert_eq!(
+            annotated_path(dir, Path::new("x.PNG")),
+            Path::new("/out/x.png")
+        );
+        assert_eq!(
+            annotated_path(dir, Path::new("anim.gif")),
+            Path::new("/out/anim.png")
+        );
+        assert_eq!(
+            annotated_path(dir, Path::new("noext")),
+            Path::new("/out/noext.png")
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The one typed configuration tree. Layered: built-in defaults → TOML file (`--config`) →
+//! environment (`SKYBURST_` + path with `__` between levels, e.g. `SKYBURST_DETECTOR__THRESHOLD`).
+//! Unknown keys are rejected; [`validate`] then checks every value and reports all problems.
+
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::validate;
+
+use crate::detector::ResizeMode;
+
+/// The environment prefix reserved for config keys. Test harness variables use other names.
+pub const ENV_PREFIX: &str = "SKYBURST";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The object detector every worker and `skyburst detect` run.
+    pub detector: DetectorConfig,
+}
+
+/// Where the compute runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// The CPU, with the fused convolution kernel.
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (build with `--features cuda`); candle's own convolution.
+    Cuda,
+}
+
+/// `[detector]`: the model and how it is run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Directory holding `yolov3-tiny.cfg`, `yolov3-tiny.weights` and `coco.names`;
+    /// `scripts/fetch-assets.sh` fills the default, `~/.cache/skyburst/models`. A leading `~/`
+    /// means the home directory.
+    pub model_dir: PathBuf,
+    /// `letterbox` (keep aspect, pad with gray; the default) or `stretch`.
+    pub resize: ResizeMode,
+    /// Minimum objectness × class probability to report, in (0, 1]. Default 0.25.
+    pub threshold: f32,
+    /// IoU above which NMS drops the weaker of two boxes of one class, in (0, 1]. Default 0.45.
+    pub nms_iou: f32,
+    /// Images declaring more pixels than this are refused before decoding. Default 40 M
+    /// (a 50000×50000 PNG header is a few bytes but would decode into 7.5 GB).
+    pub max_pixels: u64,
+    /// Threads per detector process, 1..=256. Default 1: on a 2-core worker, two 1-thread
+    /// processes serve more images per second than one 2-thread process (scripts/bench-detector.sh).
+    pub threads: usize,
+    /// Images per forward pass, 1..=64. Default 1.
+    pub batch_size: usize,
+    /// `cpu` (default) or `cuda`.
+    pub device: DeviceKind,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            model_dir: default_model_dir(),
+            resize: ResizeMode::Letterbox,
+            threshold: 0.25,
+            nms_iou: 0.45,
+            max_pixels: 40_000_000,
+            threads: 1,
+            batch_size: 1,
+            device: DeviceKind::Cpu,
+        }
+    }
+}
+
+/// `~/.cache/skyburst/models`, honouring `XDG_CACHE_HOME` as the fetch script does.
+pub fn default_model_dir() -> PathBuf {
+    cache_dir().join("models")
+}
+
+/// `~/.cache/skyburst` (or `$XDG_CACHE_HOME/skyburst`).
+pub fn cache_dir() -> PathBuf {
+    let base = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home_dir().join(".cache"),
+    };
+    base.join("skyburst")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Why the configuration could not be used; every problem is listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or has an unknown key or a wrong type.
+    #[error("cannot load the configuration: {0}\n  (keys are documented in examples/configs/embedded.toml; environment keys look like SKYBURST_DETECTOR__THRESHOLD)")]
+    Load(String),
+    /// Values that are out of range, one line each.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Layers defaults, the optional TOML file and `SKYBURST_*` environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env));
+        let layered = builder
+            .add_source(environment)
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut config: Config = layered
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.detector.model_dir = expand_home(&config.detector.model_dir);
+        validate(&config).map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => home_dir().join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.detector.model_dir.ends_with("skyburst/models"));
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let file =
+            write("[detector]\nthreshold = 0.4\nresize = \"stretch\"\nmodel_dir = \"~/models\"\n");
+        let config = Config::load_with_env(
+            Some(file.path()),
+            env(&[("SKYBURST_DETECTOR__THRESHOLD", "0.6")]),
+        )
+        .unwrap();
+        assert_eq!(config.detector.threshold, 0.6);
+        assert_eq!(config.detector.resize, ResizeMode::Stretch);
+        assert_eq!(config.detector.model_dir, home_dir().join("models"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_in_file_and_environment() {
+        let file = write("[detector]\nthreshhold = 0.4\n");
+        let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
+        let err =
+            Config::load_with_env(None, env(&[("SKYBURST_DETECTOR__COLOUR", "red")])).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err =
+            Config::load_with_env(None, env(&[("SKYBURST_DETECTOR__RESIZE", "crop")])).unwrap_err();
+        assert!(err.to_string().contains("crop"), "{err}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        let file = write("[detector]\nthreshold = 1.5\nnms_iou = 0.0\nthreads = 0\n");
+        let Err(ConfigError::Invalid(problems)) =
+            Config::load_with_env(Some(file.path()), env(&[]))
+        else {
+            panic!("expected invalid values")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/skyburst.toml")), env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The network: layers built from a parsed cfg and folded weights, and the forward pass that
+//! returns each detection head's raw (pre-sigmoid) output.
+
+use candle_core::{Device, Module, Result, Tensor};
+
+use super::darknet::{Activation, LayerSpec, NetworkSpec, YoloSpec};
+use super::kernel::FusedConv;
+use super::weights::FoldedConv;
+
+/// Which convolution implementation the forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvPath {
+    /// The fused im2col + GEMM kernel ([`super::kernel`]); CPU only. The default on CPU.
+    #[default]
+    Fused,
+    /// Stock `candle_nn::Conv2d` + leaky ReLU: the oracle in tests, and the path on CUDA.
+    Stock,
+}
+
+/// One convolution in both forms.
+struct ConvLayer {
+    fused: FusedConv,
+    stock: candle_nn::Conv2d,
+    leaky: bool,
+}
+
+impl ConvLayer {
+    fn load(conv: FoldedConv, device: &Device) -> Result<Self> {
+        let spec = conv.spec;
+        let leaky = spec.activation == Activation::Leaky;
+        let shape = (spec.filters, conv.in_channels, spec.size, spec.size);
+        let weight = Tensor::from_slice(&conv.weight, shape, device)?;
+        let bias = Tensor::from_slice(&conv.bias, spec.filters, device)?;
+        let config = candle_nn::Conv2dConfig {
+            padding: spec.padding,
+            stride: spec.stride,
+            ..Default::default()
+        };
+        let stock = candle_nn::Conv2d::new(weight, Some(bias), config);
+        let fused = FusedConv::new(
+            conv.weight,
+            conv.bias,
+            conv.in_channels,
+            spec.size,
+            spec.stride,
+            spec.padding,
+            leaky,
+        );
+        Ok(Self {
+            fused,
+            stock,
+            leaky,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, path: ConvPath) -> Result<Tensor> {
+        match path {
+            ConvPath::Fused => x.contiguous()?.apply_op1_no_bwd(&self.fused),
+            ConvPath::Stock => {
+                let y = self.stock.forward(x)?;
+                if self.leaky {
+                    candle_nn::ops::leaky_relu(&y, 0.1)
+                } else {
+                    Ok(y)
+                }
+            }
+        }
+    }
+}
+
+enum Layer {
+    Conv(Box<ConvLayer>),
+    MaxPool { size: usize, stride: usize },
+    Route(Vec<usize>),
+    Upsample(usize),
+    Yolo,
+}
+
+/// A detection head: where its raw output comes from and how to decode it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Index of the layer whose output the head reads.
+    pub source: usize,
+    /// Anchors and classes from the cfg.
+    pub yolo: YoloSpec,
+}
+
+/// YOLOv3-tiny (or any network made of the supported sections) ready to run.
+pub struct Darknet {
+    layers: Vec<Layer>,
+    heads: Vec<Head>,
+    device: Device,
+}
+
+impl Darknet {
+    /// Builds the network on `device` from its cfg and the weights read for it, in cfg order.
+    pub fn new(spec: &NetworkSpec, convs: Vec<FoldedConv>, device: &Device) -> Result<Self> {
+        let mut convs = convs.into_iter();
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        let mut heads = Vec::new();
+        for (index, layer) in spec.layers.iter().enumerate() {
+            layers.push(match layer {
+                LayerSpec::Conv(_) => {
+                    let conv = convs.next().ok_or_else(|| {
+                        candle_core::Error::Msg("fewer weights than convs".into())
+                    })?;
+                    Layer::Conv(Box::new(ConvLayer::load(conv, device)?))
+                }
+                LayerSpec::MaxPool { size, stride } => Layer::MaxPool {
+                    size: *size,
+                    stride: *stride,
+                },
+                LayerSpec::Route { layers } => Layer::Route(layers.clone()),
+                LayerSpec::Upsample { stride } => Layer::Upsample(*stride),
+                LayerSpec::Yolo(yolo) => {
+                    let source = index
+                        .checked_sub(1)
+                        .ok_or_else(|| candle_core::Error::Msg("yolo first".into()))?;
+                    heads.push(Head {
+                        source,
+                        yolo: yolo.clone(),
+                    });
+                    Layer::Yolo
+                }
+            });
+        }
+        Ok(Self {
+            layers,
+            heads,
+            device: device.clone(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The detection heads in cfg order (13×13 first for yolov3-tiny).
+    pub fn heads(&self) -> &[Head] {
+        &self.heads
+    }
+
+    /// Runs a `batch × 3 × H × W` input and returns each head's raw `batch × (A·(5+C)) × h × w`
+    /// output, in [`Self::heads`] order.
+    pub fn forward(&self, input: &Tensor, path: ConvPath) -> Result<Vec<Tensor>> {
+        let mut outputs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let x = outputs.last().unwrap_or(input);
+            let y = match layer {
+                Layer::Conv(conv) => conv.forward(x, path)?,
+                Layer::MaxPool { size, stride } => max_pool(x, *size, *stride)?,
+                Layer::Route(sources) => {
+                    let parts: Vec<&Tensor> = sources.iter().map(|&i| &outputs[i]).collect();
+                    Tensor::cat(&parts, 1)?
+                }
+                Layer::Upsample(stride) => {
+                    let (_, _, h, w) = x.dims4()?;
+                    x.upsample_nearest2d(h * stride, w * stride)?
+                }
+                Layer::Yolo => x.clone(),
+            };
+            outputs.push(y);
+        }
+        Ok(self
+            .heads
+            .iter()
+            .map(|head| outputs[head.source].clone())
+            .collect())
+    }
+}
+
+/// Darknet's max-pool: with stride 1 it pads one row and column at the bottom-right, so a
+/// 13×13 map stays 13×13. Replicating the edge equals −∞ padding for a max.
+fn max_pool(x: &Tensor, size: usize, stride: usize) -> Result<Tensor> {
+    if stride == 1 && size > 1 {
+        let padded = x
+            .pad_with_same(2, 0, size - 1)?
+            .pad_with_same(3, 0, size - 1)?;
+        padded.max_pool2d_with_stride(size, 1)
+    } else {
+        x.max_pool2d_with_stride(size, stride)
+    }
+}

@@ -1,0 +1,278 @@
+//! Image bytes → the network's input: decode (size checked first), EXIF orientation, RGB, then
+//! letterbox (default) or stretch to the input size as planar RGB in 0..1.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use serde::{Deserialize, Serialize};
+
+/// The smallest side accepted. yolov3-tiny's finest head looks at 16-pixel cells of its 416-pixel
+/// input; an image narrower than one cell carries nothing for it to find.
+pub const MIN_SIDE: u32 = 16;
+
+/// How an image is fitted to the network's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Keep the aspect ratio and pad with 0.5 gray, as darknet does. Finds Zidane at 0.93 where
+    /// stretching finds only weak boxes (../shared/yolo/README.md).
+    #[default]
+    Letterbox,
+    /// Stretch to the input size, as OpenCV's `blobFromImage` does.
+    Stretch,
+}
+
+/// Why an image could not be turned into network input.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Zero bytes.
+    #[error("the image is empty (0 bytes); send the file's contents")]
+    Empty,
+    /// Not a format we decode.
+    #[error("not a supported image (JPEG, PNG, BMP, GIF, WebP): {0}")]
+    NotAnImage(String),
+    /// Declares more pixels than allowed; refused before decoding.
+    #[error("the image declares {width}×{height} = {pixels} pixels, above the limit of {limit} (detector.max_pixels); downscale it first")]
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// width × height.
+        pixels: u64,
+        /// `detector.max_pixels`.
+        limit: u64,
+    },
+    /// Smaller than [`MIN_SIDE`] on a side.
+    #[error("the image is {width}×{height} pixels; both sides must be at least {MIN_SIDE} to detect anything")]
+    TooSmall {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// A recognised format whose data is broken (e.g. a truncated JPEG).
+    #[error("the image could not be decoded (truncated or corrupt?): {0}")]
+    Corrupt(String),
+}
+
+/// A decoded image in displayed orientation.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let reader = || {
+        let reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .expect("reading from memory cannot fail");
+        match reader.format() {
+            Some(_) => Ok(reader),
+            None => Err(ImageError::NotAnImage("unrecognised file signature".into())),
+        }
+    };
+    // Read only the header first: a 50000×50000 PNG is a few hundred bytes that would
+    // decode into 7.5 GB.
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(ImageError::TooSmall { width, height });
+    }
+    let mut decoder = reader()?
+        .into_decoder()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image =
+        DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    image.apply_orientation(orientation);
+    Ok(image.into_rgb8())
+}
+
+/// Where the image sits inside the network input, to map boxes back to image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// Image width in displayed pixels.
+    pub image_width: u32,
+    /// Image height in displayed pixels.
+    pub image_height: u32,
+    /// Left padding in input pixels.
+    pub pad_x: f32,
+    /// Top padding in input pixels.
+    pub pad_y: f32,
+    /// Input pixels per image pixel, horizontally.
+    pub scale_x: f32,
+    /// Input pixels per image pixel, vertically.
+    pub scale_y: f32,
+}
+
+impl Placement {
+    /// Maps an input-space x coordinate back to image pixels (darknet's `correct_yolo_boxes`).
+    pub fn to_image_x(&self, x: f32) -> f32 {
+        (x - self.pad_x) / self.scale_x
+    }
+
+    /// Maps an input-space y coordinate back to image pixels.
+    pub fn to_image_y(&self, y: f32) -> f32 {
+        (y - self.pad_y) / self.scale_y
+    }
+}
+
+/// An image prepared for the network: planar RGB (`3 × height × width`, 0..1) plus placement.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// `3 × input_height × input_width` floats.
+    pub chw: Vec<f32>,
+    /// How to map boxes back.
+    pub placement: Placement,
+}
+
+/// Fits `image` into an `input_w × input_h` input by `mode`.
+pub fn prepare(image: &RgbImage, (input_w, input_h): (usize, usize), mode: ResizeMode) -> Prepared {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let (new_w, new_h) = match mode {
+        // Integer arithmetic exactly as darknet's letterbox_image (bus.jpg: 312×416 at pad 52).
+        ResizeMode::Letterbox if input_w * h < input_h * w => (input_w, h * input_w / w),
+        ResizeMode::Letterbox => (w * input_h / h, input_h),
+        ResizeMode::Stretch => (input_w, input_h),
+    };
+    let (pad_x, pad_y) = ((input_w - new_w) / 2, (input_h - new_h) / 2);
+    let mut chw = vec![0.5f32; 3 * input_w * input_h];
+    let resized = resize_bilinear(image, new_w, new_h);
+    for c in 0..3 {
+        let plane = &mut chw[c * input_w * input_h..(c + 1) * input_w * input_h];
+        for y in 0..new_h {
+            let dst = &mut plane[(y + pad_y) * input_w + pad_x..][..new_w];
+            let src = &resized[c][y * new_w..(y + 1) * new_w];
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d = s / 255.0);
+        }
+    }
+    let placement = Placement {
+        image_width: w as u32,
+        image_height: h as u32,
+        pad_x: pad_x as f32,
+        pad_y: pad_y as f32,
+        scale_x: new_w as f32 / w as f32,
+        scale_y: new_h as f32 / h as f32,
+    };
+    Prepared { chw, placement }
+}
+
+/// Bilinear resampling with half-pixel centres, as OpenCV's `INTER_LINEAR` (the reference's
+/// filter). The `image` crate's Triangle filter averages over the whole footprint when shrinking,
+/// which moves weak detections (../shared/yolo/README.md). Returns three planes in 0..255.
+fn resize_bilinear(image: &RgbImage, out_w: usize, out_h: usize) -> [Vec<f32>; 3] {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let xs: Vec<(usize, usize, f32)> = (0..out_w).map(|x| sample_points(x, w, out_w)).collect();
+    let raw = image.as_raw();
+    let mut planes = [
+        vec![0.0; out_w * out_h],
+        vec![0.0; out_w * out_h],
+        vec![0.0; out_w * out_h],
+    ];
+    for y in 0..out_h {
+        let (y0, y1, fy) = sample_points(y, h, out_h);
+        let (row0, row1) = (&raw[y0 * w * 3..][..w * 3], &raw[y1 * w * 3..][..w * 3]);
+        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
+            for (c, plane) in planes.iter_mut().enumerate() {
+                let top =
+                    f32::from(row0[x0 * 3 + c]) * (1.0 - fx) + f32::from(row0[x1 * 3 + c]) * fx;
+                let bottom =
+                    f32::from(row1[x0 * 3 + c]) * (1.0 - fx) + f32::from(row1[x1 * 3 + c]) * fx;
+                plane[y * out_w + x] = top * (1.0 - fy) + bottom * fy;
+            }
+        }
+    }
+    planes
+}
+
+/// The two source indices and the weight of the second for output index `i`.
+fn sample_points(i: usize, src: usize, dst: usize) -> (usize, usize, f32) {
+    let position = ((i as f32 + 0.5) * src as f32 / dst as f32 - 0.5).max(0.0);
+    let first = (position.floor() as usize).min(src - 1);
+    let second = (first + 1).min(src - 1);
+    (first, second, position - first as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn letterbox_geometry_matches_darknet() {
+        let tall = RgbImage::new(810, 1080);
+        let p = prepare(&tall, (416, 416), ResizeMode::Letterbox).placement;
+        assert_eq!((p.pad_x, p.pad_y, p.scale_y), (52.0, 0.0, 416.0 / 1080.0));
+        let wide = RgbImage::new(1280, 720);
+        let p = prepare(&wide, (416, 416), ResizeMode::Letterbox).placement;
+        assert_eq!((p.pad_x, p.pad_y), (0.0, 91.0));
+        assert_eq!(p.to_image_y(91.0 + 117.0), 117.0 * 1280.0 / 416.0);
+    }
+
+    #[test]
+    fn letterbox_pads_with_half_gray_and_stretch_fills() {
+        let image = RgbImage::from_pixel(100, 50, image::Rgb([255, 0, 255]));
+        let p = prepare(&image, (64, 64), ResizeMode::Letterbox);
+        assert_eq!(p.chw[0], 0.5, "top-left is padding");
+        assert_eq!(p.chw[32 * 64 + 32], 1.0, "centre is the image's red");
+        let p = prepare(&image, (64, 64), ResizeMode::Stretch);
+        assert!(p.chw[..64 * 64].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn bilinear_of_a_constant_is_the_constant_and_of_a_ramp_is_linear() {
+        let image = RgbImage::from_fn(4, 1, |x, _| image::Rgb([(x * 60) as u8, 9, 9]));
+        let [red, green, _] = resize_bilinear(&image, 8, 1);
+        assert!(green.iter().all(|&g| g == 9.0));
+        // Half-pixel centres: output 1 samples source 0.25 → 0.25·60 = 15.
+        assert_eq!(&red[..3], &[0.0, 15.0, 45.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        assert!(matches!(decode(&[], 1000), Err(ImageError::Empty)));
+        assert!(matches!(
+            decode(b"hello, not an image", 1000),
+            Err(ImageError::NotAnImage(_))
+        ));
+        assert!(matches!(
+            decode(&png(1, 1), 1000),
+            Err(ImageError::TooSmall {
+                width: 1,
+                height: 1
+            })
+        ));
+        let good = png(20, 20);
+        assert_eq!(decode(&good, 1000).unwrap().dimensions(), (20, 20));
+        assert!(matches!(
+            decode(&good, 399),
+            Err(ImageError::TooLarge {
+                pixels: 400,
+                limit: 399,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&good[..good.len() / 2], 1000),
+            Err(ImageError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,34 @@
+//! The `skyburst` binary: parse the command line, set up logging, load and validate the config
+//! (exit 64 with every problem), then dispatch. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use skyburst::cli::{Cli, Command, ConfigCommand};
+use skyburst::config::Config;
+
+/// `EX_CONFIG` from sysexits.h: the configuration is wrong, not the program.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    skyburst::app::init_tracing();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Detect(args) => skyburst::cmd::detect::run(&config, &args),
+        Command::Config(ConfigCommand::Check) => skyburst::cmd::config_check::run(&config),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

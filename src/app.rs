@@ -9,20 +9,15 @@ use crate::detector::{self, ConvPath, Detector, DetectorOptions};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`). Stdout stays free for results.
 pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// The compute device named by `detector.device`.
 pub fn device(kind: DeviceKind) -> anyhow::Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda => Device::new_cuda(0)
-            .context("detector.device = \"cuda\" but no CUDA GPU could be opened"),
+        DeviceKind::Cuda => Device::new_cuda(0).context("detector.device = \"cuda\" but no CUDA GPU could be opened"),
     }
 }
 

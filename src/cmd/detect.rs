@@ -19,10 +19,7 @@ use crate::result::DetectionResult;
 pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
     let mut config = config.clone();
     if let Some(threshold) = args.threshold {
-        anyhow::ensure!(
-            threshold > 0.0 && threshold <= 1.0,
-            "--threshold {threshold} must be in (0, 1]"
-        );
+        anyhow::ensure!(threshold > 0.0 && threshold <= 1.0, "--threshold {threshold} must be in (0, 1]");
         config.detector.threshold = threshold;
     }
     if let Some(dir) = &args.annotate {
@@ -42,35 +39,21 @@ pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
             Err(err) => {
                 failures += 1;
                 if args.json {
-                    writeln!(
-                        stdout,
-                        "{}",
-                        json!({ "file": name, "error": format!("{err:#}") })
-                    )?;
+                    writeln!(stdout, "{}", json!({ "file": name, "error": format!("{err:#}") }))?;
                 } else {
                     eprintln!("error: {}: {err:#}", path.display());
                 }
             }
         }
     }
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
-fn detect_file(
-    detector: &Detector,
-    path: &Path,
-    annotate_dir: Option<&Path>,
-) -> anyhow::Result<DetectionResult> {
+fn detect_file(detector: &Detector, path: &Path, annotate_dir: Option<&Path>) -> anyhow::Result<DetectionResult> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (result, image) = detector.detect_bytes(&bytes)?;
     if let Some(dir) = annotate_dir {
@@ -85,13 +68,8 @@ fn detect_file(
 
 /// `OUT_DIR/<name>`: JPEG and PNG keep their name; other formats are written as PNG.
 fn annotated_path(dir: &Path, input: &Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let ext = input
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase());
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let ext = input.extension().map(|e| e.to_string_lossy().to_lowercase());
     match ext.as_deref() {
         Some(ext @ ("jpg" | "jpeg" | "png")) => dir.join(format!("{stem}.{ext}")),
         _ => dir.join(format!("{stem}.png")),
@@ -132,21 +110,9 @@ mod tests {
     #[test]
     fn annotated_names_keep_jpeg_and_png_and_use_png_otherwise() {
         let dir = Path::new("/out");
-        assert_eq!(
-            annotated_path(dir, Path::new("a/bus.jpg")),
-            Path::new("/out/bus.jpg")
-        );
-        assert_eq!(
-            annotated_path(dir, Path::new("x.PNG")),
-            Path::new("/out/x.png")
-        );
-        assert_eq!(
-            annotated_path(dir, Path::new("anim.gif")),
-            Path::new("/out/anim.png")
-        );
-        assert_eq!(
-            annotated_path(dir, Path::new("noext")),
-            Path::new("/out/noext.png")
-        );
+        assert_eq!(annotated_path(dir, Path::new("a/bus.jpg")), Path::new("/out/bus.jpg"));
+        assert_eq!(annotated_path(dir, Path::new("x.PNG")), Path::new("/out/x.png"));
+        assert_eq!(annotated_path(dir, Path::new("anim.gif")), Path::new("/out/anim.png"));
+        assert_eq!(annotated_path(dir, Path::new("noext")), Path::new("/out/noext.png"));
     }
 }

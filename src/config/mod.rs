@@ -90,9 +90,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Why the configuration could not be used; every problem is listed.
@@ -120,29 +118,18 @@ impl Config {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
             .source(Some(env));
-        let layered = builder
-            .add_source(environment)
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let mut config: Config = layered
-            .try_deserialize()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let layered = builder.add_source(environment).build().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut config: Config = layered.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
         config.detector.model_dir = expand_home(&config.detector.model_dir);
         validate(&config).map_err(ConfigError::Invalid)?;
         Ok(config)
@@ -161,10 +148,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn write(text: &str) -> tempfile::NamedTempFile {
@@ -182,13 +166,8 @@ mod tests {
 
     #[test]
     fn file_then_environment_override() {
-        let file =
-            write("[detector]\nthreshold = 0.4\nresize = \"stretch\"\nmodel_dir = \"~/models\"\n");
-        let config = Config::load_with_env(
-            Some(file.path()),
-            env(&[("SKYBURST_DETECTOR__THRESHOLD", "0.6")]),
-        )
-        .unwrap();
+        let file = write("[detector]\nthreshold = 0.4\nresize = \"stretch\"\nmodel_dir = \"~/models\"\n");
+        let config = Config::load_with_env(Some(file.path()), env(&[("SKYBURST_DETECTOR__THRESHOLD", "0.6")])).unwrap();
         assert_eq!(config.detector.threshold, 0.6);
         assert_eq!(config.detector.resize, ResizeMode::Stretch);
         assert_eq!(config.detector.model_dir, home_dir().join("models"));
@@ -199,20 +178,16 @@ mod tests {
         let file = write("[detector]\nthreshhold = 0.4\n");
         let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err();
         assert!(err.to_string().contains("threshhold"), "{err}");
-        let err =
-            Config::load_with_env(None, env(&[("SKYBURST_DETECTOR__COLOUR", "red")])).unwrap_err();
+        let err = Config::load_with_env(None, env(&[("SKYBURST_DETECTOR__COLOUR", "red")])).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
-        let err =
-            Config::load_with_env(None, env(&[("SKYBURST_DETECTOR__RESIZE", "crop")])).unwrap_err();
+        let err = Config::load_with_env(None, env(&[("SKYBURST_DETECTOR__RESIZE", "crop")])).unwrap_err();
         assert!(err.to_string().contains("crop"), "{err}");
     }
 
     #[test]
     fn every_invalid_value_is_reported_at_once() {
         let file = write("[detector]\nthreshold = 1.5\nnms_iou = 0.0\nthreads = 0\n");
-        let Err(ConfigError::Invalid(problems)) =
-            Config::load_with_env(Some(file.path()), env(&[]))
-        else {
+        let Err(ConfigError::Invalid(problems)) = Config::load_with_env(Some(file.path()), env(&[])) else {
             panic!("expected invalid values")
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
@@ -220,8 +195,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = Config::load_with_env(Some(Path::new("/nonexistent/skyburst.toml")), env(&[]))
-            .unwrap_err();
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/skyburst.toml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
     }
 }

@@ -30,9 +30,7 @@ const PALETTE: [[u8; 3]; 12] = [
 
 fn colour(label: &str) -> Rgb<u8> {
     // FNV-1a: a stable hash, so `person` is the same colour in every image and every run.
-    let hash = label.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
+    let hash = label.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
     Rgb(PALETTE[hash as usize % PALETTE.len()])
 }
 
@@ -52,8 +50,7 @@ pub fn annotate(image: &RgbImage, objects: &[DetectedObject]) -> RgbImage {
         }
         let colour = colour(&object.label);
         for t in 0..thickness.min(r.width / 2).min(r.height / 2).max(1) {
-            let rect = Rect::at((r.left + t) as i32, (r.top + t) as i32)
-                .of_size(r.width - 2 * t, r.height - 2 * t);
+            let rect = Rect::at((r.left + t) as i32, (r.top + t) as i32).of_size(r.width - 2 * t, r.height - 2 * t);
             draw_hollow_rect_mut(&mut canvas, rect, colour);
         }
         let text = format!("{} {:.2}", object.label, object.accuracy);
@@ -67,20 +64,8 @@ pub fn annotate(image: &RgbImage, objects: &[DetectedObject]) -> RgbImage {
             Rect::at(r.left as i32, tag_top as i32).of_size(text_w + 2 * pad, tag_h),
             colour,
         );
-        let ink = if luminance(colour) > 140.0 {
-            Rgb([0, 0, 0])
-        } else {
-            Rgb([255, 255, 255])
-        };
-        draw_text_mut(
-            &mut canvas,
-            ink,
-            (r.left + pad) as i32,
-            (tag_top + pad) as i32,
-            scale,
-            &font,
-            &text,
-        );
+        let ink = if luminance(colour) > 140.0 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) };
+        draw_text_mut(&mut canvas, ink, (r.left + pad) as i32, (tag_top + pad) as i32, scale, &font, &text);
     }
     canvas
 }
@@ -95,16 +80,7 @@ mod tests {
     use crate::result::Rectangle;
 
     fn object(label: &str, left: u32, top: u32, width: u32, height: u32) -> DetectedObject {
-        DetectedObject {
-            label: label.into(),
-            accuracy: 0.9,
-            rectangle: Rectangle {
-                left,
-                top,
-                width,
-                height,
-            },
-        }
+        DetectedObject { label: label.into(), accuracy: 0.9, rectangle: Rectangle { left, top, width, height } }
     }
 
     #[test]
@@ -114,34 +90,19 @@ mod tests {
         let c = colour("person");
         assert_eq!(drawn.get_pixel(50, 60), &c, "left edge");
         assert_eq!(drawn.get_pixel(109, 89), &c, "bottom-right corner");
-        assert_eq!(
-            drawn.get_pixel(80, 65),
-            &Rgb([10, 10, 10]),
-            "inside the box is untouched"
-        );
-        assert_eq!(
-            drawn.get_pixel(5, 95),
-            &Rgb([10, 10, 10]),
-            "outside is untouched"
-        );
+        assert_eq!(drawn.get_pixel(80, 65), &Rgb([10, 10, 10]), "inside the box is untouched");
+        assert_eq!(drawn.get_pixel(5, 95), &Rgb([10, 10, 10]), "outside is untouched");
         let tag_pixels = (50..110)
             .flat_map(|x| (20..40).map(move |y| (x, y)))
             .filter(|&(x, y)| drawn.get_pixel(x, y) != &Rgb([10, 10, 10]))
             .count();
-        assert!(
-            tag_pixels > 100,
-            "a label tag is drawn above the box ({tag_pixels} px)"
-        );
+        assert!(tag_pixels > 100, "a label tag is drawn above the box ({tag_pixels} px)");
     }
 
     #[test]
     fn boxes_at_the_edges_and_empty_boxes_do_not_panic() {
         let image = RgbImage::new(30, 20);
-        let objects = [
-            object("a", 0, 0, 30, 20),
-            object("b", 29, 19, 1, 1),
-            object("c", 5, 5, 0, 3),
-        ];
+        let objects = [object("a", 0, 0, 30, 20), object("b", 29, 19, 1, 1), object("c", 5, 5, 0, 3)];
         let drawn = annotate(&image, &objects);
         assert_eq!(drawn.dimensions(), (30, 20));
     }

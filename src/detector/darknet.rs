@@ -107,11 +107,7 @@ struct Section {
 
 impl Section {
     fn error(&self, line: usize, problem: impl Into<String>) -> CfgError {
-        CfgError {
-            line,
-            section: self.name.clone(),
-            problem: problem.into(),
-        }
+        CfgError { line, section: self.name.clone(), problem: problem.into() }
     }
 
     fn raw(&self, key: &str) -> Option<(&str, usize)> {
@@ -120,24 +116,19 @@ impl Section {
 
     fn usize_or(&self, key: &str, default: Option<usize>) -> Result<usize, CfgError> {
         match self.raw(key) {
-            Some((v, line)) => v.parse().map_err(|_| {
-                self.error(line, format!("`{key}` must be a whole number, found `{v}`"))
-            }),
+            Some((v, line)) => {
+                v.parse().map_err(|_| self.error(line, format!("`{key}` must be a whole number, found `{v}`")))
+            }
             None => default.ok_or_else(|| self.error(self.line, format!("missing key `{key}`"))),
         }
     }
 
     fn list<T: std::str::FromStr>(&self, key: &str) -> Result<Vec<T>, CfgError> {
-        let (v, line) = self
-            .raw(key)
-            .ok_or_else(|| self.error(self.line, format!("missing key `{key}`")))?;
+        let (v, line) = self.raw(key).ok_or_else(|| self.error(self.line, format!("missing key `{key}`")))?;
         v.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| self.error(line, format!("`{key}` has a bad item `{s}`")))
-            })
+            .map(|s| s.parse().map_err(|_| self.error(line, format!("`{key}` has a bad item `{s}`"))))
             .collect()
     }
 }
@@ -180,26 +171,16 @@ fn split_sections(text: &str) -> Result<Vec<Section>, CfgError> {
                 section: line.into(),
                 problem: "a section header must end with `]`".into(),
             })?;
-            sections.push(Section {
-                name: name.trim().to_string(),
-                line: line_no,
-                keys: BTreeMap::new(),
-            });
+            sections.push(Section { name: name.trim().to_string(), line: line_no, keys: BTreeMap::new() });
             continue;
         }
         let Some(section) = sections.last_mut() else {
-            return Err(CfgError {
-                line: line_no,
-                section: "-".into(),
-                problem: "a key before any section".into(),
-            });
+            return Err(CfgError { line: line_no, section: "-".into(), problem: "a key before any section".into() });
         };
-        let (key, value) = line.split_once('=').ok_or_else(|| {
-            section.error(line_no, format!("expected `key = value`, found `{line}`"))
-        })?;
-        section
-            .keys
-            .insert(key.trim().to_string(), (value.trim().to_string(), line_no));
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| section.error(line_no, format!("expected `key = value`, found `{line}`")))?;
+        section.keys.insert(key.trim().to_string(), (value.trim().to_string(), line_no));
     }
     Ok(sections)
 }
@@ -224,7 +205,12 @@ fn parse_layer(section: &Section, index: usize) -> Result<LayerSpec, CfgError> {
             Ok(LayerSpec::Upsample { stride })
         }
         "yolo" => parse_yolo(section),
-        other => Err(section.error(section.line, format!("unsupported section [{other}] (yolov3-tiny uses net, convolutional, maxpool, route, upsample, yolo)"))),
+        other => Err(section.error(
+            section.line,
+            format!(
+                "unsupported section [{other}] (yolov3-tiny uses net, convolutional, maxpool, route, upsample, yolo)"
+            ),
+        )),
     }
 }
 
@@ -240,17 +226,11 @@ fn parse_conv(section: &Section) -> Result<ConvSpec, CfgError> {
         _ => size / 2,
     };
     let batch_normalize = section.usize_or("batch_normalize", Some(0))? != 0;
-    let activation = match section
-        .raw("activation")
-        .unwrap_or(("logistic", section.line))
-    {
+    let activation = match section.raw("activation").unwrap_or(("logistic", section.line)) {
         ("leaky", _) => Activation::Leaky,
         ("linear", _) => Activation::Linear,
         (other, line) => {
-            return Err(section.error(
-                line,
-                format!("unsupported activation `{other}` (supported: leaky, linear)"),
-            ))
+            return Err(section.error(line, format!("unsupported activation `{other}` (supported: leaky, linear)")))
         }
     };
     for key in ["groups", "dilation"] {
@@ -260,23 +240,13 @@ fn parse_conv(section: &Section) -> Result<ConvSpec, CfgError> {
             }
         }
     }
-    Ok(ConvSpec {
-        filters,
-        size,
-        stride,
-        padding,
-        batch_normalize,
-        activation,
-    })
+    Ok(ConvSpec { filters, size, stride, padding, batch_normalize, activation })
 }
 
 fn parse_route(section: &Section, index: usize) -> Result<LayerSpec, CfgError> {
     let relative: Vec<i64> = section.list("layers")?;
     if relative.is_empty() || relative.len() > 2 {
-        return Err(section.error(
-            section.line,
-            format!("route takes one or two layers, found {}", relative.len()),
-        ));
+        return Err(section.error(section.line, format!("route takes one or two layers, found {}", relative.len())));
     }
     let layers = relative
         .iter()
@@ -285,10 +255,7 @@ fn parse_route(section: &Section, index: usize) -> Result<LayerSpec, CfgError> {
             if (0..index as i64).contains(&absolute) {
                 Ok(absolute as usize)
             } else {
-                Err(section.error(
-                    section.line,
-                    format!("route layer {r} is outside 0..{index}"),
-                ))
+                Err(section.error(section.line, format!("route layer {r} is outside 0..{index}")))
             }
         })
         .collect::<Result<_, _>>()?;
@@ -305,12 +272,9 @@ fn parse_yolo(section: &Section) -> Result<LayerSpec, CfgError> {
     let anchors = mask
         .iter()
         .map(|&m| {
-            all.get(m).copied().ok_or_else(|| {
-                section.error(
-                    section.line,
-                    format!("mask {m} has no anchor (there are {})", all.len()),
-                )
-            })
+            all.get(m)
+                .copied()
+                .ok_or_else(|| section.error(section.line, format!("mask {m} has no anchor (there are {})", all.len())))
         })
         .collect::<Result<_, _>>()?;
     let classes = section.usize_or("classes", None)?;
@@ -326,44 +290,18 @@ mod tests {
     #[test]
     fn parses_the_stock_yolov3_tiny_cfg() {
         let spec = parse(TINY).unwrap();
-        assert_eq!(
-            spec.input,
-            InputSpec {
-                width: 416,
-                height: 416,
-                channels: 3
-            }
-        );
+        assert_eq!(spec.input, InputSpec { width: 416, height: 416, channels: 3 });
         assert_eq!(spec.layers.len(), 24);
-        let convs = spec
-            .layers
-            .iter()
-            .filter(|l| matches!(l, LayerSpec::Conv(_)))
-            .count();
+        let convs = spec.layers.iter().filter(|l| matches!(l, LayerSpec::Conv(_))).count();
         assert_eq!(convs, 13);
         assert_eq!(spec.layers[11], LayerSpec::MaxPool { size: 2, stride: 1 });
         assert_eq!(spec.layers[17], LayerSpec::Route { layers: vec![13] });
-        assert_eq!(
-            spec.layers[20],
-            LayerSpec::Route {
-                layers: vec![19, 8]
-            }
-        );
-        let LayerSpec::Conv(head) = spec.layers[15] else {
-            panic!("layer 15 is the 13x13 head conv")
-        };
-        assert_eq!(
-            (head.filters, head.size, head.padding, head.activation),
-            (255, 1, 0, Activation::Linear)
-        );
+        assert_eq!(spec.layers[20], LayerSpec::Route { layers: vec![19, 8] });
+        let LayerSpec::Conv(head) = spec.layers[15] else { panic!("layer 15 is the 13x13 head conv") };
+        assert_eq!((head.filters, head.size, head.padding, head.activation), (255, 1, 0, Activation::Linear));
         assert!(!head.batch_normalize);
-        let LayerSpec::Yolo(yolo) = &spec.layers[16] else {
-            panic!("layer 16 is a yolo head")
-        };
-        assert_eq!(
-            yolo.anchors,
-            vec![(81.0, 82.0), (135.0, 169.0), (344.0, 319.0)]
-        );
+        let LayerSpec::Yolo(yolo) = &spec.layers[16] else { panic!("layer 16 is a yolo head") };
+        assert_eq!(yolo.anchors, vec![(81.0, 82.0), (135.0, 169.0), (344.0, 319.0)]);
         assert_eq!(yolo.classes, 80);
     }
 
@@ -376,12 +314,9 @@ mod tests {
 
     #[test]
     fn bad_values_are_located() {
-        let err =
-            parse("[net]\nwidth=416\nheight=416\n[convolutional]\nfilters=abc\n").unwrap_err();
+        let err = parse("[net]\nwidth=416\nheight=416\n[convolutional]\nfilters=abc\n").unwrap_err();
         assert_eq!(err.line, 5);
-        let err =
-            parse("[net]\nwidth=416\nheight=416\n[convolutional]\nfilters=8\nactivation=mish\n")
-                .unwrap_err();
+        let err = parse("[net]\nwidth=416\nheight=416\n[convolutional]\nfilters=8\nactivation=mish\n").unwrap_err();
         assert!(err.to_string().contains("mish"), "{err}");
         let err = parse("[net]\nwidth=416\nheight=416\n[route]\nlayers=-1\n").unwrap_err();
         assert!(err.to_string().contains("outside"), "{err}");

@@ -6,6 +6,7 @@
 //! - [`weights`]: reads the `.weights` file and folds batch norm into the convolutions.
 //! - [`model`]: builds the network and runs the forward pass.
 //! - [`kernel`]: the fused im2col + GEMM convolution (the only `unsafe` in the crate).
+//! - [`pool`]: darknet's max-pool as a parallel custom op.
 //! - [`preprocess`]: decode, orientation, letterbox or stretch.
 //! - [`postprocess`]: head decoding and NMS, pure.
 //! - [`annotate`]: draws boxes and labels.
@@ -15,6 +16,7 @@ pub mod darknet;
 pub mod kernel;
 pub mod model;
 pub mod model_files;
+pub mod pool;
 pub mod postprocess;
 pub mod preprocess;
 pub mod weights;
@@ -104,38 +106,22 @@ pub struct Detector {
 
 impl Detector {
     /// Loads and verifies the model files in `model_dir` and builds the network on `device`.
-    pub fn load(
-        model_dir: &Path,
-        options: DetectorOptions,
-        device: &Device,
-    ) -> Result<Self, DetectorError> {
+    pub fn load(model_dir: &Path, options: DetectorOptions, device: &Device) -> Result<Self, DetectorError> {
         Self::from_files(ModelFiles::read(model_dir)?, options, device)
     }
 
     /// Builds the detector from already-read model files.
-    pub fn from_files(
-        files: ModelFiles,
-        mut options: DetectorOptions,
-        device: &Device,
-    ) -> Result<Self, DetectorError> {
+    pub fn from_files(files: ModelFiles, mut options: DetectorOptions, device: &Device) -> Result<Self, DetectorError> {
         let spec = darknet::parse(&files.cfg)?;
         let convs = weights::load(&spec, &files.weights)?;
-        let labels: Vec<String> = files
-            .names
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let labels: Vec<String> = files.names.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
         let classes = spec.layers.iter().find_map(|l| match l {
             LayerSpec::Yolo(y) => Some(y.classes),
             _ => None,
         });
         let classes = classes.ok_or(DetectorError::NoHeads)?;
         if labels.len() != classes {
-            return Err(DetectorError::Labels {
-                found: labels.len(),
-                expected: classes,
-            });
+            return Err(DetectorError::Labels { found: labels.len(), expected: classes });
         }
         // The fused kernel is a CPU custom op; on CUDA, candle's own conv runs.
         if !device.is_cpu() {
@@ -143,13 +129,7 @@ impl Detector {
         }
         let net = Darknet::new(&spec, convs, device)?;
         let model_sha256 = model_files::sha256_hex(&files.weights);
-        Ok(Self {
-            net,
-            input: (spec.input.width, spec.input.height),
-            labels,
-            model_sha256,
-            options,
-        })
+        Ok(Self { net, input: (spec.input.width, spec.input.height), labels, model_sha256, options })
     }
 
     /// The options in force.
@@ -186,26 +166,17 @@ impl Detector {
     pub fn input_tensor(&self, batch: &[&Prepared]) -> Result<Tensor, DetectorError> {
         let (w, h) = self.input;
         let data: Vec<f32> = batch.iter().flat_map(|p| p.chw.iter().copied()).collect();
-        Ok(Tensor::from_vec(
-            data,
-            (batch.len(), 3, h, w),
-            self.net.device(),
-        )?)
+        Ok(Tensor::from_vec(data, (batch.len(), 3, h, w), self.net.device())?)
     }
 
     /// Detects objects in a batch of prepared images with one forward pass. Returns one list
     /// per image (highest accuracy first) and the forward pass's milliseconds.
-    pub fn detect_batch(
-        &self,
-        batch: &[&Prepared],
-    ) -> Result<(Vec<Vec<DetectedObject>>, f64), DetectorError> {
+    pub fn detect_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Vec<DetectedObject>>, f64), DetectorError> {
         if batch.is_empty() {
             return Ok((Vec::new(), 0.0));
         }
         let started = Instant::now();
-        let heads = self
-            .net
-            .forward(&self.input_tensor(batch)?, self.options.conv_path)?;
+        let heads = self.net.forward(&self.input_tensor(batch)?, self.options.conv_path)?;
         // Copy each head to host memory once; per-image slices index into it.
         let heads: Vec<(Vec<f32>, usize, usize)> = heads
             .iter()
@@ -215,11 +186,8 @@ impl Detector {
             })
             .collect::<Result<_, candle_core::Error>>()?;
         let forward_ms = started.elapsed().as_secs_f64() * 1e3;
-        let objects = batch
-            .iter()
-            .enumerate()
-            .map(|(i, prepared)| self.objects(&heads, i, batch.len(), prepared))
-            .collect();
+        let objects =
+            batch.iter().enumerate().map(|(i, prepared)| self.objects(&heads, i, batch.len(), prepared)).collect();
         Ok((objects, forward_ms))
     }
 
@@ -239,11 +207,7 @@ impl Detector {
             width: image.width(),
             height: image.height(),
             model: self.model_sha256.clone(),
-            timings: Timings {
-                preprocess_ms,
-                inference_ms,
-                postprocess_ms,
-            },
+            timings: Timings { preprocess_ms, inference_ms, postprocess_ms },
         };
         Ok((result, image))
     }
@@ -267,11 +231,7 @@ impl Detector {
                 input: self.input,
             };
             let raw = &data[index * per_image..(index + 1) * per_image];
-            candidates.extend(postprocess::decode_head(
-                raw,
-                layout,
-                self.options.threshold,
-            ));
+            candidates.extend(postprocess::decode_head(raw, layout, self.options.threshold));
         }
         postprocess::non_max_suppression(candidates, self.options.nms_iou)
             .into_iter()
@@ -283,23 +243,14 @@ impl Detector {
     fn to_object(&self, c: Candidate, prepared: &Prepared) -> DetectedObject {
         let p = prepared.placement;
         let clip = |v: f32, max: u32| v.round().clamp(0.0, max as f32) as u32;
-        let (left, right) = (
-            clip(p.to_image_x(c.bbox.x1), p.image_width),
-            clip(p.to_image_x(c.bbox.x2), p.image_width),
-        );
-        let (top, bottom) = (
-            clip(p.to_image_y(c.bbox.y1), p.image_height),
-            clip(p.to_image_y(c.bbox.y2), p.image_height),
-        );
+        let (left, right) =
+            (clip(p.to_image_x(c.bbox.x1), p.image_width), clip(p.to_image_x(c.bbox.x2), p.image_width));
+        let (top, bottom) =
+            (clip(p.to_image_y(c.bbox.y1), p.image_height), clip(p.to_image_y(c.bbox.y2), p.image_height));
         DetectedObject {
             label: self.labels[c.class].clone(),
             accuracy: c.score,
-            rectangle: Rectangle {
-                left,
-                top,
-                width: right - left,
-                height: bottom - top,
-            },
+            rectangle: Rectangle { left, top, width: right - left, height: bottom - top },
         }
     }
 }
@@ -307,11 +258,7 @@ impl Detector {
 /// Sizes rayon's global pool, which the fused kernel and candle's CPU ops share. Call once,
 /// before the first detection; later calls keep the first size.
 pub fn set_threads(threads: usize) {
-    if rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .is_err()
-    {
+    if rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().is_err() {
         tracing::debug!(threads, "rayon pool already initialised; keeping its size");
     }
 }

@@ -5,15 +5,18 @@ use candle_core::{Device, Module, Result, Tensor};
 
 use super::darknet::{Activation, LayerSpec, NetworkSpec, YoloSpec};
 use super::kernel::FusedConv;
+use super::pool::MaxPool;
 use super::weights::FoldedConv;
 
 /// Which convolution implementation the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvPath {
-    /// The fused im2col + GEMM kernel ([`super::kernel`]); CPU only. The default on CPU.
+    /// The fused im2col + GEMM kernel ([`super::kernel`]) and darknet max-pool
+    /// ([`super::pool`]); CPU only. The default on CPU.
     #[default]
     Fused,
-    /// Stock `candle_nn::Conv2d` + leaky ReLU: the oracle in tests, and the path on CUDA.
+    /// Stock `candle_nn::Conv2d` + leaky ReLU + `max_pool2d`: the oracle in tests, and the path
+    /// on CUDA.
     Stock,
 }
 
@@ -31,26 +34,11 @@ impl ConvLayer {
         let shape = (spec.filters, conv.in_channels, spec.size, spec.size);
         let weight = Tensor::from_slice(&conv.weight, shape, device)?;
         let bias = Tensor::from_slice(&conv.bias, spec.filters, device)?;
-        let config = candle_nn::Conv2dConfig {
-            padding: spec.padding,
-            stride: spec.stride,
-            ..Default::default()
-        };
+        let config = candle_nn::Conv2dConfig { padding: spec.padding, stride: spec.stride, ..Default::default() };
         let stock = candle_nn::Conv2d::new(weight, Some(bias), config);
-        let fused = FusedConv::new(
-            conv.weight,
-            conv.bias,
-            conv.in_channels,
-            spec.size,
-            spec.stride,
-            spec.padding,
-            leaky,
-        );
-        Ok(Self {
-            fused,
-            stock,
-            leaky,
-        })
+        let fused =
+            FusedConv::new(conv.weight, conv.bias, conv.in_channels, spec.size, spec.stride, spec.padding, leaky);
+        Ok(Self { fused, stock, leaky })
     }
 
     fn forward(&self, x: &Tensor, path: ConvPath) -> Result<Tensor> {
@@ -101,39 +89,40 @@ impl Darknet {
         for (index, layer) in spec.layers.iter().enumerate() {
             layers.push(match layer {
                 LayerSpec::Conv(_) => {
-                    let conv = convs.next().ok_or_else(|| {
-                        candle_core::Error::Msg("fewer weights than convs".into())
-                    })?;
+                    let conv =
+                        convs.next().ok_or_else(|| candle_core::Error::Msg("fewer weights than convs".into()))?;
                     Layer::Conv(Box::new(ConvLayer::load(conv, device)?))
                 }
-                LayerSpec::MaxPool { size, stride } => Layer::MaxPool {
-                    size: *size,
-                    stride: *stride,
-                },
+                LayerSpec::MaxPool { size, stride } => Layer::MaxPool { size: *size, stride: *stride },
                 LayerSpec::Route { layers } => Layer::Route(layers.clone()),
                 LayerSpec::Upsample { stride } => Layer::Upsample(*stride),
                 LayerSpec::Yolo(yolo) => {
-                    let source = index
-                        .checked_sub(1)
-                        .ok_or_else(|| candle_core::Error::Msg("yolo first".into()))?;
-                    heads.push(Head {
-                        source,
-                        yolo: yolo.clone(),
-                    });
+                    let source = index.checked_sub(1).ok_or_else(|| candle_core::Error::Msg("yolo first".into()))?;
+                    heads.push(Head { source, yolo: yolo.clone() });
                     Layer::Yolo
                 }
             });
         }
-        Ok(Self {
-            layers,
-            heads,
-            device: device.clone(),
-        })
+        Ok(Self { layers, heads, device: device.clone() })
     }
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// A short description of each layer (`conv 3→16 3×3`, `maxpool 2/2`, …) for profiles.
+    pub fn describe(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .map(|layer| match layer {
+                Layer::Conv(c) => c.fused.describe(),
+                Layer::MaxPool { size, stride } => format!("maxpool {size}/{stride}"),
+                Layer::Route(sources) => format!("route {sources:?}"),
+                Layer::Upsample(stride) => format!("upsample ×{stride}"),
+                Layer::Yolo => "yolo".to_string(),
+            })
+            .collect()
     }
 
     /// The detection heads in cfg order (13×13 first for yolov3-tiny).
@@ -144,12 +133,26 @@ impl Darknet {
     /// Runs a `batch × 3 × H × W` input and returns each head's raw `batch × (A·(5+C)) × h × w`
     /// output, in [`Self::heads`] order.
     pub fn forward(&self, input: &Tensor, path: ConvPath) -> Result<Vec<Tensor>> {
+        self.forward_observed(input, path, |_, _| {})
+    }
+
+    /// As [`Self::forward`], calling `observe(layer index, output)` after each layer — the
+    /// per-layer profile in `benches/detector.rs` times the gaps between calls.
+    pub fn forward_observed(
+        &self,
+        input: &Tensor,
+        path: ConvPath,
+        mut observe: impl FnMut(usize, &Tensor),
+    ) -> Result<Vec<Tensor>> {
         let mut outputs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
+        for (index, layer) in self.layers.iter().enumerate() {
             let x = outputs.last().unwrap_or(input);
             let y = match layer {
                 Layer::Conv(conv) => conv.forward(x, path)?,
-                Layer::MaxPool { size, stride } => max_pool(x, *size, *stride)?,
+                Layer::MaxPool { size, stride } => match path {
+                    ConvPath::Fused => x.contiguous()?.apply_op1_no_bwd(&MaxPool { size: *size, stride: *stride })?,
+                    ConvPath::Stock => stock_max_pool(x, *size, *stride)?,
+                },
                 Layer::Route(sources) => {
                     let parts: Vec<&Tensor> = sources.iter().map(|&i| &outputs[i]).collect();
                     Tensor::cat(&parts, 1)?
@@ -160,23 +163,18 @@ impl Darknet {
                 }
                 Layer::Yolo => x.clone(),
             };
+            observe(index, &y);
             outputs.push(y);
         }
-        Ok(self
-            .heads
-            .iter()
-            .map(|head| outputs[head.source].clone())
-            .collect())
+        Ok(self.heads.iter().map(|head| outputs[head.source].clone()).collect())
     }
 }
 
-/// Darknet's max-pool: with stride 1 it pads one row and column at the bottom-right, so a
-/// 13×13 map stays 13×13. Replicating the edge equals −∞ padding for a max.
-fn max_pool(x: &Tensor, size: usize, stride: usize) -> Result<Tensor> {
+/// Darknet's max-pool in stock candle ops (the oracle): with stride 1 it pads one row and column
+/// at the bottom-right, so a 13×13 map stays 13×13. Replicating the edge equals −∞ padding.
+fn stock_max_pool(x: &Tensor, size: usize, stride: usize) -> Result<Tensor> {
     if stride == 1 && size > 1 {
-        let padded = x
-            .pad_with_same(2, 0, size - 1)?
-            .pad_with_same(3, 0, size - 1)?;
+        let padded = x.pad_with_same(2, 0, size - 1)?.pad_with_same(3, 0, size - 1)?;
         padded.max_pool2d_with_stride(size, 1)
     } else {
         x.max_pool2d_with_stride(size, stride)

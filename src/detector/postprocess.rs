@@ -22,9 +22,7 @@ impl BoxF {
     }
 
     fn is_finite(&self) -> bool {
-        [self.x1, self.y1, self.x2, self.y2]
-            .iter()
-            .all(|v| v.is_finite())
+        [self.x1, self.y1, self.x2, self.y2].iter().all(|v| v.is_finite())
     }
 }
 
@@ -64,11 +62,7 @@ fn sigmoid(x: f32) -> f32 {
 pub fn decode_head(raw: &[f32], layout: HeadLayout, threshold: f32) -> Vec<Candidate> {
     let cells = layout.rows * layout.cols;
     let stride = 5 + layout.classes;
-    assert_eq!(
-        raw.len(),
-        layout.anchors.len() * stride * cells,
-        "head size must match its layout"
-    );
+    assert_eq!(raw.len(), layout.anchors.len() * stride * cells, "head size must match its layout");
     let (input_w, input_h) = (layout.input.0 as f32, layout.input.1 as f32);
     let mut out = Vec::new();
     for (a, &(anchor_w, anchor_h)) in layout.anchors.iter().enumerate() {
@@ -80,8 +74,7 @@ pub fn decode_head(raw: &[f32], layout: HeadLayout, threshold: f32) -> Vec<Candi
             if !(obj >= threshold) {
                 continue;
             }
-            let Some((class, score)) = best_class(|c| channel(5 + c)[cell], layout.classes, obj)
-            else {
+            let Some((class, score)) = best_class(|c| channel(5 + c)[cell], layout.classes, obj) else {
                 continue;
             };
             if !(score >= threshold) {
@@ -92,12 +85,7 @@ pub fn decode_head(raw: &[f32], layout: HeadLayout, threshold: f32) -> Vec<Candi
             let cy = (row as f32 + sigmoid(channel(1)[cell])) / layout.rows as f32 * input_h;
             let w = channel(2)[cell].exp() * anchor_w;
             let h = channel(3)[cell].exp() * anchor_h;
-            let bbox = BoxF {
-                x1: cx - w / 2.0,
-                y1: cy - h / 2.0,
-                x2: cx + w / 2.0,
-                y2: cy + h / 2.0,
-            };
+            let bbox = BoxF { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0 };
             if bbox.is_finite() {
                 out.push(Candidate { class, score, bbox });
             }
@@ -116,13 +104,7 @@ fn best_class(logit: impl Fn(usize) -> f32, classes: usize, obj: f32) -> Option<
 
 /// Intersection over union; 0 for degenerate boxes.
 pub fn iou(a: &BoxF, b: &BoxF) -> f32 {
-    let inter = BoxF {
-        x1: a.x1.max(b.x1),
-        y1: a.y1.max(b.y1),
-        x2: a.x2.min(b.x2),
-        y2: a.y2.min(b.y2),
-    }
-    .area();
+    let inter = BoxF { x1: a.x1.max(b.x1), y1: a.y1.max(b.y1), x2: a.x2.min(b.x2), y2: a.y2.min(b.y2) }.area();
     let union = a.area() + b.area() - inter;
     if union > 0.0 {
         inter / union
@@ -139,9 +121,7 @@ pub fn non_max_suppression(mut candidates: Vec<Candidate>, iou_threshold: f32) -
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len());
     for candidate in candidates {
-        let overlaps = kept
-            .iter()
-            .any(|k| k.class == candidate.class && iou(&k.bbox, &candidate.bbox) > iou_threshold);
+        let overlaps = kept.iter().any(|k| k.class == candidate.class && iou(&k.bbox, &candidate.bbox) > iou_threshold);
         if !overlaps {
             kept.push(candidate);
         }
@@ -155,52 +135,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn cand(class: usize, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Candidate {
-        Candidate {
-            class,
-            score,
-            bbox: BoxF { x1, y1, x2, y2 },
-        }
+        Candidate { class, score, bbox: BoxF { x1, y1, x2, y2 } }
     }
 
     #[test]
     fn iou_of_known_boxes() {
-        let a = BoxF {
-            x1: 0.0,
-            y1: 0.0,
-            x2: 10.0,
-            y2: 10.0,
-        };
+        let a = BoxF { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
         assert_eq!(iou(&a, &a), 1.0);
-        assert_eq!(
-            iou(
-                &a,
-                &BoxF {
-                    x1: 5.0,
-                    y1: 0.0,
-                    x2: 15.0,
-                    y2: 10.0
-                }
-            ),
-            50.0 / 150.0
-        );
-        assert_eq!(
-            iou(
-                &a,
-                &BoxF {
-                    x1: 20.0,
-                    y1: 20.0,
-                    x2: 30.0,
-                    y2: 30.0
-                }
-            ),
-            0.0
-        );
-        let empty = BoxF {
-            x1: 3.0,
-            y1: 3.0,
-            x2: 3.0,
-            y2: 3.0,
-        };
+        assert_eq!(iou(&a, &BoxF { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 }), 50.0 / 150.0);
+        assert_eq!(iou(&a, &BoxF { x1: 20.0, y1: 20.0, x2: 30.0, y2: 30.0 }), 0.0);
+        let empty = BoxF { x1: 3.0, y1: 3.0, x2: 3.0, y2: 3.0 };
         assert_eq!(iou(&empty, &empty), 0.0);
     }
 
@@ -220,10 +164,7 @@ mod tests {
     #[test]
     fn nms_keeps_boxes_at_exactly_the_threshold() {
         // IoU exactly 1/3 with threshold 1/3: suppression needs IoU *above* the threshold.
-        let boxes = vec![
-            cand(0, 0.9, 0.0, 0.0, 10.0, 10.0),
-            cand(0, 0.8, 5.0, 0.0, 15.0, 10.0),
-        ];
+        let boxes = vec![cand(0, 0.9, 0.0, 0.0, 10.0, 10.0), cand(0, 0.8, 5.0, 0.0, 15.0, 10.0)];
         assert_eq!(non_max_suppression(boxes, 50.0 / 150.0).len(), 2);
     }
 
@@ -248,40 +189,20 @@ mod tests {
         raw
     }
 
-    const LAYOUT: HeadLayout = HeadLayout {
-        rows: 2,
-        cols: 2,
-        anchors: &[(100.0, 50.0)],
-        classes: 2,
-        input: (416, 416),
-    };
+    const LAYOUT: HeadLayout =
+        HeadLayout { rows: 2, cols: 2, anchors: &[(100.0, 50.0)], classes: 2, input: (416, 416) };
 
     #[test]
     fn decodes_centre_size_and_class() {
         // Cell 3 = row 1, col 1. tx = ty = 0 → centre offset 0.5; tw = th = 0 → anchor size.
-        let raw = head(&[
-            (0, 3, 0.0),
-            (1, 3, 0.0),
-            (2, 3, 0.0),
-            (3, 3, 0.0),
-            (4, 3, 20.0),
-            (6, 3, 20.0),
-        ]);
+        let raw = head(&[(0, 3, 0.0), (1, 3, 0.0), (2, 3, 0.0), (3, 3, 0.0), (4, 3, 20.0), (6, 3, 20.0)]);
         let found = decode_head(&raw, LAYOUT, 0.25);
         assert_eq!(found.len(), 1);
         let c = found[0];
         assert_eq!(c.class, 1);
         assert!((c.score - 1.0).abs() < 1e-6);
         // centre (1.5/2·416, 1.5/2·416) = (312, 312); size 100×50.
-        assert_eq!(
-            c.bbox,
-            BoxF {
-                x1: 262.0,
-                y1: 287.0,
-                x2: 362.0,
-                y2: 337.0
-            }
-        );
+        assert_eq!(c.bbox, BoxF { x1: 262.0, y1: 287.0, x2: 362.0, y2: 337.0 });
     }
 
     #[test]
@@ -304,11 +225,7 @@ mod tests {
             (2, 2, f32::NAN),
         ]);
         let found = decode_head(&raw, LAYOUT, 0.25);
-        assert_eq!(
-            found.len(),
-            1,
-            "cell 0 keeps its finite class; cell 1 (NaN obj) and cell 2 (NaN box) go"
-        );
+        assert_eq!(found.len(), 1, "cell 0 keeps its finite class; cell 1 (NaN obj) and cell 2 (NaN box) go");
         assert_eq!(found[0].class, 1);
     }
 

@@ -62,9 +62,8 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
         return Err(ImageError::Empty);
     }
     let reader = || {
-        let reader = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .expect("reading from memory cannot fail");
+        let reader =
+            ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("reading from memory cannot fail");
         match reader.format() {
             Some(_) => Ok(reader),
             None => Err(ImageError::NotAnImage("unrecognised file signature".into())),
@@ -72,29 +71,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     };
     // Read only the header first: a 50000×50000 PNG is a few hundred bytes that would
     // decode into 7.5 GB.
-    let (width, height) = reader()?
-        .into_dimensions()
-        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let (width, height) = reader()?.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
-        return Err(ImageError::TooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
+        return Err(ImageError::TooLarge { width, height, pixels, limit: max_pixels });
     }
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(ImageError::TooSmall { width, height });
     }
-    let mut decoder = reader()?
-        .into_decoder()
-        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image =
-        DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let mut decoder = reader()?.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
@@ -175,20 +162,14 @@ fn resize_bilinear(image: &RgbImage, out_w: usize, out_h: usize) -> [Vec<f32>; 3
     let (w, h) = (image.width() as usize, image.height() as usize);
     let xs: Vec<(usize, usize, f32)> = (0..out_w).map(|x| sample_points(x, w, out_w)).collect();
     let raw = image.as_raw();
-    let mut planes = [
-        vec![0.0; out_w * out_h],
-        vec![0.0; out_w * out_h],
-        vec![0.0; out_w * out_h],
-    ];
+    let mut planes = [vec![0.0; out_w * out_h], vec![0.0; out_w * out_h], vec![0.0; out_w * out_h]];
     for y in 0..out_h {
         let (y0, y1, fy) = sample_points(y, h, out_h);
         let (row0, row1) = (&raw[y0 * w * 3..][..w * 3], &raw[y1 * w * 3..][..w * 3]);
         for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
             for (c, plane) in planes.iter_mut().enumerate() {
-                let top =
-                    f32::from(row0[x0 * 3 + c]) * (1.0 - fx) + f32::from(row0[x1 * 3 + c]) * fx;
-                let bottom =
-                    f32::from(row1[x0 * 3 + c]) * (1.0 - fx) + f32::from(row1[x1 * 3 + c]) * fx;
+                let top = f32::from(row0[x0 * 3 + c]) * (1.0 - fx) + f32::from(row0[x1 * 3 + c]) * fx;
+                let bottom = f32::from(row1[x0 * 3 + c]) * (1.0 - fx) + f32::from(row1[x1 * 3 + c]) * fx;
                 plane[y * out_w + x] = top * (1.0 - fy) + bottom * fy;
             }
         }
@@ -211,8 +192,7 @@ mod tests {
     fn png(width: u32, height: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
-        img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .unwrap();
+        img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
         bytes
     }
 
@@ -249,30 +229,11 @@ mod tests {
     #[test]
     fn bad_inputs_are_typed_errors() {
         assert!(matches!(decode(&[], 1000), Err(ImageError::Empty)));
-        assert!(matches!(
-            decode(b"hello, not an image", 1000),
-            Err(ImageError::NotAnImage(_))
-        ));
-        assert!(matches!(
-            decode(&png(1, 1), 1000),
-            Err(ImageError::TooSmall {
-                width: 1,
-                height: 1
-            })
-        ));
+        assert!(matches!(decode(b"hello, not an image", 1000), Err(ImageError::NotAnImage(_))));
+        assert!(matches!(decode(&png(1, 1), 1000), Err(ImageError::TooSmall { width: 1, height: 1 })));
         let good = png(20, 20);
         assert_eq!(decode(&good, 1000).unwrap().dimensions(), (20, 20));
-        assert!(matches!(
-            decode(&good, 399),
-            Err(ImageError::TooLarge {
-                pixels: 400,
-                limit: 399,
-                ..
-            })
-        ));
-        assert!(matches!(
-            decode(&good[..good.len() / 2], 1000),
-            Err(ImageError::Corrupt(_))
-        ));
+        assert!(matches!(decode(&good, 399), Err(ImageError::TooLarge { pixels: 400, limit: 399, .. })));
+        assert!(matches!(decode(&good[..good.len() / 2], 1000), Err(ImageError::Corrupt(_))));
     }
 }

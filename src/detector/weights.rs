@@ -65,38 +65,18 @@ pub fn load(spec: &NetworkSpec, bytes: &[u8]) -> Result<Vec<FoldedConv>, Weights
     let mut inputs = Vec::new();
     for (index, layer) in spec.layers.iter().enumerate() {
         if let LayerSpec::Conv(conv) = layer {
-            let c_in = if index == 0 {
-                spec.input.channels
-            } else {
-                channels[index - 1]
-            };
+            let c_in = if index == 0 { spec.input.channels } else { channels[index - 1] };
             inputs.push((*conv, c_in));
         }
     }
-    let floats: usize = inputs
-        .iter()
-        .map(|(conv, c_in)| floats_for(conv, *c_in))
-        .sum();
+    let floats: usize = inputs.iter().map(|(conv, c_in)| floats_for(conv, *c_in)).sum();
     let expected = header + floats * 4;
     if bytes.len() != expected {
-        let which = if bytes.len() < expected {
-            "file too short"
-        } else {
-            "file too long"
-        };
-        return Err(WeightsError::SizeMismatch {
-            expected,
-            found: bytes.len(),
-            which,
-        });
+        let which = if bytes.len() < expected { "file too short" } else { "file too long" };
+        return Err(WeightsError::SizeMismatch { expected, found: bytes.len(), which });
     }
-    let mut reader = FloatReader {
-        bytes: &bytes[header..],
-    };
-    Ok(inputs
-        .into_iter()
-        .map(|(spec, c_in)| read_conv(&mut reader, spec, c_in))
-        .collect())
+    let mut reader = FloatReader { bytes: &bytes[header..] };
+    Ok(inputs.into_iter().map(|(spec, c_in)| read_conv(&mut reader, spec, c_in)).collect())
 }
 
 /// Darknet's header: major, minor, revision (i32), then `seen` as u64 from version 0.2 on.
@@ -106,11 +86,7 @@ fn header_len(bytes: &[u8]) -> Result<usize, WeightsError> {
     }
     let word = |i: usize| i32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     let (major, minor) = (word(0), word(4));
-    Ok(if major * 10 + minor >= 2 && major < 1000 {
-        20
-    } else {
-        16
-    })
+    Ok(if major * 10 + minor >= 2 && major < 1000 { 20 } else { 16 })
 }
 
 fn floats_for(conv: &ConvSpec, c_in: usize) -> usize {
@@ -127,9 +103,7 @@ impl FloatReader<'_> {
     fn take(&mut self, n: usize) -> Vec<f32> {
         let (head, rest) = self.bytes.split_at(n * 4);
         self.bytes = rest;
-        head.chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        head.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 }
 
@@ -146,24 +120,13 @@ fn read_conv(reader: &mut FloatReader, spec: ConvSpec, in_channels: usize) -> Fo
     if let Some((gamma, mean, var)) = bn {
         fold_batch_norm(&mut weight, &mut bias, &gamma, &mean, &var);
     }
-    FoldedConv {
-        spec,
-        in_channels,
-        weight,
-        bias,
-    }
+    FoldedConv { spec, in_channels, weight, bias }
 }
 
 /// Folds `y = gamma·(conv(x) − mean)/sqrt(var + eps) + beta` into the conv:
 /// `W' = W·s`, `b' = beta − mean·s` with `s = gamma/sqrt(var + eps)` per output channel.
 /// On entry `bias` holds beta.
-pub fn fold_batch_norm(
-    weight: &mut [f32],
-    bias: &mut [f32],
-    gamma: &[f32],
-    mean: &[f32],
-    var: &[f32],
-) {
+pub fn fold_batch_norm(weight: &mut [f32], bias: &mut [f32], gamma: &[f32], mean: &[f32], var: &[f32]) {
     let per_filter = weight.len() / bias.len();
     for (o, row) in weight.chunks_exact_mut(per_filter).enumerate() {
         let scale = gamma[o] / (var[o] + BATCH_NORM_EPS).sqrt();
@@ -180,11 +143,7 @@ mod tests {
     const TINY: &str = include_str!("../../tests/fixtures/yolo/yolov3-tiny.cfg");
 
     fn header() -> Vec<u8> {
-        [0i32, 2, 0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .chain(7u64.to_le_bytes())
-            .collect()
+        [0i32, 2, 0].iter().flat_map(|v| v.to_le_bytes()).chain(7u64.to_le_bytes()).collect()
     }
 
     #[test]
@@ -192,59 +151,32 @@ mod tests {
         let spec = darknet::parse(TINY).unwrap();
         let err = load(&spec, &header()).unwrap_err();
         // 35,434,956 bytes: the size of the published yolov3-tiny.weights.
-        assert!(
-            matches!(
-                err,
-                WeightsError::SizeMismatch {
-                    expected: 35_434_956,
-                    found: 20,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, WeightsError::SizeMismatch { expected: 35_434_956, found: 20, .. }), "{err}");
         assert!(err.to_string().contains("too short"));
     }
 
     #[test]
     fn short_and_long_files_report_both_sizes() {
-        let spec = darknet::parse("[net]\nwidth=4\nheight=4\nchannels=1\n[convolutional]\nfilters=2\nsize=1\nactivation=linear\n").unwrap();
+        let spec = darknet::parse(
+            "[net]\nwidth=4\nheight=4\nchannels=1\n[convolutional]\nfilters=2\nsize=1\nactivation=linear\n",
+        )
+        .unwrap();
         // 2 biases + 2 weights.
         let mut file = header();
-        file.extend(
-            [0.5f32, -1.0, 2.0, 3.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes()),
-        );
+        file.extend([0.5f32, -1.0, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()));
         let convs = load(&spec, &file).unwrap();
         assert_eq!(convs[0].bias, vec![0.5, -1.0]);
         assert_eq!(convs[0].weight, vec![2.0, 3.0]);
         file.extend([0u8; 4]);
         let err = load(&spec, &file).unwrap_err();
-        assert!(matches!(
-            err,
-            WeightsError::SizeMismatch {
-                expected: 36,
-                found: 40,
-                which: "file too long"
-            }
-        ));
-        assert!(matches!(
-            load(&spec, &file[..10]),
-            Err(WeightsError::NoHeader { found: 10 })
-        ));
+        assert!(matches!(err, WeightsError::SizeMismatch { expected: 36, found: 40, which: "file too long" }));
+        assert!(matches!(load(&spec, &file[..10]), Err(WeightsError::NoHeader { found: 10 })));
     }
 
     #[test]
     fn batch_norm_folds_into_weight_and_bias() {
         let (mut w, mut b) = (vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 0.0]);
-        fold_batch_norm(
-            &mut w,
-            &mut b,
-            &[2.0, 1.0],
-            &[1.0, -2.0],
-            &[4.0 - BATCH_NORM_EPS, 1.0 - BATCH_NORM_EPS],
-        );
+        fold_batch_norm(&mut w, &mut b, &[2.0, 1.0], &[1.0, -2.0], &[4.0 - BATCH_NORM_EPS, 1.0 - BATCH_NORM_EPS]);
         // s = [2/2, 1/1] = [1, 1]; b = beta - mean·s.
         assert_eq!(w, vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(b, vec![-0.5, 2.0]);

@@ -1,1 +1,10 @@
-//! Integration tests.
+//! The integration test harness: one binary for every integration test (as ripgrep does).
+//!
+//! Tests that need the model files or test images fail with the command to run when those are
+//! missing (`scripts/fetch-assets.sh`); none is skipped silently.
+
+mod support;
+
+mod config_examples;
+mod detect_cli;
+mod detector_reference;

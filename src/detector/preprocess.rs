@@ -71,6 +71,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     };
     // Read only the header first: a 50000×50000 PNG is a few hundred bytes that would
     // decode into 7.5 GB.
+    let format = reader()?.format();
     let (width, height) = reader()?.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
@@ -79,11 +80,27 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(ImageError::TooSmall { width, height });
     }
+    // The JPEG decoder fills a cut-off file with gray and reports success; a half-uploaded photo
+    // would then yield made-up detections, so a JPEG must end its last scan with EOI.
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(ImageError::Corrupt("the JPEG ends before its end-of-image marker (truncated upload?)".into()));
+    }
     let mut decoder = reader()?.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
+}
+
+/// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan (`FF DA`). Inside
+/// entropy-coded data every `FF` is stuffed as `FF 00`, so neither marker appears by accident;
+/// an EXIF thumbnail's own markers come before the main image's scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(scan) => bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// Where the image sits inside the network input, to map boxes back to image pixels.
@@ -194,6 +211,63 @@ mod tests {
         let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
         img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
         bytes
+    }
+
+    fn encode(image: DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn decodes_every_supported_format_and_colour_type_to_rgb() {
+        let rgb = DynamicImage::ImageRgb8(RgbImage::from_pixel(24, 18, image::Rgb([200, 30, 60])));
+        for format in
+            [image::ImageFormat::Jpeg, image::ImageFormat::Png, image::ImageFormat::Bmp, image::ImageFormat::WebP]
+        {
+            let decoded = decode(&encode(rgb.clone(), format), 1000).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!(decoded.dimensions(), (24, 18), "{format:?}");
+            let p = decoded.get_pixel(5, 5).0;
+            assert!(p[0] > 180 && p[1] < 60 && p[2] < 90, "{format:?}: {p:?}");
+        }
+        let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(20, 20, image::Luma([77])));
+        assert_eq!(decode(&encode(gray, image::ImageFormat::Png), 1000).unwrap().get_pixel(3, 3).0, [77, 77, 77]);
+        let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(20, 20, image::Rgba([1, 2, 3, 255])));
+        assert_eq!(decode(&encode(rgba, image::ImageFormat::Png), 1000).unwrap().get_pixel(3, 3).0, [1, 2, 3]);
+    }
+
+    #[test]
+    fn gif_uses_the_first_frame() {
+        let mut bytes = Vec::new();
+        {
+            let mut encoder = image::codecs::gif::GifEncoder::new(&mut bytes);
+            for colour in [[255, 0, 0, 255], [0, 0, 255, 255]] {
+                let frame = image::Frame::new(image::RgbaImage::from_pixel(20, 20, image::Rgba(colour)));
+                encoder.encode_frame(frame).unwrap();
+            }
+        }
+        let p = decode(&bytes, 1000).unwrap().get_pixel(10, 10).0;
+        assert!(p[0] > 200 && p[2] < 50, "first (red) frame, got {p:?}");
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // 40×20 JPEG whose EXIF says "rotate 90° clockwise to display" (orientation 6).
+        let jpeg = encode(DynamicImage::ImageRgb8(RgbImage::new(40, 20)), image::ImageFormat::Jpeg);
+        let mut tiff = b"Exif\0\0II*\0\x08\0\0\0\x01\0".to_vec();
+        tiff.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+        let mut with_exif = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        with_exif.extend(((tiff.len() + 2) as u16).to_be_bytes());
+        with_exif.extend(&tiff);
+        with_exif.extend(&jpeg[2..]);
+        assert_eq!(decode(&with_exif, 1000).unwrap().dimensions(), (20, 40));
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_although_the_decoder_would_fill_it_in() {
+        let jpeg = encode(DynamicImage::ImageRgb8(RgbImage::new(64, 64)), image::ImageFormat::Jpeg);
+        assert!(decode(&jpeg, 10_000).is_ok());
+        assert!(matches!(decode(&jpeg[..jpeg.len() - 2], 10_000), Err(ImageError::Corrupt(_))));
     }
 
     #[test]

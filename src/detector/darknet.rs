@@ -265,7 +265,7 @@ fn parse_route(section: &Section, index: usize) -> Result<LayerSpec, CfgError> {
 fn parse_yolo(section: &Section) -> Result<LayerSpec, CfgError> {
     let mask: Vec<usize> = section.list("mask")?;
     let flat: Vec<f32> = section.list("anchors")?;
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(section.error(section.line, "anchors must come in width,height pairs"));
     }
     let all: Vec<(f32, f32)> = flat.chunks(2).map(|p| (p[0], p[1])).collect();

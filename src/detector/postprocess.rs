@@ -68,16 +68,17 @@ pub fn decode_head(raw: &[f32], layout: HeadLayout, threshold: f32) -> Vec<Candi
     for (a, &(anchor_w, anchor_h)) in layout.anchors.iter().enumerate() {
         let channel = |k: usize| &raw[(a * stride + k) * cells..(a * stride + k + 1) * cells];
         let objectness = channel(4);
-        for cell in 0..cells {
-            let obj = sigmoid(objectness[cell]);
+        for (cell, &logit) in objectness.iter().enumerate() {
+            let obj = sigmoid(logit);
             // score = obj·cls ≤ obj: skip the 80 class sigmoids for the ≈99 % of cells below.
-            if !(obj >= threshold) {
+            // A NaN objectness compares as `None` and is skipped too.
+            if obj.partial_cmp(&threshold).is_none_or(|o| o.is_lt()) {
                 continue;
             }
             let Some((class, score)) = best_class(|c| channel(5 + c)[cell], layout.classes, obj) else {
                 continue;
             };
-            if !(score >= threshold) {
+            if score < threshold {
                 continue;
             }
             let (row, col) = (cell / layout.cols, cell % layout.cols);

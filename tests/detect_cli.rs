@@ -146,3 +146,25 @@ fn config_problems_exit_64_with_every_problem_listed() {
     assert_eq!(code, 0);
     assert!(stdout.contains("threshold = 0.25"), "{stdout}");
 }
+
+#[test]
+fn batched_detection_gives_the_same_objects_and_keeps_per_image_errors() {
+    model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let files = [image("bus.jpg"), empty, image("zidane.jpg"), image("bus.jpg")];
+    let objects = |batch: &str| {
+        let (code, stdout, stderr) =
+            run(skyburst().env("SKYBURST_DETECTOR__BATCH_SIZE", batch).args(["detect", "--json"]).args(&files));
+        assert_eq!(code, 1, "the empty file fails: {stderr}");
+        json_lines(&stdout)
+            .into_iter()
+            .map(|l| l.get("objects").cloned().unwrap_or(l["error"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let (single, batched) = (objects("1"), objects("3"));
+    assert_eq!(single.len(), 4);
+    assert!(single[1].as_str().unwrap().contains("empty"));
+    assert_eq!(single, batched, "batch 3 (one failing) must equal batch 1");
+}

@@ -6,14 +6,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context;
+use image::RgbImage;
 use serde_json::json;
 
 use crate::cli::DetectArgs;
 use crate::config::Config;
-use crate::detector::{annotate, Detector};
-use crate::result::DetectionResult;
+use crate::detector::{annotate, Detector, Prepared};
+use crate::result::{DetectionResult, Timings};
 
 /// Runs detection on every file in `args`.
 pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
@@ -29,19 +31,22 @@ pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
     let detector = crate::app::detector(&config)?;
     let mut stdout = std::io::stdout().lock();
     let mut failures = 0;
-    for path in &args.images {
-        let name = file_name(path);
-        match detect_file(&detector, path, args.annotate.as_deref()) {
-            Ok(mut result) => {
-                result.file = Some(name);
-                print_result(&mut stdout, &result, args.json)?;
-            }
-            Err(err) => {
-                failures += 1;
-                if args.json {
-                    writeln!(stdout, "{}", json!({ "file": name, "error": format!("{err:#}") }))?;
-                } else {
-                    eprintln!("error: {}: {err:#}", path.display());
+    // `detector.batch_size` images share one forward pass; each keeps its own result or error.
+    for chunk in args.images.chunks(config.detector.batch_size) {
+        for (path, outcome) in chunk.iter().zip(detect_chunk(&detector, chunk, args.annotate.as_deref())) {
+            let name = file_name(path);
+            match outcome {
+                Ok(mut result) => {
+                    result.file = Some(name);
+                    print_result(&mut stdout, &result, args.json)?;
+                }
+                Err(err) => {
+                    failures += 1;
+                    if args.json {
+                        writeln!(stdout, "{}", json!({ "file": name, "error": format!("{err:#}") }))?;
+                    } else {
+                        eprintln!("error: {}: {err:#}", path.display());
+                    }
                 }
             }
         }
@@ -49,21 +54,68 @@ pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+/// An image read, decoded and fitted to the network, with the milliseconds that took.
+struct Loaded {
+    image: RgbImage,
+    prepared: Prepared,
+    preprocess_ms: f64,
 }
 
-fn detect_file(detector: &Detector, path: &Path, annotate_dir: Option<&Path>) -> anyhow::Result<DetectionResult> {
+fn load(detector: &Detector, path: &Path) -> anyhow::Result<Loaded> {
+    let started = Instant::now();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (result, image) = detector.detect_bytes(&bytes)?;
-    if let Some(dir) = annotate_dir {
-        let out = annotated_path(dir, path);
-        annotate::annotate(&image, &result.objects)
-            .save(&out)
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        tracing::info!(file = %out.display(), "annotated image written");
-    }
-    Ok(result)
+    let image = detector.decode(&bytes)?;
+    let prepared = detector.prepare(&image);
+    Ok(Loaded { image, prepared, preprocess_ms: started.elapsed().as_secs_f64() * 1e3 })
+}
+
+/// Detects a chunk of files with one forward pass over those that loaded.
+fn detect_chunk(
+    detector: &Detector,
+    paths: &[PathBuf],
+    annotate_dir: Option<&Path>,
+) -> Vec<anyhow::Result<DetectionResult>> {
+    let loaded: Vec<anyhow::Result<Loaded>> = paths.iter().map(|p| load(detector, p)).collect();
+    let batch: Vec<&Prepared> = loaded.iter().filter_map(|l| l.as_ref().ok()).map(|l| &l.prepared).collect();
+    let started = Instant::now();
+    let (mut objects, forward_ms) = match detector.detect_batch(&batch) {
+        Ok((objects, ms)) => (objects.into_iter(), ms),
+        Err(err) => {
+            let err = format!("{err:#}");
+            return loaded.into_iter().map(|l| l.and_then(|_| Err(anyhow::anyhow!("{err}")))).collect();
+        }
+    };
+    let n = batch.len().max(1) as f64;
+    let postprocess_ms = (started.elapsed().as_secs_f64() * 1e3 - forward_ms) / n;
+    let inference_ms = forward_ms / n;
+    loaded
+        .into_iter()
+        .zip(paths)
+        .map(|(loaded, path)| {
+            let loaded = loaded?;
+            let result = DetectionResult {
+                id: None,
+                file: None,
+                objects: objects.next().unwrap_or_default(),
+                width: loaded.image.width(),
+                height: loaded.image.height(),
+                model: detector.model_sha256().to_string(),
+                timings: Timings { preprocess_ms: loaded.preprocess_ms, inference_ms, postprocess_ms },
+            };
+            if let Some(dir) = annotate_dir {
+                let out = annotated_path(dir, path);
+                annotate::annotate(&loaded.image, &result.objects)
+                    .save(&out)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                tracing::info!(file = %out.display(), "annotated image written");
+            }
+            Ok(result)
+        })
+        .collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// `OUT_DIR/<name>`: JPEG and PNG keep their name; other formats are written as PNG.

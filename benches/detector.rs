@@ -48,9 +48,8 @@ fn main() -> anyhow::Result<()> {
     let path = if args.stock { ConvPath::Stock } else { ConvPath::Fused };
     let options = DetectorOptions { conv_path: path, ..DetectorOptions::default() };
     let detector = Detector::load(&args.model_dir, options, &candle_core::Device::Cpu)?;
-    let image = detector.decode(&std::fs::read(&args.image)?)?;
-    let prepared = detector.prepare(&image);
-    let input = detector.input_tensor(&vec![&prepared; args.batch])?;
+    let loaded = detector.load_image(&std::fs::read(&args.image)?)?;
+    let input = detector.input_tensor(&vec![&loaded.prepared; args.batch])?;
     let net = detector.network();
     let layer_count = net.describe().len();
     let mut layer_ms: Vec<Vec<f64>> = vec![Vec::new(); layer_count];

@@ -6,16 +6,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
-use image::RgbImage;
 use serde_json::json;
 
 use crate::cli::DetectArgs;
 use crate::config::Config;
-use crate::detector::{annotate, Detector, Prepared};
-use crate::result::{DetectionResult, Timings};
+use crate::detector::{annotate, Detector, LoadedImage};
+use crate::result::DetectionResult;
 
 /// Runs detection on every file in `args`.
 pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
@@ -54,19 +52,13 @@ pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// An image read, decoded and fitted to the network, with the milliseconds that took.
-struct Loaded {
-    image: RgbImage,
-    prepared: Prepared,
-    preprocess_ms: f64,
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
-fn load(detector: &Detector, path: &Path) -> anyhow::Result<Loaded> {
-    let started = Instant::now();
+fn load(detector: &Detector, path: &Path) -> anyhow::Result<LoadedImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let image = detector.decode(&bytes)?;
-    let prepared = detector.prepare(&image);
-    Ok(Loaded { image, prepared, preprocess_ms: started.elapsed().as_secs_f64() * 1e3 })
+    Ok(detector.load_image(&bytes)?)
 }
 
 /// Detects a chunk of files with one forward pass over those that loaded.
@@ -75,33 +67,21 @@ fn detect_chunk(
     paths: &[PathBuf],
     annotate_dir: Option<&Path>,
 ) -> Vec<anyhow::Result<DetectionResult>> {
-    let loaded: Vec<anyhow::Result<Loaded>> = paths.iter().map(|p| load(detector, p)).collect();
-    let batch: Vec<&Prepared> = loaded.iter().filter_map(|l| l.as_ref().ok()).map(|l| &l.prepared).collect();
-    let started = Instant::now();
-    let (mut objects, forward_ms) = match detector.detect_batch(&batch) {
-        Ok((objects, ms)) => (objects.into_iter(), ms),
+    let loaded: Vec<anyhow::Result<LoadedImage>> = paths.iter().map(|p| load(detector, p)).collect();
+    let batch: Vec<&LoadedImage> = loaded.iter().filter_map(|l| l.as_ref().ok()).collect();
+    let mut results = match detector.detect_images(&batch) {
+        Ok(results) => results.into_iter(),
         Err(err) => {
             let err = format!("{err:#}");
             return loaded.into_iter().map(|l| l.and_then(|_| Err(anyhow::anyhow!("{err}")))).collect();
         }
     };
-    let n = batch.len().max(1) as f64;
-    let postprocess_ms = (started.elapsed().as_secs_f64() * 1e3 - forward_ms) / n;
-    let inference_ms = forward_ms / n;
     loaded
         .into_iter()
         .zip(paths)
         .map(|(loaded, path)| {
             let loaded = loaded?;
-            let result = DetectionResult {
-                id: None,
-                file: None,
-                objects: objects.next().unwrap_or_default(),
-                width: loaded.image.width(),
-                height: loaded.image.height(),
-                model: detector.model_sha256().to_string(),
-                timings: Timings { preprocess_ms: loaded.preprocess_ms, inference_ms, postprocess_ms },
-            };
+            let result = results.next().expect("one result per loaded image");
             if let Some(dir) = annotate_dir {
                 let out = annotated_path(dir, path);
                 annotate::annotate(&loaded.image, &result.objects)
@@ -112,10 +92,6 @@ fn detect_chunk(
             Ok(result)
         })
         .collect()
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// `OUT_DIR/<name>`: JPEG and PNG keep their name; other formats are written as PNG.

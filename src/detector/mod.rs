@@ -68,6 +68,16 @@ pub enum DetectorError {
     Tensor(#[from] candle_core::Error),
 }
 
+/// An image decoded and fitted to the network input, ready for [`Detector::detect_images`].
+pub struct LoadedImage {
+    /// The decoded image in displayed orientation.
+    pub image: RgbImage,
+    /// Its network input and placement.
+    pub prepared: Prepared,
+    /// Milliseconds spent decoding and resizing.
+    pub preprocess_ms: f64,
+}
+
 /// Tuning that does not change the network.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetectorOptions {
@@ -152,14 +162,13 @@ impl Detector {
         &self.net
     }
 
-    /// Decodes image bytes (size-checked before decoding, EXIF-oriented, RGB).
-    pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, ImageError> {
-        preprocess::decode(bytes, self.options.max_pixels)
-    }
-
-    /// Fits a decoded image to the network input.
-    pub fn prepare(&self, image: &RgbImage) -> Prepared {
-        preprocess::prepare(image, self.input, self.options.resize)
+    /// Decodes image bytes (size-checked before decoding, EXIF-oriented, RGB) and fits the image
+    /// to the network input, timing both.
+    pub fn load_image(&self, bytes: &[u8]) -> Result<LoadedImage, ImageError> {
+        let started = Instant::now();
+        let image = preprocess::decode(bytes, self.options.max_pixels)?;
+        let prepared = preprocess::prepare(&image, self.input, self.options.resize);
+        Ok(LoadedImage { image, prepared, preprocess_ms: started.elapsed().as_secs_f64() * 1e3 })
     }
 
     /// Stacks prepared images into one `batch × 3 × H × W` tensor on the model's device.
@@ -169,9 +178,33 @@ impl Detector {
         Ok(Tensor::from_vec(data, (batch.len(), 3, h, w), self.net.device())?)
     }
 
-    /// Detects objects in a batch of prepared images with one forward pass. Returns one list
-    /// per image (highest accuracy first) and the forward pass's milliseconds.
-    pub fn detect_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Vec<DetectedObject>>, f64), DetectorError> {
+    /// Detects objects in a batch of loaded images with one forward pass: one result per image,
+    /// objects highest accuracy first, with the batch's inference and post-processing time
+    /// shared equally among its images.
+    pub fn detect_images(&self, batch: &[&LoadedImage]) -> Result<Vec<DetectionResult>, DetectorError> {
+        let started = Instant::now();
+        let prepared: Vec<&Prepared> = batch.iter().map(|l| &l.prepared).collect();
+        let (objects, forward_ms) = self.detect_batch(&prepared)?;
+        let n = batch.len().max(1) as f64;
+        let inference_ms = forward_ms / n;
+        let postprocess_ms = (started.elapsed().as_secs_f64() * 1e3 - forward_ms) / n;
+        Ok(batch
+            .iter()
+            .zip(objects)
+            .map(|(loaded, objects)| DetectionResult {
+                id: None,
+                file: None,
+                objects,
+                width: loaded.image.width(),
+                height: loaded.image.height(),
+                model: self.model_sha256.clone(),
+                timings: Timings { preprocess_ms: loaded.preprocess_ms, inference_ms, postprocess_ms },
+            })
+            .collect())
+    }
+
+    /// One forward pass over `batch`: one object list per image and the pass's milliseconds.
+    fn detect_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Vec<DetectedObject>>, f64), DetectorError> {
         if batch.is_empty() {
             return Ok((Vec::new(), 0.0));
         }
@@ -191,25 +224,11 @@ impl Detector {
         Ok((objects, forward_ms))
     }
 
-    /// Decodes, prepares and detects one image, timing each stage.
+    /// Loads and detects one image; returns its result and the decoded image (for annotation).
     pub fn detect_bytes(&self, bytes: &[u8]) -> Result<(DetectionResult, RgbImage), DetectorError> {
-        let started = Instant::now();
-        let image = self.decode(bytes)?;
-        let prepared = self.prepare(&image);
-        let preprocess_ms = started.elapsed().as_secs_f64() * 1e3;
-        let started = Instant::now();
-        let (mut objects, inference_ms) = self.detect_batch(&[&prepared])?;
-        let postprocess_ms = started.elapsed().as_secs_f64() * 1e3 - inference_ms;
-        let result = DetectionResult {
-            id: None,
-            file: None,
-            objects: objects.pop().unwrap_or_default(),
-            width: image.width(),
-            height: image.height(),
-            model: self.model_sha256.clone(),
-            timings: Timings { preprocess_ms, inference_ms, postprocess_ms },
-        };
-        Ok((result, image))
+        let loaded = self.load_image(bytes)?;
+        let result = self.detect_images(&[&loaded])?.pop().expect("one result per image");
+        Ok((result, loaded.image))
     }
 
     /// Decodes image `index` of the batch from the host copies of the heads.

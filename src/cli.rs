@@ -12,6 +12,10 @@ pub struct Cli {
     /// SKYBURST_DETECTOR__THRESHOLD=0.4).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Data directory of the embedded deployment (queue, store, index); overrides
+    /// embedded.data_dir.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -20,6 +24,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole system on this machine: front end and workers; Ctrl-C stops it.
+    Up(UpArgs),
+    /// Run the HTTP front end.
+    Serve(ServeArgs),
+    /// Run a detector worker.
+    Worker(WorkerArgs),
+    /// Send images to a running service and report latency, throughput and correctness.
+    Load(LoadArgs),
     /// Detect objects in image files and print (or draw) what was found.
     Detect(DetectArgs),
     /// Configuration tools.
@@ -49,4 +61,83 @@ pub struct DetectArgs {
 pub enum ConfigCommand {
     /// Validate the configuration, print every problem (exit 64) or the effective config.
     Check,
+}
+
+/// Where the front end listens.
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Address to bind; overrides frontend.bind.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Port; 0 picks a free one. Overrides frontend.port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Allow a non-loopback address without frontend.tokens (anyone who reaches it can use it).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `skyburst serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen.
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// `skyburst worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// This worker's name in answers and logs; default `<hostname>-<pid>`.
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+}
+
+/// `skyburst up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Worker processes; overrides embedded.workers (default: one per CPU core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Where to listen.
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// `skyburst load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Base URL of the service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Folder of images to send, round robin.
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
+    /// Requests in all.
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// json (POST /api/detect), multipart (POST /upload) or async (POST /api/jobs, then poll).
+    #[arg(long, value_enum, default_value = "json")]
+    pub mode: crate::load::Mode,
+    /// CSV `file,labels` (labels `;`-separated) that each answer must contain.
+    #[arg(long, value_name = "CSV")]
+    pub expect: Option<PathBuf>,
+    /// Write one row per request to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Upload zone (multipart and async modes).
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// Seconds before one request is given up.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_seconds: u64,
+    /// Bearer token for a service with frontend.tokens.
+    #[arg(long, env = "BEARER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print one JSON line per result as it arrives.
+    #[arg(long)]
+    pub print_results: bool,
 }

@@ -5,6 +5,11 @@
 //! # Layout
 //! - [`detector`]: YOLOv3-tiny from darknet's files: parse, load, preprocess, run, decode.
 //! - [`result`]: the result JSON shape shared by every entry point.
+//! - [`job`]: job requests and responses, and where jobs' images and results are stored.
+//! - [`queue`]: the `Queue` seam and the embedded SQLite queue; [`store`]: the `ObjectStore`
+//!   seam and the filesystem store; [`index`]: the SQLite result index.
+//! - [`frontend`]: the actix-web front end (`skyburst serve`); [`worker`]: the detector worker.
+//! - [`load`]: the workload generator (`skyburst load`).
 //! - [`config`]: the typed, layered, validated configuration.
 //! - [`cli`]: the command-line definition; [`cmd`]: one module per subcommand.
 //! - [`app`]: the composition root, the only place that turns config into concrete parts.
@@ -14,4 +19,12 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod detector;
+pub mod frontend;
+pub mod index;
+pub mod job;
+pub mod load;
+pub mod queue;
 pub mod result;
+pub mod shutdown;
+pub mod store;
+pub mod worker;

@@ -14,14 +14,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     skyburst::app::init_tracing();
     let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            if let Some(dir) = &cli.data_dir {
+                config.embedded.data_dir = dir.clone();
+            }
+            config
+        }
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let outcome = match cli.command {
-        Command::Detect(args) => skyburst::cmd::detect::run(&config, &args),
+    let outcome = match &cli.command {
+        Command::Up(args) => skyburst::cmd::up::run(&config, args, cli.config.as_deref()),
+        Command::Serve(args) => skyburst::cmd::serve::run(&config, args),
+        Command::Worker(args) => skyburst::cmd::worker::run(&config, args),
+        Command::Load(args) => skyburst::cmd::load::run(args),
+        Command::Detect(args) => skyburst::cmd::detect::run(&config, args),
         Command::Config(ConfigCommand::Check) => skyburst::cmd::config_check::run(&config),
     };
     match outcome {

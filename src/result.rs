@@ -2,9 +2,10 @@
 //! `accuracy`, `rectangle`) plus the model's identity and timings (../shared/DESIGN.md).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A box in displayed (EXIF-rotated) image pixels, rounded and clipped to the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Rectangle {
     /// Left edge, 0-based.
     pub left: u32,
@@ -17,7 +18,7 @@ pub struct Rectangle {
 }
 
 /// One detected object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DetectedObject {
     /// COCO class name, e.g. `person`.
     pub label: String,
@@ -28,7 +29,7 @@ pub struct DetectedObject {
 }
 
 /// Milliseconds spent in each stage for one image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Timings {
     /// Decoding and resizing to the network input.
     pub preprocess_ms: f64,
@@ -39,7 +40,7 @@ pub struct Timings {
 }
 
 /// The result for one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DetectionResult {
     /// The client's id, echoed back (CloudDetect); absent when the client sent none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

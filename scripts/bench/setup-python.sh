@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the Python venv for the detector benchmark: OpenCV DNN, onnxruntime,
-# onnx and numpy at the versions pinned in scripts/bench/requirements.txt. It lives outside
-# git so the repo stays Rust-only.
+# Creates (or reuses) the Python venv for the benchmarks: OpenCV DNN, onnxruntime, onnx and
+# numpy (detector), flask and gunicorn (pipeline reference service) at the versions pinned in
+# scripts/bench/requirements.txt. It lives outside git so the repo stays Rust-only.
 #
 #   scripts/bench/setup-python.sh          # then use "$BENCH_VENV/bin/python"
 #
@@ -18,7 +18,7 @@ stamp="$venv/.skyburst-requirements.sha256"
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 
 imports_ok() {
-  "$venv/bin/python" -c 'import cv2, numpy, onnx, onnxruntime; cv2.dnn.readNetFromDarknet' 2>/dev/null
+  "$venv/bin/python" -c 'import cv2, numpy, onnx, onnxruntime, flask, gunicorn; cv2.dnn.readNetFromDarknet' 2>/dev/null
 }
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && imports_ok; then
@@ -36,11 +36,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 echo "bench venv: installing pinned packages from $req"
-# The four wheels are ~90 MB together (onnxruntime and OpenCV dominate); one install takes
+# The wheels are ~90 MB together (onnxruntime and OpenCV dominate); one install takes
 # about a minute on a 2-vCPU machine with a warm pip cache.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv -r "$req"
 if ! imports_ok; then
-  echo "error: the venv at $venv does not import cv2/numpy/onnx/onnxruntime after install" >&2
+  echo "error: the venv at $venv does not import cv2/numpy/onnx/onnxruntime/flask/gunicorn after install" >&2
   exit 1
 fi
 echo "$want" > "$stamp"

@@ -2,3 +2,7 @@
 
 pub mod config_check;
 pub mod detect;
+pub mod load;
+pub mod serve;
+pub mod up;
+pub mod worker;

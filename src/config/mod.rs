@@ -2,12 +2,14 @@
 //! environment (`SKYBURST_` + path with `__` between levels, e.g. `SKYBURST_DETECTOR__THRESHOLD`).
 //! Unknown keys are rejected; [`validate`] then checks every value and reports all problems.
 
+mod service;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use service::{default_data_dir, EmbeddedConfig, FrontendConfig, QueueConfig, StoreConfig, WorkerConfig};
 pub use validate::validate;
 
 use crate::detector::ResizeMode;
@@ -21,6 +23,16 @@ pub const ENV_PREFIX: &str = "SKYBURST";
 pub struct Config {
     /// The object detector every worker and `skyburst detect` run.
     pub detector: DetectorConfig,
+    /// The HTTP front end.
+    pub frontend: FrontendConfig,
+    /// The job queue and response queues.
+    pub queue: QueueConfig,
+    /// The object store (images and results).
+    pub store: StoreConfig,
+    /// Detector workers.
+    pub worker: WorkerConfig,
+    /// The one-machine deployment (`skyburst up`).
+    pub embedded: EmbeddedConfig,
 }
 
 /// Where the compute runs.
@@ -89,7 +101,7 @@ pub fn cache_dir() -> PathBuf {
     base.join("skyburst")
 }
 
-fn home_dir() -> PathBuf {
+pub(crate) fn home_dir() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
 }
 
@@ -127,10 +139,15 @@ impl Config {
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
+            // `SKYBURST_FRONTEND__TOKENS=a,b`: the one list-valued key.
+            .list_separator(",")
+            .with_list_parse_key("frontend.tokens")
             .source(Some(env));
         let layered = builder.add_source(environment).build().map_err(|e| ConfigError::Load(e.to_string()))?;
         let mut config: Config = layered.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
         config.detector.model_dir = expand_home(&config.detector.model_dir);
+        config.embedded.data_dir = expand_home(&config.embedded.data_dir);
+        config.frontend.tokens_file = config.frontend.tokens_file.as_deref().map(expand_home);
         validate(&config).map_err(ConfigError::Invalid)?;
         Ok(config)
     }

@@ -3,6 +3,9 @@
 
 use super::{Config, DeviceKind};
 
+/// Longest queue or bucket name; SQS allows 80 characters, S3 63.
+const MAX_NAME: usize = 63;
+
 /// Returns every out-of-range value, one line each naming the key and the accepted range.
 pub fn validate(config: &Config) -> Result<(), Vec<String>> {
     let d = &config.detector;
@@ -22,9 +25,63 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
         "detector.device = \"cuda\" needs a build with `--features cuda`".to_string(),
     );
     check(!d.model_dir.as_os_str().is_empty(), "detector.model_dir must not be empty".to_string());
+    service(config, &mut check);
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems)
     }
+}
+
+fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
+    let (f, q, s, w) = (&config.frontend, &config.queue, &config.store, &config.worker);
+    check(!f.bind.trim().is_empty(), "frontend.bind must be an address such as 127.0.0.1".into());
+    check(
+        (1..=300).contains(&f.wait_seconds),
+        format!("frontend.wait_seconds = {} must be in 1..=300", f.wait_seconds),
+    );
+    check(
+        (1024..=1 << 30).contains(&f.max_body_bytes),
+        format!("frontend.max_body_bytes = {} must be in 1024..=1073741824", f.max_body_bytes),
+    );
+    check(f.tokens.iter().all(|t| t.len() >= 16), "frontend.tokens: every token needs at least 16 characters".into());
+    check(
+        (1..=43_200).contains(&q.visibility_timeout_seconds),
+        format!("queue.visibility_timeout_seconds = {} must be in 1..=43200", q.visibility_timeout_seconds),
+    );
+    check((1..=1000).contains(&q.max_receives), format!("queue.max_receives = {} must be in 1..=1000", q.max_receives));
+    check(
+        (1..=20).contains(&q.long_poll_seconds),
+        format!("queue.long_poll_seconds = {} must be in 1..=20", q.long_poll_seconds),
+    );
+    check(
+        (1..=50).contains(&q.poll_interval_ms),
+        format!("queue.poll_interval_ms = {} must be in 1..=50", q.poll_interval_ms),
+    );
+    check(
+        (1..=10).contains(&w.jobs_per_receive),
+        format!("worker.jobs_per_receive = {} must be in 1..=10", w.jobs_per_receive),
+    );
+    for (key, name) in [
+        ("frontend.instance_id", &f.instance_id),
+        ("queue.requests", &q.requests),
+        ("queue.responses_prefix", &q.responses_prefix),
+        ("store.input_bucket", &s.input_bucket),
+        ("store.output_bucket", &s.output_bucket),
+        ("worker.pool", &w.pool),
+    ] {
+        check(
+            is_resource_name(name),
+            format!("{key} = {name:?} must be 1..={MAX_NAME} characters of a-z, 0-9 and '-', starting with a letter or digit"),
+        );
+    }
+    check(!config.embedded.data_dir.as_os_str().is_empty(), "embedded.data_dir must not be empty".into());
+    check(config.embedded.workers <= 64, format!("embedded.workers = {} must be in 0..=64", config.embedded.workers));
+}
+
+/// A name valid as an SQS queue, an S3 bucket, a file name and a tag value alike.
+pub fn is_resource_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
 }

@@ -56,23 +56,30 @@ pub enum ImageError {
     Corrupt(String),
 }
 
-/// A decoded image in displayed orientation.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+/// What an image's header declares, checked without decoding the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The container format.
+    pub format: image::ImageFormat,
+    /// Stored width (before EXIF orientation).
+    pub width: u32,
+    /// Stored height.
+    pub height: u32,
+}
+
+/// Checks an image cheaply (≈ 0.1 ms for a 1 MB JPEG, against ≈ 10 ms to decode it): a known
+/// signature, a readable header within `max_pixels` and [`MIN_SIDE`], and — for JPEG — an
+/// end-of-image marker. The front end runs this before storing or queueing anything, so a
+/// decompression bomb or a truncated upload never reaches a worker.
+pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<ImageInfo, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
-    let reader = || {
-        let reader =
-            ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("reading from memory cannot fail");
-        match reader.format() {
-            Some(_) => Ok(reader),
-            None => Err(ImageError::NotAnImage("unrecognised file signature".into())),
-        }
-    };
-    // Read only the header first: a 50000×50000 PNG is a few hundred bytes that would
-    // decode into 7.5 GB.
-    let format = reader()?.format();
-    let (width, height) = reader()?.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let reader = guess(bytes)?;
+    let format = reader.format().ok_or_else(|| ImageError::NotAnImage("unrecognised file signature".into()))?;
+    // Only the header is read: a 50000×50000 PNG is a few hundred bytes that would decode
+    // into 7.5 GB.
+    let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(ImageError::TooLarge { width, height, pixels, limit: max_pixels });
@@ -82,14 +89,30 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     }
     // The JPEG decoder fills a cut-off file with gray and reports success; a half-uploaded photo
     // would then yield made-up detections, so a JPEG must end its last scan with EOI.
-    if format == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(ImageError::Corrupt("the JPEG ends before its end-of-image marker (truncated upload?)".into()));
     }
-    let mut decoder = reader()?.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    Ok(ImageInfo { format, width, height })
+}
+
+/// A decoded image in displayed orientation, after the checks of [`inspect`].
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+    inspect(bytes, max_pixels)?;
+    let mut decoder = guess(bytes)?.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
+}
+
+fn guess(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::NotAnImage(e.to_string()))?;
+    match reader.format() {
+        Some(_) => Ok(reader),
+        None => Err(ImageError::NotAnImage("unrecognised file signature".into())),
+    }
 }
 
 /// Whether an end-of-image marker (`FF D9`) follows the last start-of-scan (`FF DA`). Inside

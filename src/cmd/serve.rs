@@ -1,0 +1,37 @@
+//! `skyburst serve`: the HTTP front end alone.
+
+use std::net::{IpAddr, TcpListener};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{ListenArgs, ServeArgs};
+use crate::config::Config;
+use crate::{app, frontend, shutdown};
+
+/// Binds, prints `listening on http://ADDR` on stdout, serves until SIGTERM or Ctrl-C.
+pub fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let tokens = app::tokens(config)?;
+    let listener = bind(config, &args.listen, tokens.enabled())?;
+    let url = format!("http://{}", listener.local_addr()?);
+    app::runtime()?.block_on(async {
+        let (_signal, stop) = shutdown::on_signal();
+        let state = app::frontend(config, stop)?;
+        println!("skyburst serve: listening on {url}");
+        frontend::serve(state, listener, tokens).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the configured (or overridden) address; refuses a non-loopback one without tokens.
+pub fn bind(config: &Config, listen: &ListenArgs, authenticated: bool) -> anyhow::Result<TcpListener> {
+    let host = listen.bind.clone().unwrap_or_else(|| config.frontend.bind.clone());
+    let port = listen.port.unwrap_or(config.frontend.port);
+    let ip: IpAddr = host.parse().with_context(|| format!("frontend.bind = {host:?} is not an IP address"))?;
+    anyhow::ensure!(
+        ip.is_loopback() || authenticated || listen.insecure,
+        "refusing to listen on {ip} without authentication: anyone who can reach it could use it. \
+         Set SKYBURST_FRONTEND__TOKENS (or frontend.tokens_file), or pass --insecure if the network is trusted"
+    );
+    TcpListener::bind((ip, port)).with_context(|| format!("cannot listen on {ip}:{port}; is the port taken?"))
+}

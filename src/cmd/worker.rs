@@ -1,0 +1,25 @@
+//! `skyburst worker`: one detector worker.
+
+use std::process::ExitCode;
+
+use crate::cli::WorkerArgs;
+use crate::config::Config;
+use crate::{app, shutdown};
+
+/// Runs until SIGTERM or Ctrl-C, finishing the batch in hand.
+pub fn run(config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    let instance = args.instance_id.clone().unwrap_or_else(default_instance_id);
+    app::runtime()?.block_on(async {
+        let (_signal, stop) = shutdown::on_signal();
+        let worker = app::worker(config, instance)?;
+        worker.run(stop).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `<hostname>-<pid>`: unique on a machine, readable in logs.
+pub fn default_instance_id() -> String {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}

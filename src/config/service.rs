@@ -1,0 +1,143 @@
+//! The config sections of the running service: front end, queue, store, worker and the
+//! embedded (one machine) deployment.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[frontend]`: the HTTP front end (`skyburst serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendConfig {
+    /// Address to listen on. Default `127.0.0.1`. A non-loopback address needs `tokens` (or
+    /// `--insecure`): an open detector is free compute for anyone who finds it.
+    pub bind: String,
+    /// TCP port; 0 picks a free one (the chosen URL is printed). Default 8080.
+    pub port: u16,
+    /// How long a synchronous request (`/api/detect`, `/upload`) waits for its result before
+    /// answering `202` with the job's status URL; the job goes on. 1..=300 s, default 30.
+    pub wait_seconds: u64,
+    /// Largest request body accepted, in bytes. Default 10 MiB (base64 adds a third, so a
+    /// 7.5 MB photo still fits in JSON).
+    pub max_body_bytes: usize,
+    /// Bearer tokens accepted on every route but `/healthz` and `/readyz`. Empty (the default)
+    /// means no authentication. Set them from the environment (`SKYBURST_FRONTEND__TOKENS=a,b`)
+    /// or `tokens_file`, never in a committed file.
+    #[serde(skip_serializing)]
+    pub tokens: Vec<String>,
+    /// A file with one bearer token per line (blank lines and `#` comments ignored).
+    pub tokens_file: Option<PathBuf>,
+    /// This replica's name; its response queue is `<queue.responses_prefix>-<instance_id>`, so a
+    /// restarted front end picks up the answers its predecessor was waiting for. Default `frontend`.
+    pub instance_id: String,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 8080,
+            wait_seconds: 30,
+            max_body_bytes: 10 * 1024 * 1024,
+            tokens: Vec::new(),
+            tokens_file: None,
+            instance_id: "frontend".into(),
+        }
+    }
+}
+
+/// `[queue]`: the shared job queue and the response queues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The request queue every worker reads. Its dead-letter queue is `<requests>-dlq`.
+    pub requests: String,
+    /// Prefix of each front end's response queue.
+    pub responses_prefix: String,
+    /// Seconds a received message stays hidden from other receivers. A worker that dies holding a
+    /// job gives it back after this long. 1..=43200 (SQS's limit), default 30.
+    pub visibility_timeout_seconds: u64,
+    /// Receives after which a message that is still not deleted moves to the dead-letter queue.
+    /// 1..=1000, default 3.
+    pub max_receives: u32,
+    /// Longest a receive waits for a message (long poll). 1..=20 s (SQS's limit), default 5.
+    pub long_poll_seconds: u64,
+    /// How often a waiting receive on the embedded queue looks again, 1..=50 ms, default 10.
+    /// New messages wake receivers at once (inotify on the database); polling catches what no
+    /// write announces (a visibility timeout running out) within this interval.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            requests: "skyburst-requests".into(),
+            responses_prefix: "skyburst-responses".into(),
+            visibility_timeout_seconds: 30,
+            max_receives: 3,
+            long_poll_seconds: 5,
+            poll_interval_ms: 10,
+        }
+    }
+}
+
+/// `[store]`: where images and results are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Bucket for uploaded images (`images/<job id>`).
+    pub input_bucket: String,
+    /// Bucket for results (`results/<job id>.json`) and control records.
+    pub output_bucket: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { input_bucket: "skyburst-input".into(), output_bucket: "skyburst-output".into() }
+    }
+}
+
+/// `[worker]`: a detector worker (`skyburst worker`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// The pool this worker belongs to, reported with every answer. Default `local`.
+    pub pool: String,
+    /// Messages taken per receive; they run through the detector `detector.batch_size` at a
+    /// time. 1..=10 (SQS's limit), default 1: with 1-thread workers a second job held by a busy
+    /// worker only waits, while another worker could have run it.
+    pub jobs_per_receive: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { pool: "local".into(), jobs_per_receive: 1 }
+    }
+}
+
+/// `[embedded]`: the one-machine deployment run by `skyburst up`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// Holds the queue (`queue.db`), the store (`store/`) and the result index (`index.db`).
+    /// Default `~/.local/share/skyburst` (or `$XDG_DATA_HOME/skyburst`); `--data-dir` overrides.
+    pub data_dir: PathBuf,
+    /// Worker processes `skyburst up` starts; 0 (the default) means one per CPU core, each with
+    /// `detector.threads` threads: two 1-thread processes beat one 2-thread process by 22 % on
+    /// a 2-core machine (README, detector benchmark).
+    pub workers: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { data_dir: default_data_dir(), workers: 0 }
+    }
+}
+
+/// `~/.local/share/skyburst`, honouring `XDG_DATA_HOME`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("skyburst"),
+        _ => super::home_dir().join(".local/share/skyburst"),
+    }
+}

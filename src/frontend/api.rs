@@ -1,0 +1,246 @@
+//! The routes that take images: the CloudDetect JSON API, the classic multipart upload (with
+//! zones) and the asynchronous job API.
+
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::intake::{self, check_zone, Upload, MAX_CLIENT_ID};
+use super::views::Accepted;
+use super::AppState;
+use crate::job::JobResult;
+
+/// The CloudDetect request body. Borrowed from the request bytes: the image is most of a
+/// 250 kB body and copying it costs more than parsing it.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DetectRequest<'a> {
+    /// The client's id (e.g. a UUID), echoed back; never used as a key. Required by
+    /// `/api/detect`, optional for `/api/jobs`.
+    pub id: Option<String>,
+    /// The image file, base64 (standard alphabet; line breaks and a `data:` prefix allowed).
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub image: std::borrow::Cow<'a, str>,
+    /// Upload zone (camera), optional.
+    pub zone: Option<String>,
+}
+
+const JSON: &str = "application/json";
+const MULTIPART: &str = "multipart/form-data";
+
+fn parse_json(body: &[u8], require_id: bool) -> Result<Upload, ApiError> {
+    let request: DetectRequest = serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() { "bad_request_fields" } else { "bad_json" };
+        ApiError::bad_request(
+            code,
+            format!("the body is not a valid request: {e}; expected {{\"id\": \"...\", \"image\": \"<base64>\"}}"),
+        )
+    })?;
+    let client_id = match request.id {
+        Some(id) if id.is_empty() || id.len() > MAX_CLIENT_ID => {
+            return Err(ApiError::bad_request("bad_id", format!("\"id\" must be 1..={MAX_CLIENT_ID} characters")))
+        }
+        Some(id) => Some(id),
+        None if require_id => {
+            return Err(ApiError::bad_request(
+                "missing_id",
+                "the request has no \"id\"; send {\"id\": \"<uuid>\", \"image\": \"<base64>\"}",
+            ))
+        }
+        None => None,
+    };
+    if let Some(zone) = &request.zone {
+        check_zone(zone)?;
+    }
+    Ok(Upload { bytes: decode_base64(&request.image)?, client_id, zone: request.zone, file: None })
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, ApiError> {
+    let text = match text.split_once(";base64,") {
+        Some((prefix, rest)) if prefix.starts_with("data:") => rest,
+        _ => text,
+    };
+    // Line-wrapped base64 (76 columns, as many encoders write it) is accepted; most bodies have
+    // no whitespace and are decoded in place.
+    let compact: std::borrow::Cow<'_, [u8]> = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        text.bytes().filter(|b| !b.is_ascii_whitespace()).collect::<Vec<u8>>().into()
+    } else {
+        text.as_bytes().into()
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|e| ApiError::bad_request("bad_base64", format!("\"image\" is not valid base64: {e}")))
+}
+
+async fn parse_multipart(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    zone: Option<String>,
+) -> Result<Upload, ApiError> {
+    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n: usize| n > limit) {
+        return Err(too_large(limit));
+    }
+    let mut form = Multipart::new(req.headers(), payload);
+    let mut upload = Upload { bytes: Vec::new(), client_id: None, zone, file: None };
+    let (mut files, mut read) = (0, 0usize);
+    while let Some(field) = form.next().await {
+        let mut field =
+            field.map_err(|e| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))?;
+        let name = field.name().unwrap_or("").to_string();
+        let filename = field.content_disposition().and_then(|cd| cd.get_filename()).map(str::to_string);
+        let mut value = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))?;
+            read += chunk.len();
+            if read > limit {
+                return Err(too_large(limit));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        if filename.is_some() || name == "myfile" {
+            files += 1;
+            upload.bytes = value;
+            upload.file = filename.filter(|f| !f.is_empty());
+        } else if name == "zone" && upload.zone.is_none() {
+            let zone = String::from_utf8_lossy(&value).trim().to_string();
+            check_zone(&zone)?;
+            upload.zone = Some(zone);
+        } else if name == "id" {
+            upload.client_id = Some(String::from_utf8_lossy(&value).chars().take(MAX_CLIENT_ID).collect());
+        }
+    }
+    match files {
+        1 => Ok(upload),
+        0 => Err(ApiError::bad_request("missing_file", "the form has no file; send one image as field \"myfile\"")),
+        n => {
+            Err(ApiError::bad_request("too_many_files", format!("the form has {n} files; send one image per request")))
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {limit} bytes (frontend.max_body_bytes); send a smaller image"),
+    )
+}
+
+/// Detect objects in one base64 image and wait for the result (CloudDetect).
+#[utoipa::path(
+    post, path = "/api/detect", request_body = DetectRequest,
+    responses(
+        (status = 200, description = "The result", body = JobResult),
+        (status = 202, description = "Still running after frontend.wait_seconds", body = Accepted),
+        (status = 400, description = "Bad JSON, base64, id or image", body = ErrorBody),
+        (status = 413, description = "Body or image too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "The worker could not process the image", body = ErrorBody),
+        (status = 503, description = "Store or queue down; retry later", body = ErrorBody),
+    )
+)]
+pub async fn detect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let media = intake::media_type(&req);
+    if media != JSON {
+        return Err(intake::wrong_media_type(&media, JSON));
+    }
+    let body = intake::read_body(&req, payload, state.settings.max_body).await?;
+    let (job_id, waiter) = intake::submit(&state, parse_json(&body, true)?, true).await?;
+    Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
+}
+
+/// Upload one image as a multipart form (field `myfile` or any single file field) and wait.
+#[utoipa::path(
+    post, path = "/upload",
+    request_body(content = String, content_type = "multipart/form-data", description = "one image file, optional `zone` and `id` fields"),
+    responses(
+        (status = 200, description = "The result, with the file name", body = JobResult),
+        (status = 202, description = "Still running", body = Accepted),
+        (status = 400, description = "No file, several files, or not an image", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
+        (status = 503, description = "Store or queue down", body = ErrorBody),
+    )
+)]
+pub async fn upload(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    upload_to(state, req, payload, None).await
+}
+
+/// Upload one image to a zone (camera) and wait.
+#[utoipa::path(
+    post, path = "/upload/{zone}",
+    params(("zone" = String, Path, description = "1..=32 of A-Z a-z 0-9 - _")),
+    request_body(content = String, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The result", body = JobResult),
+        (status = 202, description = "Still running", body = Accepted),
+        (status = 400, description = "Bad zone, no file, or not an image", body = ErrorBody),
+        (status = 503, description = "Store or queue down", body = ErrorBody),
+    )
+)]
+pub async fn upload_zone(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    zone: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let zone = zone.into_inner();
+    check_zone(&zone)?;
+    upload_to(state, req, payload, Some(zone)).await
+}
+
+async fn upload_to(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    zone: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let media = intake::media_type(&req);
+    if media != MULTIPART {
+        return Err(intake::wrong_media_type(&media, MULTIPART));
+    }
+    let upload = parse_multipart(&req, payload, state.settings.max_body, zone).await?;
+    let (job_id, waiter) = intake::submit(&state, upload, true).await?;
+    Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
+}
+
+/// Queue an image (JSON like `/api/detect`, or multipart like `/upload`) and return at once.
+#[utoipa::path(
+    post, path = "/api/jobs", request_body = DetectRequest,
+    responses(
+        (status = 202, description = "Queued", body = Accepted),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
+        (status = 503, description = "Store or queue down", body = ErrorBody),
+    )
+)]
+pub async fn create_job(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let media = intake::media_type(&req);
+    let upload = match media.as_str() {
+        JSON => parse_json(&intake::read_body(&req, payload, state.settings.max_body).await?, false)?,
+        MULTIPART => parse_multipart(&req, payload, state.settings.max_body, None).await?,
+        other => return Err(intake::wrong_media_type(other, "application/json or multipart/form-data")),
+    };
+    let (job_id, _) = intake::submit(&state, upload, false).await?;
+    Ok(intake::accepted(&state, job_id).await)
+}

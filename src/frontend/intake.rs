@@ -1,0 +1,182 @@
+//! Taking an image in: check it, store it, index it, queue it — undoing each step if a later
+//! one fails, so a rejected or failed request leaves nothing behind.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::views::{status_url, Accepted};
+use super::AppState;
+use crate::detector::preprocess;
+use crate::index::{JobStatus, NewJob};
+use crate::job::{self, JobRequest, Outcome};
+
+/// Longest zone name: camera ids such as `1` or `north-gate-3` fit with room to spare.
+pub const MAX_ZONE: usize = 32;
+/// Longest client id echoed back (a UUID is 36).
+pub const MAX_CLIENT_ID: usize = 128;
+
+/// An image and what came with it.
+pub struct Upload {
+    /// The image file's bytes.
+    pub bytes: Vec<u8>,
+    /// The client's id.
+    pub client_id: Option<String>,
+    /// Upload zone, validated.
+    pub zone: Option<String>,
+    /// File name, if multipart.
+    pub file: Option<String>,
+}
+
+/// Checks a zone name: 1..=32 of `A-Z a-z 0-9 _ -`.
+pub fn check_zone(zone: &str) -> Result<(), ApiError> {
+    let ok = (1..=MAX_ZONE).contains(&zone.len())
+        && zone.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "bad_zone",
+            format!("zone {zone:?} must be 1..={MAX_ZONE} characters of A-Z, a-z, 0-9, '-' and '_'"),
+        ))
+    }
+}
+
+/// Reads the whole body, refusing more than `frontend.max_body_bytes` before reading it when
+/// the client declares its length, and as soon as it passes the limit otherwise.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes (frontend.max_body_bytes); send a smaller image"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "the request body is empty"));
+    }
+    Ok(body)
+}
+
+/// The request's media type (`application/json`), lower-cased, parameters dropped.
+pub fn media_type(req: &HttpRequest) -> String {
+    let value = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// 415 naming what the route accepts.
+pub fn wrong_media_type(found: &str, expected: &str) -> ApiError {
+    let found = if found.is_empty() { "none" } else { found };
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("Content-Type {found} is not accepted here; send {expected}"),
+    )
+}
+
+/// Stores, indexes and queues an image; returns the job id and, when `wait` is set, a channel
+/// that yields the job's final outcome.
+pub async fn submit(
+    state: &AppState,
+    upload: Upload,
+    wait: bool,
+) -> Result<(Uuid, Option<tokio::sync::oneshot::Receiver<Outcome>>), ApiError> {
+    if *state.shutdown.borrow() {
+        return Err(ApiError::unavailable("this front end is shutting down"));
+    }
+    preprocess::inspect(&upload.bytes, state.settings.max_pixels)?;
+    let job_id = Uuid::new_v4();
+    let (bucket, key) = (state.settings.input_bucket.clone(), job::image_key(job_id));
+    state.store.put(&bucket, &key, upload.bytes).await?;
+    let now = job::now_ms();
+    let new_job = NewJob {
+        job_id,
+        client_id: upload.client_id.clone(),
+        zone: upload.zone.clone(),
+        file: upload.file.clone(),
+        queued_at_ms: now,
+    };
+    if let Err(e) = state.index.insert(new_job).await {
+        let _ = state.store.delete(&bucket, &key).await;
+        return Err(e.into());
+    }
+    let waiter = wait.then(|| state.waiters.register(job_id));
+    let request = JobRequest {
+        job_id,
+        bucket: bucket.clone(),
+        key: key.clone(),
+        zone: upload.zone,
+        client_id: upload.client_id,
+        file: upload.file,
+        reply_queue: state.responses.name().to_string(),
+        enqueued_at_ms: now,
+    };
+    let body = serde_json::to_string(&request).expect("a JobRequest always serializes");
+    if let Err(e) = state.requests.send(&body, Duration::ZERO).await {
+        state.waiters.forget(job_id);
+        let _ = state.index.remove(job_id).await;
+        let _ = state.store.delete(&bucket, &key).await;
+        return Err(e.into());
+    }
+    tracing::info!(%job_id, zone = request.zone.as_deref().unwrap_or(""), "job queued");
+    Ok((job_id, waiter))
+}
+
+/// `202` with the job's status URL.
+pub async fn accepted(state: &AppState, job_id: Uuid) -> HttpResponse {
+    let status = match state.index.job(job_id).await {
+        Ok(Some(record)) => record.status,
+        _ => JobStatus::Queued,
+    };
+    HttpResponse::Accepted().insert_header((actix_web::http::header::LOCATION, status_url(job_id))).json(Accepted {
+        job_id,
+        status,
+        status_url: status_url(job_id),
+    })
+}
+
+/// Waits for the job's outcome up to `frontend.wait_seconds` or until shutdown: the result
+/// (200), the failure (422), or `202` with the status URL; the job goes on either way.
+pub async fn answer(state: &AppState, job_id: Uuid, waiter: tokio::sync::oneshot::Receiver<Outcome>) -> HttpResponse {
+    let mut shutdown = state.shutdown.clone();
+    let outcome = tokio::select! {
+        outcome = waiter => outcome.ok(),
+        _ = tokio::time::sleep(state.settings.wait) => None,
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    };
+    match outcome {
+        Some(Outcome::Done { result }) => HttpResponse::Ok().json(result),
+        Some(Outcome::Failed { reason }) => {
+            let detail = format!("job {job_id} failed: {reason}");
+            actix_web::ResponseError::error_response(&ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "detection_failed",
+                detail,
+            ))
+        }
+        Some(Outcome::Started) | None => {
+            state.waiters.forget(job_id);
+            accepted(state, job_id).await
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The response listener: reads this front end's response queue, records each answer in the
+//! index, wakes the request waiting for it, then deletes the message (in that order, so a crash
+//! in between only replays an idempotent update).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::AppState;
+use crate::job::JobResponse;
+
+/// How long a response stays hidden while this listener handles it; handling takes milliseconds.
+const VISIBILITY: Duration = Duration::from_secs(30);
+/// Pause after a failure (index or queue down) before trying again.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// Responses taken per receive: SQS's maximum.
+const BATCH: usize = 10;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let wait = state.settings.long_poll;
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            received = state.responses.receive(BATCH, wait, VISIBILITY) => received,
+        };
+        let deliveries = match received {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the response queue; retrying");
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+        };
+        for delivery in deliveries {
+            let response: JobResponse = match serde_json::from_str(&delivery.body) {
+                Ok(response) => response,
+                Err(e) => {
+                    // Not ours to answer: drop it rather than let it block the queue.
+                    tracing::error!(message_id = %delivery.message_id, error = %e, "unreadable response dropped");
+                    let _ = state.responses.delete(&delivery.receipt).await;
+                    continue;
+                }
+            };
+            let job_id = response.job_id;
+            let outcome = response.outcome.clone();
+            match state.index.apply(response).await {
+                Ok(became_final) => {
+                    if became_final {
+                        state.waiters.complete(job_id, outcome);
+                    }
+                    if let Err(e) = state.responses.delete(&delivery.receipt).await {
+                        tracing::warn!(%job_id, error = %e, "response handled but not deleted; it will be replayed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%job_id, error = %e, "cannot record the response; it will come back");
+                    tokio::time::sleep(BACKOFF).await;
+                }
+            }
+        }
+    }
+}

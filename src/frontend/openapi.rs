@@ -1,0 +1,35 @@
+//! The OpenAPI document, served at `/api/openapi.json`: every route and schema.
+
+use actix_web::HttpResponse;
+use utoipa::OpenApi;
+
+use super::{api, health, query};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Skyburst", description = "Elastic image recognition: YOLOv3-tiny (COCO) behind a queue."),
+    paths(
+        api::detect, api::upload, api::upload_zone, api::create_job,
+        query::job_status, query::job_image, query::zones, query::results, query::queues,
+        health::healthz, health::readyz, openapi_json,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

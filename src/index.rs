@@ -1,0 +1,389 @@
+//! The result index: one SQLite row per job (who sent it, zone, times, worker, labels) so the
+//! front end answers status, history and per-zone questions without reading the store.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::job::{JobResponse, JobResult, Outcome};
+
+/// The label whose count is the head count (city cameras).
+pub const PERSON: &str = "person";
+
+/// Why the index could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("result index unavailable: {0}; check that the data directory is writable")]
+pub struct IndexError(String);
+
+type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Stored and queued; no worker has it yet.
+    Queued,
+    /// A worker is on it.
+    Running,
+    /// Finished with a result.
+    Done,
+    /// Finished without one.
+    Failed,
+}
+
+impl JobStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => JobStatus::Running,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            _ => JobStatus::Queued,
+        }
+    }
+}
+
+/// A job as the index knows it. Times are ms since the Unix epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job.
+    pub job_id: Uuid,
+    /// The client's id.
+    pub client_id: Option<String>,
+    /// Upload zone.
+    pub zone: Option<String>,
+    /// Uploaded file name.
+    pub file: Option<String>,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Queued at.
+    pub queued_at_ms: i64,
+    /// Taken by a worker at.
+    pub started_at_ms: Option<i64>,
+    /// Finished at.
+    pub finished_at_ms: Option<i64>,
+    /// The worker's instance id.
+    pub worker_instance: Option<String>,
+    /// The worker's pool.
+    pub worker_pool: Option<String>,
+    /// Weights sha256.
+    pub model: Option<String>,
+    /// Detector time, ms.
+    pub detector_ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The result, when done.
+    pub result: Option<JobResult>,
+}
+
+/// A new job, before any worker saw it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The job.
+    pub job_id: Uuid,
+    /// The client's id.
+    pub client_id: Option<String>,
+    /// Upload zone.
+    pub zone: Option<String>,
+    /// Uploaded file name.
+    pub file: Option<String>,
+    /// Queued at, ms.
+    pub queued_at_ms: i64,
+}
+
+/// Objects of one label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LabelCount {
+    /// COCO label.
+    pub label: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// Per-zone (or overall) totals.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ZoneTotals {
+    /// Images with a result.
+    pub images: u64,
+    /// People counted (the `person` label).
+    pub head_count: u64,
+    /// Objects per label, people first, then by count.
+    pub labels: Vec<LabelCount>,
+}
+
+/// One zone: its totals and its latest result.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ZoneSummary {
+    /// Zone name.
+    pub zone: String,
+    /// Its totals.
+    #[serde(flatten)]
+    pub totals: ZoneTotals,
+    /// Job id of the latest result.
+    pub last_job_id: Uuid,
+    /// When it finished, ms since the Unix epoch.
+    pub last_finished_at_ms: i64,
+    /// People in the latest image.
+    pub last_head_count: u64,
+}
+
+/// The SQLite-backed index.
+#[derive(Clone)]
+pub struct ResultIndex {
+    db: Arc<Mutex<Connection>>,
+}
+
+const COLUMNS: &str = "job_id, client_id, zone, file, status, queued_at_ms, started_at_ms, finished_at_ms,
+    worker_instance, worker_pool, model, detector_ms, error, result";
+
+impl ResultIndex {
+    /// Opens (creating or migrating) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let fail = |e: &dyn std::fmt::Display| IndexError(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        migrate(&conn).map_err(|e| fail(&e))?;
+        Ok(Self { db: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .map_err(|e| IndexError(e.to_string()))?
+            .map_err(|e| IndexError(e.to_string()))
+    }
+
+    /// Records a queued job.
+    pub async fn insert(&self, job: NewJob) -> Result<()> {
+        self.with_db(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, client_id, zone, file, status, queued_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                params![job.job_id.to_string(), job.client_id, job.zone, job.file, job.queued_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Forgets a job that could not be queued.
+    pub async fn remove(&self, job_id: Uuid) -> Result<()> {
+        self.with_db(move |c| c.execute("DELETE FROM jobs WHERE job_id = ?1", [job_id.to_string()]).map(|_| ())).await
+    }
+
+    /// Applies a worker's response. Idempotent: once a job is done or failed, later responses
+    /// (a slow duplicate worker's) change nothing. Returns whether the job just became final.
+    pub async fn apply(&self, response: JobResponse) -> Result<bool> {
+        self.with_db(move |c| apply(c, &response)).await
+    }
+
+    /// One job.
+    pub async fn job(&self, job_id: Uuid) -> Result<Option<JobRecord>> {
+        self.with_db(move |c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE job_id = ?1"), [job_id.to_string()], record)
+                .optional()
+        })
+        .await
+    }
+
+    /// Finished jobs, newest first, optionally of one zone and since a time.
+    pub async fn finished(&self, zone: Option<String>, since_ms: Option<i64>, limit: u32) -> Result<Vec<JobRecord>> {
+        self.with_db(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE status IN ('done', 'failed')
+                 AND (?1 IS NULL OR zone = ?1) AND (?2 IS NULL OR finished_at_ms >= ?2)
+                 ORDER BY finished_at_ms DESC, job_id LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![zone, since_ms, limit], record)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Totals per zone and over all zones.
+    pub async fn zones(&self) -> Result<(Vec<ZoneSummary>, ZoneTotals)> {
+        self.with_db(zones).await
+    }
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS jobs (
+                 job_id TEXT PRIMARY KEY, client_id TEXT, zone TEXT, file TEXT,
+                 status TEXT NOT NULL, queued_at_ms INTEGER NOT NULL,
+                 started_at_ms INTEGER, finished_at_ms INTEGER,
+                 worker_instance TEXT, worker_pool TEXT, model TEXT, detector_ms REAL,
+                 error TEXT, result TEXT
+             );
+             CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (zone, finished_at_ms);
+             CREATE TABLE IF NOT EXISTS labels (
+                 job_id TEXT NOT NULL, zone TEXT, label TEXT NOT NULL, count INTEGER NOT NULL,
+                 PRIMARY KEY (job_id, label)
+             );
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let parse_id = |s: String| Uuid::parse_str(&s).unwrap_or_default();
+    let result: Option<String> = row.get(13)?;
+    Ok(JobRecord {
+        job_id: parse_id(row.get(0)?),
+        client_id: row.get(1)?,
+        zone: row.get(2)?,
+        file: row.get(3)?,
+        status: JobStatus::parse(&row.get::<_, String>(4)?),
+        queued_at_ms: row.get(5)?,
+        started_at_ms: row.get(6)?,
+        finished_at_ms: row.get(7)?,
+        worker_instance: row.get(8)?,
+        worker_pool: row.get(9)?,
+        model: row.get(10)?,
+        detector_ms: row.get(11)?,
+        error: row.get(12)?,
+        result: result.and_then(|json| serde_json::from_str(&json).ok()),
+    })
+}
+
+fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
+    let tx = c.transaction()?;
+    let id = r.job_id.to_string();
+    let status: Option<String> =
+        tx.query_row("SELECT status FROM jobs WHERE job_id = ?1", [&id], |row| row.get(0)).optional()?;
+    let current = status.as_deref().map(JobStatus::parse);
+    if matches!(current, Some(JobStatus::Done | JobStatus::Failed)) {
+        return Ok(false);
+    }
+    if current.is_none() {
+        // Queued by another replica or before the index was wiped: the response alone says enough.
+        let (zone, client_id, file) = match &r.outcome {
+            Outcome::Done { result } => {
+                (result.zone.clone(), result.detection.id.clone(), result.detection.file.clone())
+            }
+            _ => (None, None, None),
+        };
+        tx.execute(
+            "INSERT INTO jobs (job_id, client_id, zone, file, status, queued_at_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+            params![id, client_id, zone, file, r.at_ms],
+        )?;
+    }
+    let became_final = match &r.outcome {
+        Outcome::Started => {
+            tx.execute(
+                "UPDATE jobs SET status = 'running', started_at_ms = ?2, worker_instance = ?3, worker_pool = ?4
+                 WHERE job_id = ?1",
+                params![id, r.at_ms, r.instance, r.pool],
+            )?;
+            false
+        }
+        Outcome::Done { result } => {
+            let json = serde_json::to_string(result).unwrap_or_default();
+            tx.execute(
+                "UPDATE jobs SET status = 'done', finished_at_ms = ?2, worker_instance = ?3, worker_pool = ?4,
+                 model = ?5, detector_ms = ?6, result = ?7, started_at_ms = COALESCE(started_at_ms, ?2)
+                 WHERE job_id = ?1",
+                params![id, r.at_ms, r.instance, r.pool, result.detection.model, r.detector_ms, json],
+            )?;
+            let zone: Option<String> =
+                tx.query_row("SELECT zone FROM jobs WHERE job_id = ?1", [&id], |row| row.get(0))?;
+            for (label, count) in label_counts(result) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO labels (job_id, zone, label, count) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, zone, label, count],
+                )?;
+            }
+            true
+        }
+        Outcome::Failed { reason } => {
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', finished_at_ms = ?2, worker_instance = ?3, worker_pool = ?4,
+                 error = ?5, detector_ms = ?6 WHERE job_id = ?1",
+                params![id, r.at_ms, r.instance, r.pool, reason, r.detector_ms],
+            )?;
+            true
+        }
+    };
+    tx.commit()?;
+    Ok(became_final)
+}
+
+/// Objects per label in one result.
+pub fn label_counts(result: &JobResult) -> Vec<(String, u64)> {
+    let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+    for object in &result.detection.objects {
+        *counts.entry(&object.label).or_default() += 1;
+    }
+    counts.into_iter().map(|(label, n)| (label.to_string(), n)).collect()
+}
+
+fn sorted_labels(mut labels: Vec<LabelCount>) -> Vec<LabelCount> {
+    labels.sort_by(|a, b| {
+        (b.label == PERSON).cmp(&(a.label == PERSON)).then(b.count.cmp(&a.count)).then(a.label.cmp(&b.label))
+    });
+    labels
+}
+
+fn head_count(labels: &[LabelCount]) -> u64 {
+    labels.iter().find(|l| l.label == PERSON).map_or(0, |l| l.count)
+}
+
+fn zones(c: &mut Connection) -> rusqlite::Result<(Vec<ZoneSummary>, ZoneTotals)> {
+    let mut per_zone: Vec<ZoneSummary> = Vec::new();
+    let mut stmt = c.prepare(
+        "SELECT zone, COUNT(*), MAX(finished_at_ms) FROM jobs WHERE zone IS NOT NULL AND status = 'done'
+         GROUP BY zone ORDER BY zone",
+    )?;
+    let zones: Vec<(String, u64, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut label_stmt = c.prepare("SELECT label, SUM(count) FROM labels WHERE zone = ?1 GROUP BY label")?;
+    let mut last_stmt = c.prepare(
+        "SELECT job_id, finished_at_ms FROM jobs WHERE zone = ?1 AND status = 'done'
+         ORDER BY finished_at_ms DESC, job_id LIMIT 1",
+    )?;
+    let mut head_stmt = c.prepare("SELECT COALESCE(SUM(count), 0) FROM labels WHERE job_id = ?1 AND label = ?2")?;
+    for (zone, images, _) in zones {
+        let labels: Vec<LabelCount> = label_stmt
+            .query_map([&zone], |r| Ok(LabelCount { label: r.get(0)?, count: r.get(1)? }))?
+            .collect::<rusqlite::Result<_>>()?;
+        let labels = sorted_labels(labels);
+        let (last_id, last_at): (String, i64) = last_stmt.query_row([&zone], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let last_head_count: u64 = head_stmt.query_row(params![last_id, PERSON], |r| r.get(0))?;
+        per_zone.push(ZoneSummary {
+            zone,
+            totals: ZoneTotals { images, head_count: head_count(&labels), labels },
+            last_job_id: Uuid::parse_str(&last_id).unwrap_or_default(),
+            last_finished_at_ms: last_at,
+            last_head_count,
+        });
+    }
+    let mut totals = ZoneTotals { images: 0, head_count: 0, labels: Vec::new() };
+    let mut all: std::collections::BTreeMap<String, u64> = Default::default();
+    for zone in &per_zone {
+        totals.images += zone.totals.images;
+        for l in &zone.totals.labels {
+            *all.entry(l.label.clone()).or_default() += l.count;
+        }
+    }
+    totals.labels = sorted_labels(all.into_iter().map(|(label, count)| LabelCount { label, count }).collect());
+    totals.head_count = head_count(&totals.labels);
+    Ok((per_zone, totals))
+}

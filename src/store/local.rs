@@ -1,0 +1,175 @@
+//! The embedded object store: one directory per bucket under a root, one file per object.
+//! Writes go to a temp file in the target's directory and are renamed into place, so a reader
+//! or a crash never sees half an object.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{check_key, ObjectInfo, ObjectStore, Result, StoreError};
+
+/// Buckets as directories under `root`.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, bucket: &str, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        check_key(bucket)?;
+        Ok(self.root.join(bucket).join(key))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        bucket: &str,
+        key: &str,
+        f: impl FnOnce(PathBuf) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let path = self.path(bucket, key)?;
+        let outcome = tokio::task::spawn_blocking(move || f(path)).await;
+        let io_result = outcome.unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        io_result.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound { bucket: bucket.into(), key: key.into() },
+            _ => StoreError::Unavailable { bucket: bucket.into(), detail: e.to_string() },
+        })
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+fn info(key: String, meta: &std::fs::Metadata) -> std::io::Result<ObjectInfo> {
+    Ok(ObjectInfo { key, size: meta.len(), modified: meta.modified()? })
+}
+
+/// Every object file under `dir`, with keys relative to `bucket_root`; temp files skipped.
+fn walk(bucket_root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            walk(bucket_root, &path, out)?;
+        } else if let Ok(relative) = path.strip_prefix(bucket_root) {
+            out.push(info(relative.to_string_lossy().into_owned(), &meta)?);
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.blocking(bucket, key, move |path| write_atomically(&path, &bytes)).await.map_err(|e| match e {
+            // A missing parent directory cannot be "not found" for a write: the store is broken.
+            StoreError::NotFound { bucket, .. } => {
+                StoreError::Unavailable { bucket, detail: "a directory on the object's path is missing".into() }
+            }
+            other => other,
+        })
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        self.blocking(bucket, key, |path| std::fs::read(path)).await
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let owned = key.to_string();
+        self.blocking(bucket, key, move |path| info(owned, &std::fs::metadata(path)?)).await
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        check_key(bucket)?;
+        let root = self.root.join(bucket);
+        let prefix = prefix.to_string();
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            match walk(&root, &root, &mut all) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                other => other?,
+            }
+            all.retain(|o| o.key.starts_with(&prefix));
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok::<_, std::io::Error>(all)
+        })
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        listed.map_err(|e| StoreError::Unavailable { bucket: bucket.into(), detail: e.to_string() })
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        match self.blocking(bucket, key, |path| std::fs::remove_file(path)).await {
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_round_trip_and_list_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("in", "images/b", b"bee".to_vec()).await.unwrap();
+        store.put("in", "images/a", b"ay".to_vec()).await.unwrap();
+        store.put("in", "results/a.json", b"{}".to_vec()).await.unwrap();
+        assert_eq!(store.get("in", "images/a").await.unwrap(), b"ay");
+        assert_eq!(store.head("in", "images/b").await.unwrap().size, 3);
+        let keys: Vec<_> = store.list("in", "images/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["images/a", "images/b"]);
+        assert!(store.list("empty", "").await.unwrap().is_empty());
+        store.delete("in", "images/a").await.unwrap();
+        store.delete("in", "images/a").await.unwrap();
+        assert!(matches!(store.get("in", "images/a").await, Err(StoreError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_object_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("b", "k", b"old".to_vec()).await.unwrap();
+        store.put("b", "k", b"new".to_vec()).await.unwrap();
+        assert_eq!(store.get("b", "k").await.unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path().join("b")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_bucket_is_unavailable_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the bucket directory should be: fails even for root, unlike chmod.
+        std::fs::write(dir.path().join("b"), b"").unwrap();
+        let store = LocalStore::new(dir.path());
+        let err = store.put("b", "images/x", b"x".to_vec()).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(matches!(store.get("b", "images/x").await, Err(StoreError::Unavailable { .. })));
+    }
+
+    #[tokio::test]
+    async fn bad_keys_are_refused() {
+        let store = LocalStore::new("/nonexistent");
+        assert!(matches!(store.get("b", "../x").await, Err(StoreError::InvalidKey { .. })));
+    }
+}

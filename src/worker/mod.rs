@@ -1,0 +1,267 @@
+//! The detector worker (`skyburst worker`): long-poll the request queue, fetch the images,
+//! detect in batches, write each result to the output bucket, answer on the job's reply queue,
+//! and only then delete the request. A crash at any point leaves the request to come back
+//! after its visibility timeout; a repeated answer is harmless because the index keeps the first.
+
+pub mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::detector::{Detector, LoadedImage};
+use crate::job::{self, JobRequest, JobResponse, JobResult, Outcome};
+use crate::queue::{Delivery, Queue, QueueError};
+use crate::store::{ObjectStore, StoreError};
+pub use reply::ReplyQueues;
+
+/// Pause after the request queue fails before polling it again.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Who this worker is and how it takes work.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Instance id, reported with every answer.
+    pub instance: String,
+    /// Pool, reported with every answer.
+    pub pool: String,
+    /// Messages per receive.
+    pub jobs_per_receive: usize,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Longest receive wait.
+    pub long_poll: Duration,
+    /// How long a taken job stays hidden; extended every third of it while the batch runs.
+    pub visibility: Duration,
+    /// Bucket for results.
+    pub output_bucket: String,
+}
+
+/// A worker and the parts it talks to.
+pub struct Worker {
+    settings: WorkerSettings,
+    requests: Arc<dyn Queue>,
+    replies: ReplyQueues,
+    store: Arc<dyn ObjectStore>,
+    detector: Arc<Detector>,
+}
+
+/// A request message and its parsed job.
+struct Job {
+    delivery: Delivery,
+    request: JobRequest,
+}
+
+/// Where a job stands after a step.
+enum Step<T> {
+    Next(T),
+    /// Final: answer with this.
+    Answer(Outcome, f64),
+    /// Leave the message; it comes back after the visibility timeout.
+    Retry,
+}
+
+impl Worker {
+    /// A worker over the given parts.
+    pub fn new(
+        settings: WorkerSettings,
+        requests: Arc<dyn Queue>,
+        replies: ReplyQueues,
+        store: Arc<dyn ObjectStore>,
+        detector: Arc<Detector>,
+    ) -> Self {
+        Self { settings, requests, replies, store, detector }
+    }
+
+    /// Takes and runs jobs until `shutdown` turns true; a batch in progress is finished first.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let s = &self.settings;
+        tracing::info!(instance = %s.instance, pool = %s.pool, queue = %self.requests.name(), "worker started");
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                received = self.requests.receive(s.jobs_per_receive, s.long_poll, s.visibility) => received,
+            };
+            match received {
+                Ok(deliveries) if deliveries.is_empty() => {}
+                Ok(deliveries) => self.process(deliveries).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the request queue; retrying");
+                    tokio::time::sleep(BACKOFF).await;
+                }
+            }
+        }
+        tracing::info!(instance = %s.instance, "worker stopped");
+    }
+
+    async fn process(&self, deliveries: Vec<Delivery>) {
+        let keeper = self.keep_hidden(&deliveries);
+        let mut jobs = Vec::new();
+        for delivery in deliveries {
+            match serde_json::from_str::<JobRequest>(&delivery.body) {
+                Ok(request) => jobs.push(Job { delivery, request }),
+                // Nobody to answer: leave it; after queue.max_receives it goes to the
+                // dead-letter queue for an operator to look at.
+                Err(e) => tracing::error!(
+                    message_id = %delivery.message_id,
+                    receive_count = delivery.receive_count,
+                    error = %e,
+                    "unreadable job message left for the dead-letter queue"
+                ),
+            }
+        }
+        for job in &jobs {
+            self.answer(job, Outcome::Started, 0.0).await.ok();
+        }
+        let mut ready = Vec::new();
+        for job in jobs {
+            match self.fetch(&job).await {
+                Step::Next(bytes) => ready.push((job, bytes)),
+                Step::Answer(outcome, ms) => self.finish(&job, outcome, ms).await,
+                Step::Retry => {}
+            }
+        }
+        for chunk in chunks(ready, self.settings.batch_size) {
+            self.detect(chunk).await;
+        }
+        keeper.abort();
+    }
+
+    async fn fetch(&self, job: &Job) -> Step<Vec<u8>> {
+        let (job_id, r) = (job.request.job_id, &job.request);
+        match self.store.get(&r.bucket, &r.key).await {
+            Ok(bytes) => Step::Next(bytes),
+            Err(e @ StoreError::NotFound { .. }) | Err(e @ StoreError::InvalidKey { .. }) => {
+                tracing::warn!(%job_id, error = %e, "image missing");
+                Step::Answer(Outcome::Failed { reason: format!("the image is gone from the store: {e}") }, 0.0)
+            }
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "cannot fetch the image; the job will come back");
+                Step::Retry
+            }
+        }
+    }
+
+    async fn detect(&self, chunk: Vec<(Job, Vec<u8>)>) {
+        let detector = self.detector.clone();
+        let (jobs, bytes): (Vec<Job>, Vec<Vec<u8>>) = chunk.into_iter().unzip();
+        let ran = tokio::task::spawn_blocking(move || run_detector(&detector, &bytes)).await;
+        let outcomes = match ran {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, "the detector panicked; the jobs will come back");
+                return;
+            }
+        };
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            let r = &job.request;
+            let (outcome, ms) = match outcome {
+                Ok(mut detection) => {
+                    detection.id = r.client_id.clone();
+                    detection.file = r.file.clone();
+                    let t = detection.timings;
+                    let ms = t.preprocess_ms + t.inference_ms + t.postprocess_ms;
+                    let result = JobResult { job_id: r.job_id, zone: r.zone.clone(), detection };
+                    (Outcome::Done { result }, ms)
+                }
+                Err(reason) => (Outcome::Failed { reason }, 0.0),
+            };
+            self.finish(job, outcome, ms).await;
+        }
+    }
+
+    /// Result to the store, answer to the reply queue, then delete the request.
+    async fn finish(&self, job: &Job, outcome: Outcome, detector_ms: f64) {
+        let job_id = job.request.job_id;
+        let response = self.response(job_id, outcome, detector_ms);
+        let json = serde_json::to_vec(&response).expect("a JobResponse always serializes");
+        let key = job::result_key(job_id);
+        if let Err(e) = self.store.put(&self.settings.output_bucket, &key, json).await {
+            tracing::warn!(%job_id, error = %e, "cannot store the result; the job will come back");
+            return;
+        }
+        if let Err(e) = self.send(&job.request, &response).await {
+            tracing::warn!(%job_id, error = %e, "cannot send the answer; the job will come back");
+            return;
+        }
+        match self.requests.delete(&job.delivery.receipt).await {
+            Ok(()) => match &response.outcome {
+                Outcome::Failed { reason } => tracing::warn!(%job_id, %reason, "job failed"),
+                _ => tracing::info!(%job_id, detector_ms = format!("{detector_ms:.1}"), "job done"),
+            },
+            Err(e) => tracing::warn!(%job_id, error = %e, "answered but not deleted; a duplicate answer may follow"),
+        }
+    }
+
+    async fn answer(&self, job: &Job, outcome: Outcome, detector_ms: f64) -> Result<(), QueueError> {
+        let response = self.response(job.request.job_id, outcome, detector_ms);
+        self.send(&job.request, &response).await.inspect_err(|e| {
+            tracing::warn!(job_id = %job.request.job_id, error = %e, "cannot send a progress answer");
+        })
+    }
+
+    async fn send(&self, request: &JobRequest, response: &JobResponse) -> Result<(), QueueError> {
+        let body = serde_json::to_string(response).expect("a JobResponse always serializes");
+        self.replies.get(&request.reply_queue).send(&body, Duration::ZERO).await.map(|_| ())
+    }
+
+    fn response(&self, job_id: uuid::Uuid, outcome: Outcome, detector_ms: f64) -> JobResponse {
+        JobResponse {
+            job_id,
+            outcome,
+            instance: self.settings.instance.clone(),
+            pool: self.settings.pool.clone(),
+            detector_ms,
+            at_ms: job::now_ms(),
+        }
+    }
+
+    /// Extends the batch's visibility every third of the timeout until aborted, so a long
+    /// batch is not handed to a second worker while this one is still on it.
+    fn keep_hidden(&self, deliveries: &[Delivery]) -> JoinHandle<()> {
+        let receipts: Vec<_> = deliveries.iter().map(|d| d.receipt.clone()).collect();
+        let (queue, visibility) = (self.requests.clone(), self.settings.visibility);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(visibility / 3).await;
+                for receipt in &receipts {
+                    if let Err(e) = queue.extend_visibility(receipt, visibility).await {
+                        tracing::warn!(error = %e, "cannot extend a job's visibility");
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Decodes and detects a batch; per image the result or why it failed.
+fn run_detector(detector: &Detector, images: &[Vec<u8>]) -> Vec<Result<crate::result::DetectionResult, String>> {
+    let loaded: Vec<Result<LoadedImage, String>> =
+        images.iter().map(|bytes| detector.load_image(bytes).map_err(|e| e.to_string())).collect();
+    let good: Vec<&LoadedImage> = loaded.iter().filter_map(|l| l.as_ref().ok()).collect();
+    let mut detected = match detector.detect_images(&good) {
+        Ok(results) => results.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(e) => good.iter().map(|_| Err(format!("the detector failed: {e}"))).collect(),
+    }
+    .into_iter();
+    loaded
+        .into_iter()
+        .map(|l| match l {
+            Ok(_) => detected.next().unwrap_or_else(|| Err("the detector returned too few results".into())),
+            Err(reason) => Err(reason),
+        })
+        .collect()
+}
+
+fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match out.last_mut() {
+            Some(last) if last.len() < size.max(1) => last.push(item),
+            _ => out.push(vec![item]),
+        }
+    }
+    out
+}

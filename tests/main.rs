@@ -5,6 +5,9 @@
 
 mod support;
 
+mod bad_input;
 mod config_examples;
 mod detect_cli;
 mod detector_reference;
+mod embedded;
+mod faults;

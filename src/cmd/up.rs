@@ -78,9 +78,9 @@ impl Children {
             self.command(&serve_args).stdout(Stdio::piped()).spawn().context("cannot start the front end")?;
         let url = read_url(&mut serve).await?;
         let mut workers = (0..count).map(|i| self.worker(i)).collect::<anyhow::Result<Vec<_>>>()?;
-        println!("skyburst up: {url}  ({count} workers, data in {})", self.data_dir.display());
-        println!("  try: skyburst load --url {url} --images ~/.cache/skyburst/images --requests 4");
-        println!("  Ctrl-C stops everything");
+        say(&format!("skyburst up: {url}  ({count} workers, data in {})", self.data_dir.display()));
+        say(&format!("  try: skyburst load --url {url} --images ~/.cache/skyburst/images --requests 4"));
+        say("  Ctrl-C stops everything");
         let code = loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break ExitCode::SUCCESS,
@@ -113,7 +113,7 @@ async fn read_url(serve: &mut Child) -> anyhow::Result<String> {
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).context("unexpected front-end output")?;
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            println!("{line}");
+            say(&line);
         }
     });
     Ok(url.to_string())
@@ -142,5 +142,11 @@ async fn stop_all(mut children: Vec<Child>) {
             let _ = child.kill().await;
         }
     }
-    println!("skyburst up: stopped");
+    say("skyburst up: stopped");
+}
+
+/// Prints a line; a closed stdout (the reader went away) must not stop the shutdown.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -67,3 +67,4 @@ pub fn run(command: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+pub mod service;

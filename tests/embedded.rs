@@ -1,0 +1,136 @@
+//! The embedded deployment end to end: real `serve` and `worker` processes, real HTTP.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::service::{detect_body, image_bytes, one_at_a_time, Service};
+use crate::support::{image, run, skyburst};
+
+fn labels(result: &Value) -> Vec<String> {
+    result["objects"].as_array().unwrap().iter().map(|o| o["label"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_json_api_finds_the_people_and_the_bus() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    let (status, result) = service.post_json("/api/detect", &detect_body("client-42", "bus.jpg"));
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["id"], "client-42");
+    let found = labels(&result);
+    assert!(found.iter().filter(|l| *l == "person").count() >= 3, "{found:?}");
+    assert!(found.contains(&"bus".to_string()), "{found:?}");
+    assert_eq!((result["width"].as_u64(), result["height"].as_u64()), (Some(810), Some(1080)));
+    assert_eq!(result["model"].as_str().unwrap().len(), 64, "weights sha256");
+    let job_id = result["job_id"].as_str().unwrap();
+    let job = service.get(&format!("/api/jobs/{job_id}")).1;
+    assert_eq!(job["status"], "done");
+    assert_eq!(job["worker"], "w1");
+    assert_eq!(job["result"]["objects"], result["objects"]);
+    let stored = reqwest::blocking::get(format!("{}/api/jobs/{job_id}/image", service.url)).unwrap();
+    assert_eq!(stored.headers()["content-type"], "image/jpeg");
+    assert_eq!(stored.bytes().unwrap().to_vec(), image_bytes("bus.jpg"));
+    let results = service.get("/api/results?limit=10").1;
+    assert_eq!(results["results"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn multipart_uploads_with_zones_update_the_zone_totals() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    let (status, result) = service.upload("/upload/gate-1", "myfile", "bus.jpg", image_bytes("bus.jpg"));
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["file"], "bus.jpg");
+    assert_eq!(result["zone"], "gate-1");
+    // Any single file field is accepted, not only the classic `myfile`.
+    let (status, result) = service.upload("/upload/gate-2", "photo", "zidane.jpg", image_bytes("zidane.jpg"));
+    assert_eq!(status, 200, "{result}");
+    let (status, _) = service.upload("/upload/gate-2", "myfile", "zidane.jpg", image_bytes("zidane.jpg"));
+    assert_eq!(status, 200);
+    let zones = service.get("/api/zones").1;
+    let zone = |name: &str| zones["zones"].as_array().unwrap().iter().find(|z| z["zone"] == name).unwrap().clone();
+    let gate1 = zone("gate-1");
+    assert_eq!(gate1["images"], 1);
+    assert!(gate1["head_count"].as_u64().unwrap() >= 3, "{gate1}");
+    assert_eq!(gate1["labels"][0]["label"], "person", "people first: {gate1}");
+    assert!(gate1["labels"].as_array().unwrap().iter().any(|l| l["label"] == "bus"));
+    let gate2 = zone("gate-2");
+    assert_eq!(gate2["images"], 2);
+    assert_eq!(gate2["head_count"].as_u64().unwrap(), 2 * gate2["last_head_count"].as_u64().unwrap());
+    assert_eq!(zones["totals"]["images"], 3);
+    let per_zone = gate1["head_count"].as_u64().unwrap() + gate2["head_count"].as_u64().unwrap();
+    assert_eq!(zones["totals"]["head_count"].as_u64().unwrap(), per_zone);
+    let only_gate2 = service.get("/api/results?zone=gate-2").1;
+    assert_eq!(only_gate2["results"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_slow_answer_gets_202_and_the_job_completes_later() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[("FRONTEND__WAIT_SECONDS", "1")]);
+    let (status, accepted) = service.post_json("/api/detect", &detect_body("c1", "zidane.jpg"));
+    assert_eq!(status, 202, "no worker yet: {accepted}");
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    assert_eq!(accepted["status_url"], format!("/api/jobs/{job_id}"));
+    assert_eq!(service.get(&accepted["status_url"].as_str().unwrap().to_string()).1["status"], "queued");
+    // The asynchronous API, JSON with a zone.
+    let mut body = detect_body("c2", "bus.jpg");
+    body["zone"] = json!("7");
+    let (status, second) = service.post_json("/api/jobs", &body);
+    assert_eq!(status, 202, "{second}");
+    service.start_worker("late");
+    let first = service.wait_for_job(&job_id, Duration::from_secs(60));
+    assert_eq!(first["status"], "done");
+    assert_eq!(first["id"], "c1");
+    assert!(labels(&first["result"]).contains(&"person".to_string()));
+    let second = service.wait_for_job(second["job_id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(second["zone"], "7");
+    assert!(labels(&second["result"]).contains(&"bus".to_string()));
+}
+
+#[test]
+fn up_runs_everything_and_load_checks_the_answers() {
+    let _heavy = one_at_a_time();
+    let data = tempfile::tempdir().unwrap();
+    let mut up = skyburst()
+        .args(["--data-dir", data.path().to_str().unwrap(), "up", "--workers", "1", "--port", "0"])
+        .env("SKYBURST_DETECTOR__MODEL_DIR", crate::support::model_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(up.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("up prints its URL").to_string();
+    let labels_csv = data.path().join("labels.csv");
+    std::fs::write(&labels_csv, "file,labels\nbus.jpg,bus;person\nzidane.jpg,person;tie\n").unwrap();
+    let csv = data.path().join("load.csv");
+    let images = image("bus.jpg").parent().unwrap().to_path_buf();
+    for mode in ["json", "multipart", "async"] {
+        let (code, out, err) =
+            run(skyburst().args(["load", "--url", &url, "--requests", "4", "--concurrency", "2"]).args([
+                "--mode".as_ref(),
+                mode.as_ref(),
+                "--images".as_ref(),
+                images.as_os_str(),
+                "--expect".as_ref(),
+                labels_csv.as_os_str(),
+                "--csv".as_ref(),
+                csv.as_os_str(),
+            ]));
+        assert_eq!(code, 0, "{mode}: {out}\n{err}");
+        assert!(out.contains("succeeded 4  failed 0"), "{out}");
+        assert!(out.contains("correct     4/4"), "{out}");
+        let rows = std::fs::read_to_string(&csv).unwrap();
+        assert_eq!(rows.lines().count(), 5, "header + one row per request: {rows}");
+    }
+    crate::support::service::signal(up.id(), nix::sys::signal::Signal::SIGTERM);
+    let status = up.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.contains("skyburst up: stopped"), "{rest}");
+}

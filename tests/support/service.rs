@@ -1,0 +1,191 @@
+//! A running embedded deployment for tests: `skyburst serve` and workers as real processes on
+//! a free loopback port, sharing a temporary data directory; killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{model_dir, skyburst};
+
+/// End-to-end tests run one at a time: each starts detector workers on a 2-core machine.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// Takes the heavy-test lock (a failed test does not poison the rest).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Front end, workers and their data directory.
+pub struct Service {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The front end process.
+    pub serve: Child,
+    /// Worker processes.
+    pub workers: Vec<Child>,
+    /// Config overrides given to every process, as `SKYBURST_*` pairs.
+    env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+    http: reqwest::blocking::Client,
+}
+
+impl Service {
+    /// Starts `serve` with short test knobs plus `env` overrides (`("FRONTEND__WAIT_SECONDS", "1")`).
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("SKYBURST_DETECTOR__MODEL_DIR".to_string(), model_dir().display().to_string()),
+            ("SKYBURST_QUEUE__VISIBILITY_TIMEOUT_SECONDS".to_string(), "2".to_string()),
+            ("SKYBURST_QUEUE__LONG_POLL_SECONDS".to_string(), "1".to_string()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (format!("SKYBURST_{k}"), v.to_string())));
+        let data = tempfile::tempdir().unwrap();
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let mut service = Service { url: String::new(), serve: dummy(), workers: Vec::new(), env: all, data, http };
+        service.restart_serve();
+        service
+    }
+
+    /// (Re)starts the front end on a new free port.
+    pub fn restart_serve(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+        let mut child = self.command(&["serve", "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+        self.url = url.unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
+        self.serve = child;
+        self.wait_until(Duration::from_secs(10), |s| s.get("/readyz").0 == 200);
+    }
+
+    /// Starts a worker named `id`.
+    pub fn start_worker(&mut self, id: &str) -> u32 {
+        let child = self.command(&["worker", "--instance-id", id]).spawn().unwrap();
+        let pid = child.id();
+        self.workers.push(child);
+        pid
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = skyburst();
+        command.arg("--data-dir").arg(self.data.path()).args(args).stdin(Stdio::null());
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// A bucket's directory in the embedded store.
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        self.data.path().join("store").join(name)
+    }
+
+    /// Files stored under a bucket (recursively).
+    pub fn objects(&self, bucket: &str) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum()
+            })
+        }
+        count(&self.bucket(bucket).join("images"))
+    }
+
+    /// Rows in the result index.
+    pub fn index_rows(&self) -> i64 {
+        let path = self.data.path().join("index.db");
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0)).unwrap()
+    }
+
+    /// Messages in the request queue, whatever their state.
+    pub fn queued(&self) -> u64 {
+        let q = self.get("/api/queues").1;
+        ["visible", "in_flight", "delayed"].iter().map(|k| q["requests"][k].as_u64().unwrap()).sum()
+    }
+
+    /// GET → (status, JSON body or Null).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().unwrap();
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    /// POST with a content type → (status, headers' Retry-After, JSON body).
+    pub fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        (response.status().as_u16(), retry, response.json().unwrap_or(Value::Null))
+    }
+
+    /// POST JSON.
+    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, _, value) = self.post(path, "application/json", serde_json::to_vec(body).unwrap());
+        (status, value)
+    }
+
+    /// POST a multipart form with one file field.
+    pub fn upload(&self, path: &str, field: &str, file: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let part = reqwest::blocking::multipart::Part::bytes(bytes).file_name(file.to_string());
+        let form = reqwest::blocking::multipart::Form::new().part(field.to_string(), part);
+        let response = self.http.post(format!("{}{path}", self.url)).multipart(form).send().unwrap();
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    /// Polls until `done` holds or `timeout` passes (then panics).
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        let started = Instant::now();
+        while !done(self) {
+            assert!(started.elapsed() < timeout, "condition not met within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for a job to be done or failed; returns its status document.
+    pub fn wait_for_job(&self, job_id: &str, timeout: Duration) -> Value {
+        self.wait_until(timeout, |s| {
+            matches!(s.get(&format!("/api/jobs/{job_id}")).1["status"].as_str(), Some("done" | "failed"))
+        });
+        self.get(&format!("/api/jobs/{job_id}")).1
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for child in self.workers.iter_mut().chain(std::iter::once(&mut self.serve)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn dummy() -> Child {
+    std::process::Command::new("true").spawn().unwrap()
+}
+
+/// A test image's bytes.
+pub fn image_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(super::image(name)).unwrap()
+}
+
+/// `{"id", "image"}` for a test image.
+pub fn detect_body(id: &str, name: &str) -> Value {
+    use base64::Engine;
+    serde_json::json!({ "id": id, "image": base64::engine::general_purpose::STANDARD.encode(image_bytes(name)) })
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}

@@ -75,7 +75,7 @@ fn a_slow_answer_gets_202_and_the_job_completes_later() {
     assert_eq!(status, 202, "no worker yet: {accepted}");
     let job_id = accepted["job_id"].as_str().unwrap().to_string();
     assert_eq!(accepted["status_url"], format!("/api/jobs/{job_id}"));
-    assert_eq!(service.get(&accepted["status_url"].as_str().unwrap().to_string()).1["status"], "queued");
+    assert_eq!(service.get(accepted["status_url"].as_str().unwrap()).1["status"], "queued");
     // The asynchronous API, JSON with a zone.
     let mut body = detect_body("c2", "bus.jpg");
     body["zone"] = json!("7");

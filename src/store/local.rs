@@ -90,7 +90,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        self.blocking(bucket, key, |path| std::fs::read(path)).await
+        self.blocking(bucket, key, std::fs::read).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
@@ -118,7 +118,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        match self.blocking(bucket, key, |path| std::fs::remove_file(path)).await {
+        match self.blocking(bucket, key, std::fs::remove_file).await {
             Err(StoreError::NotFound { .. }) => Ok(()),
             other => other,
         }

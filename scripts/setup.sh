@@ -12,6 +12,17 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is not installed. 
 need cargo "Install Rust 1.95+ with rustup: https://rustup.rs"
 need python3 "Install it with: apt-get install -y python3 python3-pip"
 python3 -m pip --version >/dev/null 2>&1 || { echo "error: pip is missing: apt-get install -y python3-pip" >&2; exit 1; }
+# curl: scripts/run.sh probes the service with it. cc: bundled SQLite (rusqlite) compiles C.
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+  else
+    echo "error: install ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 1
+  fi
+fi
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
     rustup component add "$component"

@@ -134,3 +134,27 @@ fn up_runs_everything_and_load_checks_the_answers() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(rest.contains("skyburst up: stopped"), "{rest}");
 }
+
+#[test]
+fn an_image_that_fails_to_decode_is_answered_failed_with_the_reason() {
+    let _heavy = one_at_a_time();
+    // A valid 64×64 PNG header whose pixel data is cut short: the front end's header check
+    // passes it, the worker's decoder does not.
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, 64, 64);
+    encoder.set_color(png::ColorType::Rgb);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_chunk(png::chunk::IDAT, &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]).unwrap();
+    drop(writer);
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    use base64::Engine;
+    let body = json!({ "id": "broken", "image": base64::engine::general_purpose::STANDARD.encode(&png) });
+    let (status, answer) = service.post_json("/api/detect", &body);
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"], "detection_failed");
+    assert!(answer["detail"].as_str().unwrap().contains("could not be decoded"), "{answer}");
+    let failed = service.get("/api/results").1["results"][0].clone();
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("could not be decoded"), "{failed}");
+}

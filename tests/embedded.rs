@@ -149,7 +149,7 @@ fn an_image_that_fails_to_decode_is_answered_failed_with_the_reason() {
     let mut service = Service::start(&[]);
     service.start_worker("w1");
     use base64::Engine;
-    let body = json!({ "id": "broken", "image": base64::engine::general_purpose::STANDARD.encode(&png) });
+    let body = json!({ "id": "broken", "image": base64::engine::general_purpose::STANDARD.encode(png) });
     let (status, answer) = service.post_json("/api/detect", &body);
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"], "detection_failed");

@@ -82,10 +82,7 @@ async fn parse_multipart(
     limit: usize,
     zone: Option<String>,
 ) -> Result<Upload, ApiError> {
-    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n: usize| n > limit) {
-        return Err(too_large(limit));
-    }
+    intake::declared_length(req, limit)?;
     let mut form = Multipart::new(req.headers(), payload);
     let mut upload = Upload { bytes: Vec::new(), client_id: None, zone, file: None };
     let (mut files, mut read) = (0, 0usize);
@@ -100,7 +97,7 @@ async fn parse_multipart(
                 chunk.map_err(|e| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))?;
             read += chunk.len();
             if read > limit {
-                return Err(too_large(limit));
+                return Err(intake::too_large(limit));
             }
             value.extend_from_slice(&chunk);
         }
@@ -123,14 +120,6 @@ async fn parse_multipart(
             Err(ApiError::bad_request("too_many_files", format!("the form has {n} files; send one image per request")))
         }
     }
-}
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the request body is larger than {limit} bytes (frontend.max_body_bytes); send a smaller image"),
-    )
 }
 
 /// Detect objects in one base64 image and wait for the result (CloudDetect).

@@ -49,26 +49,12 @@ pub fn check_zone(zone: &str) -> Result<(), ApiError> {
 /// Reads the whole body, refusing more than `frontend.max_body_bytes` before reading it when
 /// the client declares its length, and as soon as it passes the limit otherwise.
 pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is larger than {limit} bytes (frontend.max_body_bytes); send a smaller image"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
+    let declared = declared_length(req, limit)?;
     let mut body = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -76,6 +62,28 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
         return Err(ApiError::bad_request("empty_body", "the request body is empty"));
     }
     Ok(body)
+}
+
+/// 413 for a body over `frontend.max_body_bytes`.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {limit} bytes (frontend.max_body_bytes); send a smaller image"),
+    )
+}
+
+/// The declared `Content-Length`, refused before reading when it is over `limit`.
+pub fn declared_length(req: &HttpRequest, limit: usize) -> Result<Option<usize>, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > limit => Err(too_large(limit)),
+        other => Ok(other),
+    }
 }
 
 /// The request's media type (`application/json`), lower-cased, parameters dropped.

@@ -86,13 +86,19 @@ impl LocalQueues {
     }
 }
 
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+/// Sets up a connection to a database file several processes share and returns its schema
+/// version (`user_version`). The result index uses it too.
+pub(crate) fn shared_connection(conn: &Connection) -> rusqlite::Result<i64> {
     // Several processes write this file; wait for the lock instead of failing. Writes take
     // well under a millisecond, so 5 s only passes if something is badly wrong.
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version = shared_connection(conn)?;
     if version < 1 {
         conn.execute_batch(
             "BEGIN;

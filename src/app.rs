@@ -1,6 +1,7 @@
 //! The composition root: turns the validated [`Config`] into concrete parts. The only module
 //! that knows which implementation stands behind each seam.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,11 @@ use anyhow::Context;
 use candle_core::Device;
 use tokio::sync::watch;
 
-use crate::config::{Config, DeviceKind};
+use skyburst_providers::local::{LocalProvider, LocalSettings};
+use skyburst_providers::Provider;
+
+use crate::config::{Config, DeviceKind, PoolConfig, ProviderKind};
+use crate::controller::{Controller, ControllerSettings, Pool};
 use crate::detector::{self, ConvPath, Detector, DetectorOptions};
 use crate::frontend::auth::Tokens;
 use crate::frontend::{AppState, Settings};
@@ -18,7 +23,7 @@ use crate::queue::Queue;
 use crate::store::local::LocalStore;
 use crate::store::ObjectStore;
 use crate::worker::reply::OpenQueue;
-use crate::worker::{ReplyQueues, Worker, WorkerSettings};
+use crate::worker::{Heartbeats, ReplyQueues, Worker, WorkerSettings};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`). Stdout stays free for results.
 pub fn init_tracing() {
@@ -141,7 +146,87 @@ pub fn worker(config: &Config, instance: String) -> anyhow::Result<Worker> {
         output_bucket: config.store.output_bucket.clone(),
     };
     let detector = Arc::new(detector(config)?);
-    Ok(Worker::new(settings, queues.requests, ReplyQueues::new(queues.open), store(config), detector))
+    let store = store(config);
+    let heartbeats = Arc::new(Heartbeats::new(
+        store.clone(),
+        config.store.output_bucket.clone(),
+        &settings.instance,
+        &settings.pool,
+        Duration::from_secs_f64(config.worker.heartbeat_seconds),
+    ));
+    Ok(Worker::new(settings, queues.requests, ReplyQueues::new(queues.open), store, detector, heartbeats))
+}
+
+// === the controller and its pools ===
+
+/// The controller with every configured pool's provider. `config_file` is passed on to the
+/// worker processes the `local` pool starts.
+pub fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
+    let queues = queues(config)?;
+    let pools = config.pools.iter().map(|p| pool(config, p, config_file)).collect::<anyhow::Result<Vec<_>>>()?;
+    let sc = &config.scaling;
+    let settings = ControllerSettings {
+        id: format!("controller-{}", crate::cmd::worker::default_instance_id()),
+        tick: Duration::from_secs_f64(config.controller.tick_seconds),
+        dry_run,
+        caps: sc.caps(),
+        planner: sc.planner(),
+        decisions_kept: config.controller.decisions_kept,
+    };
+    Ok(Controller::new(
+        settings,
+        sc.policy(),
+        pools,
+        queues.requests,
+        store(config),
+        config.store.output_bucket.clone(),
+        config.controller.deployment.clone(),
+        (sc.unavailable_grace_seconds, sc.heartbeat_timeout_seconds),
+        Duration::from_secs_f64(config.controller.lease_seconds),
+    ))
+}
+
+fn pool(config: &Config, pool: &PoolConfig, config_file: Option<&Path>) -> anyhow::Result<Pool> {
+    let provider: Arc<dyn Provider> = match pool.provider {
+        ProviderKind::Local => Arc::new(local_provider(config, pool, config_file)?),
+        ProviderKind::Nova => anyhow::bail!(
+            "pool {} uses provider \"nova\": this build has no OpenStack support; build with `--features openstack`",
+            pool.name
+        ),
+        ProviderKind::Ec2 => {
+            anyhow::bail!(
+                "pool {} uses provider \"ec2\": this build has no AWS support; build with `--features aws`",
+                pool.name
+            )
+        }
+    };
+    Ok(Pool { config: pool.clone(), provider, user_data: String::new() })
+}
+
+/// The `local` pool: `skyburst worker` processes of this very binary, with the same config
+/// file and data directory, registered in `<data_dir>/control/local-<pool>.json`.
+pub fn local_provider(config: &Config, pool: &PoolConfig, config_file: Option<&Path>) -> anyhow::Result<LocalProvider> {
+    let program = std::env::current_exe().context("cannot find this program's path to start workers")?;
+    let data_dir = &config.embedded.data_dir;
+    let mut args = Vec::new();
+    if let Some(file) = config_file {
+        args.extend(["--config".to_string(), file.display().to_string()]);
+    }
+    args.extend(["--data-dir".to_string(), data_dir.display().to_string()]);
+    args.extend(["worker", "--instance-id", "{id}", "--pool", &pool.name].map(String::from));
+    if pool.boot_delay_seconds > 0.0 {
+        args.extend(["--boot-delay-seconds".to_string(), pool.boot_delay_seconds.to_string()]);
+    }
+    let settings = LocalSettings {
+        pool: pool.name.clone(),
+        program,
+        args,
+        boot_delay: Duration::from_secs_f64(pool.boot_delay_seconds),
+        registry: data_dir.join("control").join(format!("local-{}.json", pool.name)),
+        // A batch of 64 images at ~100 ms each finishes within it.
+        stop_timeout: Duration::from_secs(15),
+    };
+    LocalProvider::new(settings).with_context(|| format!("cannot open the local pool {}", pool.name))
 }
 
 /// A runtime for the async commands. Two threads: the work is waiting on queues and the

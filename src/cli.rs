@@ -32,6 +32,10 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Send images to a running service and report latency, throughput and correctness.
     Load(LoadArgs),
+    /// Run the controller: scale the worker pools to the queue (private first, then burst).
+    Controller(ControllerArgs),
+    /// Replay an arrival trace against scaling policies, without sleeping; report cost and waits.
+    Simulate(SimulateArgs),
     /// Detect objects in image files and print (or draw) what was found.
     Detect(DetectArgs),
     /// Configuration tools.
@@ -91,12 +95,41 @@ pub struct WorkerArgs {
     /// This worker's name in answers and logs; default `<hostname>-<pid>`.
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
+    /// Its pool; overrides worker.pool.
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Wait this long before taking jobs: the local pool rehearses a cloud's boot time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub boot_delay_seconds: f64,
+}
+
+/// `skyburst controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Decide and log every check, but launch, terminate and drain nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `skyburst simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Arrival trace, CSV `t_seconds,count` (examples/traces/*.csv).
+    #[arg(long, value_name = "CSV")]
+    pub trace: PathBuf,
+    /// Policies to compare (repeat); default: all three named policies.
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+    /// Directory for the report: `<trace>.csv` (time series) and `<trace>.png` (plot).
+    #[arg(long, value_name = "DIR", default_value = "simulate-out")]
+    pub out: PathBuf,
 }
 
 /// `skyburst up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Worker processes; overrides embedded.workers (default: one per CPU core).
+    /// A fixed number of worker processes, with the controller off; overrides embedded.workers
+    /// (default: the controller scales the local pool).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Where to listen.

@@ -9,6 +9,8 @@
 //! - [`queue`]: the `Queue` seam and the embedded SQLite queue; [`store`]: the `ObjectStore`
 //!   seam and the filesystem store; [`index`]: the SQLite result index.
 //! - [`frontend`]: the actix-web front end (`skyburst serve`); [`worker`]: the detector worker.
+//! - [`control`]: heartbeats, drain requests, the lease and the fleet status in the store;
+//!   [`controller`]: the reconcile loop (`skyburst controller`).
 //! - [`load`]: the workload generator (`skyburst load`).
 //! - [`config`]: the typed, layered, validated configuration.
 //! - [`cli`]: the command-line definition; [`cmd`]: one module per subcommand.
@@ -18,6 +20,8 @@ pub mod app;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod control;
+pub mod controller;
 pub mod detector;
 pub mod frontend;
 pub mod index;

@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Command::Up(args) => skyburst::cmd::up::run(&config, args, cli.config.as_deref()),
         Command::Serve(args) => skyburst::cmd::serve::run(&config, args),
         Command::Worker(args) => skyburst::cmd::worker::run(&config, args),
+        Command::Controller(args) => skyburst::cmd::controller::run(&config, args, cli.config.as_deref()),
+        Command::Simulate(args) => skyburst::cmd::simulate::run(&config, args),
         Command::Load(args) => skyburst::cmd::load::run(args),
         Command::Detect(args) => skyburst::cmd::detect::run(&config, args),
         Command::Config(ConfigCommand::Check) => skyburst::cmd::config_check::run(&config),

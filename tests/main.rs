@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod config_examples;
+mod controller;
 mod detect_cli;
 mod detector_reference;
 mod embedded;

@@ -1,8 +1,10 @@
 //! One module per subcommand; each exposes `run(&Config, &Args) -> anyhow::Result<ExitCode>`.
 
 pub mod config_check;
+pub mod controller;
 pub mod detect;
 pub mod load;
 pub mod serve;
+pub mod simulate;
 pub mod up;
 pub mod worker;

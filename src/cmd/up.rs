@@ -1,6 +1,7 @@
-//! `skyburst up`: the embedded deployment in one command. Starts `serve` and the workers as
-//! child processes of this binary, restarts a worker that dies, and on Ctrl-C or SIGTERM stops
-//! them all (workers finish their batch first).
+//! `skyburst up`: the embedded deployment in one command. Starts `serve` and the controller
+//! (which scales the `local` pool's worker processes to the queue) as child processes of this
+//! binary, or a fixed fleet of workers with `--workers N`; restarts a part that dies; on Ctrl-C
+//! or SIGTERM stops them all (workers finish their batch first).
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -25,10 +26,34 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Runs front end and workers until a signal; exit code 1 if the front end died.
 pub fn run(config: &Config, args: &UpArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let workers = args.workers.or((config.embedded.workers > 0).then_some(config.embedded.workers));
-    let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let fixed = args.workers.or((config.embedded.workers > 0).then_some(config.embedded.workers));
     let children = Children::new(config, config_file)?;
-    crate::app::runtime()?.block_on(children.run(args, workers))
+    let runtime = crate::app::runtime()?;
+    let code = runtime.block_on(children.run(args, fixed))?;
+    if fixed.is_none() {
+        runtime.block_on(stop_local_pools(config, config_file));
+    }
+    say("skyburst up: stopped");
+    Ok(code)
+}
+
+/// Stops the workers the controller started: they outlive it by design (a restarted
+/// controller adopts them), so `up` stops them itself.
+async fn stop_local_pools(config: &Config, config_file: Option<&Path>) {
+    use skyburst_providers::Provider;
+    for pool in config.pools.iter().filter(|p| p.provider == crate::config::ProviderKind::Local) {
+        match crate::app::local_provider(config, pool, config_file) {
+            Ok(provider) => {
+                let running = provider.list().await.map_or(0, |l| l.len());
+                if let Err(e) = provider.stop_all().await {
+                    tracing::warn!(pool = %pool.name, error = %e, "some workers did not stop");
+                } else if running > 0 {
+                    say(&format!("skyburst up: stopped {running} workers of pool {}", pool.name));
+                }
+            }
+            Err(e) => tracing::warn!(pool = %pool.name, error = %format!("{e:#}"), "cannot stop the pool's workers"),
+        }
+    }
 }
 
 struct Children {
@@ -62,7 +87,11 @@ impl Children {
         self.command(&args).spawn().context("cannot start a worker")
     }
 
-    async fn run(self, args: &UpArgs, count: usize) -> anyhow::Result<ExitCode> {
+    fn controller(&self) -> anyhow::Result<Child> {
+        self.command(&["controller".to_string()]).stdout(Stdio::piped()).spawn().context("cannot start the controller")
+    }
+
+    async fn run(self, args: &UpArgs, fixed: Option<usize>) -> anyhow::Result<ExitCode> {
         let (_signal, mut stop) = shutdown::on_signal();
         let mut serve_args = vec!["serve".to_string()];
         if let Some(bind) = &args.listen.bind {
@@ -77,8 +106,21 @@ impl Children {
         let mut serve =
             self.command(&serve_args).stdout(Stdio::piped()).spawn().context("cannot start the front end")?;
         let url = read_url(&mut serve).await?;
+        let count = fixed.unwrap_or(0);
         let mut workers = (0..count).map(|i| self.worker(i)).collect::<anyhow::Result<Vec<_>>>()?;
-        say(&format!("skyburst up: {url}  ({count} workers, data in {})", self.data_dir.display()));
+        let mut controller = match fixed {
+            Some(_) => None,
+            None => {
+                let mut child = self.controller()?;
+                read_url(&mut child).await?;
+                Some(child)
+            }
+        };
+        let fleet = match fixed {
+            Some(n) => format!("{n} workers"),
+            None => "workers scaled by the controller".to_string(),
+        };
+        say(&format!("skyburst up: {url}  ({fleet}, data in {})", self.data_dir.display()));
         say(&format!("  try: skyburst load --url {url} --images ~/.cache/skyburst/images --requests 4"));
         say("  Ctrl-C stops everything");
         let code = loop {
@@ -93,24 +135,34 @@ impl Children {
                     tokio::time::sleep(RESTART_BACKOFF).await;
                     workers[i] = self.worker(i)?;
                 }
+                status = wait_some(&mut controller) => {
+                    // It resumes from control/status.json and adopts the workers it started.
+                    tracing::warn!(?status, "the controller exited; restarting it");
+                    tokio::time::sleep(RESTART_BACKOFF).await;
+                    let mut child = self.controller()?;
+                    read_url(&mut child).await?;
+                    controller = Some(child);
+                }
             }
         };
         let mut all: Vec<Child> = workers;
+        all.extend(controller);
         all.push(serve);
         stop_all(all).await;
         Ok(code)
     }
 }
 
-/// The first line `serve` prints names its URL; later lines are passed through.
-async fn read_url(serve: &mut Child) -> anyhow::Result<String> {
-    let stdout = serve.stdout.take().context("the front end's output is not captured")?;
+/// The first line `serve` or `controller` prints names its URL; later lines are passed through.
+async fn read_url(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("the part's output is not captured")?;
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(START_TIMEOUT, lines.next_line())
         .await
-        .context("the front end did not start within 60 s")??
-        .context("the front end exited before listening; see its error above")?;
-    let url = first.split_whitespace().find(|w| w.starts_with("http://")).context("unexpected front-end output")?;
+        .context("a part did not start within 60 s")??
+        .context("a part exited before listening; see its error above")?;
+    say(&first);
+    let url = first.split_whitespace().find(|w| w.starts_with("http://")).context("unexpected output")?;
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             say(&line);
@@ -129,6 +181,14 @@ async fn first_exit(workers: &mut [Child]) -> (usize, std::io::Result<std::proce
     (i, status)
 }
 
+/// Resolves when the optional child exits.
+async fn wait_some(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// SIGTERM to every child, then SIGKILL to any still running after [`STOP_TIMEOUT`].
 async fn stop_all(mut children: Vec<Child>) {
     for child in &children {
@@ -142,7 +202,6 @@ async fn stop_all(mut children: Vec<Child>) {
             let _ = child.kill().await;
         }
     }
-    say("skyburst up: stopped");
 }
 
 /// Prints a line; a closed stdout (the reader went away) must not stop the shutdown.

@@ -2,6 +2,7 @@
 //! environment (`SKYBURST_` + path with `__` between levels, e.g. `SKYBURST_DETECTOR__THRESHOLD`).
 //! Unknown keys are rejected; [`validate`] then checks every value and reports all problems.
 
+mod scaling;
 mod service;
 mod validate;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use scaling::{ControllerConfig, Distribution, PoolConfig, ProviderKind, ScalingConfig, SimulateConfig};
 pub use service::{default_data_dir, EmbeddedConfig, FrontendConfig, QueueConfig, StoreConfig, WorkerConfig};
 pub use validate::validate;
 
@@ -18,7 +20,7 @@ use crate::detector::ResizeMode;
 pub const ENV_PREFIX: &str = "SKYBURST";
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The object detector every worker and `skyburst detect` run.
@@ -33,6 +35,31 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The one-machine deployment (`skyburst up`).
     pub embedded: EmbeddedConfig,
+    /// The scaling policy and the caps on the fleet.
+    pub scaling: ScalingConfig,
+    /// The reconcile loop.
+    pub controller: ControllerConfig,
+    /// Pools of worker instances, filled in `priority` order. Default: one `local` pool.
+    pub pools: Vec<PoolConfig>,
+    /// The simulator's workload model.
+    pub simulate: SimulateConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            detector: DetectorConfig::default(),
+            frontend: FrontendConfig::default(),
+            queue: QueueConfig::default(),
+            store: StoreConfig::default(),
+            worker: WorkerConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            scaling: ScalingConfig::default(),
+            controller: ControllerConfig::default(),
+            pools: vec![PoolConfig::local_default()],
+            simulate: SimulateConfig::default(),
+        }
+    }
 }
 
 /// Where the compute runs.

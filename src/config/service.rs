@@ -107,11 +107,14 @@ pub struct WorkerConfig {
     /// time. 1..=10 (SQS's limit), default 1: with 1-thread workers a second job held by a busy
     /// worker only waits, while another worker could have run it.
     pub jobs_per_receive: usize,
+    /// Seconds between heartbeats (`control/heartbeats/<instance>` in the output bucket); one
+    /// is also written on every change between idle, busy and drained. 0.1..=60, default 5.
+    pub heartbeat_seconds: f64,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { pool: "local".into(), jobs_per_receive: 1 }
+        Self { pool: "local".into(), jobs_per_receive: 1, heartbeat_seconds: 5.0 }
     }
 }
 
@@ -122,9 +125,9 @@ pub struct EmbeddedConfig {
     /// Holds the queue (`queue.db`), the store (`store/`) and the result index (`index.db`).
     /// Default `~/.local/share/skyburst` (or `$XDG_DATA_HOME/skyburst`); `--data-dir` overrides.
     pub data_dir: PathBuf,
-    /// Worker processes `skyburst up` starts; 0 (the default) means one per CPU core, each with
-    /// `detector.threads` threads: two 1-thread processes beat one 2-thread process by 22 % on
-    /// a 2-core machine (README, detector benchmark).
+    /// A fixed number of worker processes for `skyburst up`, with the controller off. 0 (the
+    /// default) runs the controller, which scales the `local` pool between `scaling.min` and
+    /// its quota (one per CPU core by default).
     pub workers: usize,
 }
 

@@ -26,6 +26,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
     );
     check(!d.model_dir.as_os_str().is_empty(), "detector.model_dir must not be empty".to_string());
     service(config, &mut check);
+    fleet(config, &mut check);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -69,6 +70,7 @@ fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
         ("store.input_bucket", &s.input_bucket),
         ("store.output_bucket", &s.output_bucket),
         ("worker.pool", &w.pool),
+        ("controller.deployment", &config.controller.deployment),
     ] {
         check(
             is_resource_name(name),
@@ -77,6 +79,85 @@ fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
     }
     check(!config.embedded.data_dir.as_os_str().is_empty(), "embedded.data_dir must not be empty".into());
     check(config.embedded.workers <= 64, format!("embedded.workers = {} must be in 0..=64", config.embedded.workers));
+}
+
+fn fleet(config: &Config, check: &mut impl FnMut(bool, String)) {
+    let (sc, c, w) = (&config.scaling, &config.controller, &config.worker);
+    if let Err(e) = skyburst_policies::Caps::try_new(sc.min, sc.max) {
+        check(false, e.to_string());
+    }
+    check(sc.max <= 1000, format!("scaling.max = {} must be at most 1000", sc.max));
+    check(sc.debounce_checks >= 1, "scaling.debounce_checks must be at least 1".into());
+    check(sc.debounce_checks <= 100, format!("scaling.debounce_checks = {} must be at most 100", sc.debounce_checks));
+    let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+    check(positive(sc.target_per_instance), "scaling.target_per_instance must be positive".into());
+    check(positive(sc.latency_objective_seconds), "scaling.latency_objective_seconds must be positive".into());
+    check(positive(Some(sc.fallback_target)), "scaling.fallback_target must be positive".into());
+    check(sc.max_launches_per_tick >= 1, "scaling.max_launches_per_tick must be at least 1".into());
+    for (key, v) in [
+        ("scaling.boot_timeout_seconds", sc.boot_timeout_seconds),
+        ("scaling.heartbeat_timeout_seconds", sc.heartbeat_timeout_seconds),
+        ("scaling.unavailable_grace_seconds", sc.unavailable_grace_seconds),
+        ("controller.lease_seconds", c.lease_seconds),
+    ] {
+        check(v.is_finite() && v > 0.0, format!("{key} = {v} must be positive"));
+    }
+    check(
+        (0.1..=300.0).contains(&c.tick_seconds),
+        format!("controller.tick_seconds = {} must be in 0.1..=300", c.tick_seconds),
+    );
+    check(
+        c.lease_seconds >= 2.0 * c.tick_seconds,
+        format!(
+            "controller.lease_seconds = {} must be at least two ticks ({} s)",
+            c.lease_seconds,
+            2.0 * c.tick_seconds
+        ),
+    );
+    check(
+        (0.1..=60.0).contains(&w.heartbeat_seconds),
+        format!("worker.heartbeat_seconds = {} must be in 0.1..=60", w.heartbeat_seconds),
+    );
+    check(
+        sc.heartbeat_timeout_seconds >= 2.0 * w.heartbeat_seconds,
+        format!(
+            "scaling.heartbeat_timeout_seconds = {} must be at least two heartbeats ({} s), or healthy workers look stuck",
+            sc.heartbeat_timeout_seconds,
+            2.0 * w.heartbeat_seconds
+        ),
+    );
+    check(!c.metrics_bind.trim().is_empty(), "controller.metrics_bind must be an address such as 127.0.0.1".into());
+    check(!config.pools.is_empty(), "pools: at least one [[pools]] entry is needed".into());
+    let mut names = std::collections::BTreeSet::new();
+    for p in &config.pools {
+        check(
+            is_resource_name(&p.name),
+            format!("pools: name {:?} must be 1..={MAX_NAME} characters of a-z, 0-9 and '-'", p.name),
+        );
+        check(names.insert(&p.name), format!("pools: the name {:?} is used twice", p.name));
+        check(p.quota <= 1000, format!("pools.{}.quota = {} must be at most 1000", p.name, p.quota));
+        check(
+            (1..=64).contains(&p.workers_per_instance),
+            format!("pools.{}.workers_per_instance must be in 1..=64", p.name),
+        );
+        for (key, v) in [
+            ("boot_seconds", p.boot_seconds),
+            ("shutdown_seconds", p.shutdown_seconds),
+            ("price_per_hour", p.price_per_hour),
+            ("boot_delay_seconds", p.boot_delay_seconds),
+        ] {
+            check(v.is_finite() && v >= 0.0, format!("pools.{}.{key} = {v} must be zero or more", p.name));
+        }
+    }
+    let sim = &config.simulate;
+    check(
+        sim.service_mean_seconds.is_finite() && sim.service_mean_seconds > 0.0,
+        "simulate.service_mean_seconds must be positive".into(),
+    );
+    check(
+        sim.service_sigma.is_finite() && sim.service_sigma >= 0.0,
+        "simulate.service_sigma must be zero or more".into(),
+    );
 }
 
 /// A name valid as an SQS queue, an S3 bucket, a file name and a tag value alike.

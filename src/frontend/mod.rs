@@ -82,6 +82,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/zones", web::get().to(query::zones))
         .route("/api/results", web::get().to(query::results))
         .route("/api/queues", web::get().to(query::queues))
+        .route("/api/fleet", web::get().to(query::fleet))
         .route("/api/openapi.json", web::get().to(openapi::openapi_json))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz));

@@ -11,7 +11,7 @@ use super::{api, health, query};
     info(title = "Skyburst", description = "Elastic image recognition: YOLOv3-tiny (COCO) behind a queue."),
     paths(
         api::detect, api::upload, api::upload_zone, api::create_job,
-        query::job_status, query::job_image, query::zones, query::results, query::queues,
+        query::job_status, query::job_image, query::zones, query::results, query::queues, query::fleet,
         health::healthz, health::readyz, openapi_json,
     ),
     modifiers(&BearerAuth)

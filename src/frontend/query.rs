@@ -161,3 +161,25 @@ pub async fn queues(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         responses: state.responses.depth().await?,
     }))
 }
+
+/// The fleet as the controller last wrote it (`control/status.json`): every pool and instance
+/// with state, activity and heartbeat age, the latest decisions and the policy's state.
+#[utoipa::path(
+    get, path = "/api/fleet",
+    responses(
+        (status = 200, description = "The controller's status: observation, decisions, policy_state", content_type = "application/json"),
+        (status = 404, description = "No controller has written a status yet", body = ErrorBody),
+        (status = 503, description = "The store cannot be read", body = ErrorBody),
+    )
+)]
+pub async fn fleet(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.store.get(&state.settings.output_bucket, crate::control::STATUS).await {
+        Ok(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),
+        Err(crate::store::StoreError::NotFound { .. }) => Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "no_fleet_status",
+            "no controller has written a fleet status yet; start `skyburst controller` (or `skyburst up` without --workers)",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -55,6 +55,25 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// Compare-and-swap under an exclusive lock on a sibling `.<name>.lock` file (hidden from
+/// `list`), so two processes cannot both see the old value and both write.
+fn swap_locked(path: &Path, expected: Option<&[u8]>, bytes: &[u8]) -> std::io::Result<bool> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+    let lock = std::fs::File::create(dir.join(format!(".{name}.lock")))?;
+    lock.lock()?;
+    let current = match std::fs::read(path) {
+        Ok(current) => Some(current),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if current.as_deref() != expected {
+        return Ok(false);
+    }
+    write_atomically(path, bytes).map(|()| true)
+}
+
 fn info(key: String, meta: &std::fs::Metadata) -> std::io::Result<ObjectInfo> {
     Ok(ObjectInfo { key, size: meta.len(), modified: meta.modified()? })
 }
@@ -117,6 +136,10 @@ impl ObjectStore for LocalStore {
         listed.map_err(|e| StoreError::Unavailable { bucket: bucket.into(), detail: e.to_string() })
     }
 
+    async fn swap(&self, bucket: &str, key: &str, expected: Option<Vec<u8>>, bytes: Vec<u8>) -> Result<bool> {
+        self.blocking(bucket, key, move |path| swap_locked(&path, expected.as_deref(), &bytes)).await
+    }
+
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         match self.blocking(bucket, key, std::fs::remove_file).await {
             Err(StoreError::NotFound { .. }) => Ok(()),
@@ -144,6 +167,26 @@ mod tests {
         store.delete("in", "images/a").await.unwrap();
         store.delete("in", "images/a").await.unwrap();
         assert!(matches!(store.get("in", "images/a").await, Err(StoreError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn swap_writes_only_over_the_expected_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert!(store.swap("b", "control/lease", None, b"one".to_vec()).await.unwrap());
+        assert!(!store.swap("b", "control/lease", None, b"two".to_vec()).await.unwrap(), "not absent any more");
+        assert!(!store.swap("b", "control/lease", Some(b"two".to_vec()), b"x".to_vec()).await.unwrap());
+        assert!(store.swap("b", "control/lease", Some(b"one".to_vec()), b"three".to_vec()).await.unwrap());
+        assert_eq!(store.get("b", "control/lease").await.unwrap(), b"three");
+        let keys: Vec<_> = store.list("b", "").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["control/lease"], "the lock file stays hidden");
+        // Racing swappers from the same old value: exactly one wins.
+        let wins = futures_util::future::join_all((0..8).map(|i| {
+            let store = store.clone();
+            async move { store.swap("b", "control/lease", Some(b"three".to_vec()), vec![i]).await.unwrap() }
+        }))
+        .await;
+        assert_eq!(wins.iter().filter(|w| **w).count(), 1);
     }
 
     #[tokio::test]

@@ -75,6 +75,11 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object; removing one that is not there succeeds.
     async fn delete(&self, bucket: &str, key: &str) -> Result<()>;
+
+    /// Writes `bytes` under `key` only if the object there is still `expected` (`None`: only
+    /// if there is none); `Ok(false)` if another writer got there first. The controller's
+    /// lease rests on this (S3 has it as conditional writes, If-Match / If-None-Match).
+    async fn swap(&self, bucket: &str, key: &str, expected: Option<Vec<u8>>, bytes: Vec<u8>) -> Result<bool>;
 }
 
 /// Checks a key: 1..=1024 bytes of `/`-separated segments of `A-Z a-z 0-9 . _ -`, no empty,

@@ -3,10 +3,11 @@
 //! and only then delete the request. A crash at any point leaves the request to come back
 //! after its visibility timeout; a repeated answer is harmless because the index keeps the first.
 
+pub mod heartbeat;
 pub mod reply;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -15,10 +16,13 @@ use crate::detector::{Detector, LoadedImage};
 use crate::job::{self, JobRequest, JobResponse, JobResult, Outcome};
 use crate::queue::{Delivery, Queue, QueueError};
 use crate::store::{ObjectStore, StoreError};
+pub use heartbeat::Heartbeats;
 pub use reply::ReplyQueues;
 
 /// Pause after the request queue fails before polling it again.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How often a drained worker looks whether its drain request was taken back.
+const DRAINED_POLL: Duration = Duration::from_millis(500);
 
 /// Who this worker is and how it takes work.
 #[derive(Debug, Clone)]
@@ -46,6 +50,7 @@ pub struct Worker {
     replies: ReplyQueues,
     store: Arc<dyn ObjectStore>,
     detector: Arc<Detector>,
+    heartbeats: Arc<Heartbeats>,
 }
 
 /// A request message and its parsed job.
@@ -71,28 +76,45 @@ impl Worker {
         replies: ReplyQueues,
         store: Arc<dyn ObjectStore>,
         detector: Arc<Detector>,
+        heartbeats: Arc<Heartbeats>,
     ) -> Self {
-        Self { settings, requests, replies, store, detector }
+        Self { settings, requests, replies, store, detector, heartbeats }
     }
 
     /// Takes and runs jobs until `shutdown` turns true; a batch in progress is finished first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let s = &self.settings;
         tracing::info!(instance = %s.instance, pool = %s.pool, queue = %self.requests.name(), "worker started");
+        let beating = self.heartbeats.clone().spawn(shutdown.clone());
         loop {
+            if self.heartbeats.drain_requested().await {
+                // Between batches: nothing in hand. Stay up (the controller terminates this
+                // instance) and take work again if the request is taken back.
+                self.heartbeats.drained(true);
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    _ = tokio::time::sleep(DRAINED_POLL) => continue,
+                }
+            }
+            self.heartbeats.drained(false);
             let received = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 received = self.requests.receive(s.jobs_per_receive, s.long_poll, s.visibility) => received,
             };
             match received {
                 Ok(deliveries) if deliveries.is_empty() => {}
-                Ok(deliveries) => self.process(deliveries).await,
+                Ok(deliveries) => {
+                    let (count, started) = (deliveries.len() as u64, Instant::now());
+                    self.process(deliveries).await;
+                    self.heartbeats.finished(count, started.elapsed());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the request queue; retrying");
                     tokio::time::sleep(BACKOFF).await;
                 }
             }
         }
+        let _ = beating.await;
         tracing::info!(instance = %s.instance, "worker stopped");
     }
 
@@ -111,6 +133,9 @@ impl Worker {
                     "unreadable job message left for the dead-letter queue"
                 ),
             }
+        }
+        if let Some(first) = jobs.first() {
+            self.heartbeats.busy(first.request.job_id.to_string());
         }
         for job in &jobs {
             self.answer(job, Outcome::Started, 0.0).await.ok();

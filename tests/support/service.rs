@@ -27,6 +27,10 @@ pub struct Service {
     pub serve: Child,
     /// Worker processes.
     pub workers: Vec<Child>,
+    /// The controller, once started.
+    pub controller: Option<Child>,
+    /// `--config` file given to every process, if any.
+    config: Option<tempfile::NamedTempFile>,
     /// Config overrides given to every process, as `SKYBURST_*` pairs.
     env: Vec<(String, String)>,
     data: tempfile::TempDir,
@@ -36,6 +40,12 @@ pub struct Service {
 impl Service {
     /// Starts `serve` with short test knobs plus `env` overrides (`("FRONTEND__WAIT_SECONDS", "1")`).
     pub fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with_config(None, env)
+    }
+
+    /// As [`Service::start`], with a TOML config file (for `[[pools]]`, which the environment
+    /// cannot set).
+    pub fn start_with_config(toml: Option<&str>, env: &[(&str, &str)]) -> Self {
         let mut all = vec![
             ("SKYBURST_DETECTOR__MODEL_DIR".to_string(), model_dir().display().to_string()),
             ("SKYBURST_QUEUE__VISIBILITY_TIMEOUT_SECONDS".to_string(), "2".to_string()),
@@ -44,9 +54,39 @@ impl Service {
         all.extend(env.iter().map(|(k, v)| (format!("SKYBURST_{k}"), v.to_string())));
         let data = tempfile::tempdir().unwrap();
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        let mut service = Service { url: String::new(), serve: dummy(), workers: Vec::new(), env: all, data, http };
+        let config = toml.map(|text| {
+            let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+            std::fs::write(file.path(), text).unwrap();
+            file
+        });
+        let mut service = Service {
+            url: String::new(),
+            serve: dummy(),
+            workers: Vec::new(),
+            controller: None,
+            config,
+            env: all,
+            data,
+            http,
+        };
         service.restart_serve();
         service
+    }
+
+    /// A client for a front end some other process started (`skyburst up`).
+    pub fn attach(url: &str) -> Self {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        Service {
+            url: url.to_string(),
+            serve: dummy(),
+            workers: Vec::new(),
+            controller: None,
+            config: None,
+            env: Vec::new(),
+            data,
+            http,
+        }
     }
 
     /// (Re)starts the front end on a new free port.
@@ -70,8 +110,43 @@ impl Service {
         pid
     }
 
+    /// Starts `skyburst controller` (extra `args` such as `--dry-run`); returns its metrics URL.
+    pub fn start_controller(&mut self, args: &[&str]) -> String {
+        let mut all = vec!["controller"];
+        all.extend_from_slice(args);
+        let mut child = self.command(&all).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+        let url = url.unwrap_or_else(|| panic!("controller printed {line:?}")).to_string();
+        self.controller = Some(child);
+        url
+    }
+
+    /// SIGKILLs the controller (its workers live on).
+    pub fn kill_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `GET /api/fleet` once the controller has written it.
+    pub fn fleet(&self) -> Value {
+        self.wait_until(Duration::from_secs(30), |s| s.get("/api/fleet").0 == 200);
+        self.get("/api/fleet").1
+    }
+
+    /// GET any URL → body text.
+    pub fn get_text(&self, url: &str) -> String {
+        self.http.get(url).send().unwrap().text().unwrap()
+    }
+
     fn command(&self, args: &[&str]) -> std::process::Command {
         let mut command = skyburst();
+        if let Some(file) = &self.config {
+            command.arg("--config").arg(file.path());
+        }
         command.arg("--data-dir").arg(self.data.path()).args(args).stdin(Stdio::null());
         command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command
@@ -163,11 +238,44 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        self.kill_controller();
         for child in self.workers.iter_mut().chain(std::iter::once(&mut self.serve)) {
             let _ = child.kill();
             let _ = child.wait();
         }
+        kill_local_pools(self.data.path());
     }
+}
+
+/// SIGKILLs every worker the controller's `local` pools started (they outlive the controller
+/// by design).
+pub fn kill_local_pools(data_dir: &Path) {
+    for pid in local_pool_pids(data_dir) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// PIDs in the local pools' registries (`<data>/control/local-*.json`).
+pub fn local_pool_pids(data_dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("control")) else { return Vec::new() };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("local-") && name.ends_with(".json") {
+            let registry: Value =
+                serde_json::from_slice(&std::fs::read(entry.path()).unwrap_or_default()).unwrap_or_default();
+            for instance in registry["instances"].as_array().into_iter().flatten() {
+                pids.extend(instance["pid"].as_u64().map(|p| p as u32));
+            }
+        }
+    }
+    pids
+}
+
+/// True if a process with this PID exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 fn dummy() -> Child {

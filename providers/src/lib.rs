@@ -1,0 +1,143 @@
+//! Skyburst's clouds behind one [`Provider`] trait. Each adapter maps its cloud's instance
+//! states to [`InstanceState`] in one tested function and its errors to [`ProviderError`],
+//! the taxonomy the controller acts on (../shared/DESIGN.md, "Provider errors").
+//!
+//! # Layout
+//! - this file: the trait, [`LaunchSpec`], [`Instance`], [`Limits`], [`ProviderError`].
+//! - [`local`]: instances are `skyburst worker` processes on this machine (the embedded default).
+
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+pub use skyburst_policies::InstanceState;
+
+/// Tag naming the deployment an instance belongs to; `list` returns only ours.
+pub const TAG_DEPLOYMENT: &str = "skyburst:deployment";
+/// Tag naming the instance's pool.
+pub const TAG_POOL: &str = "skyburst:pool";
+/// Tag naming the launch request, so a retried launch finds its instances.
+pub const TAG_LAUNCH_ID: &str = "skyburst:launch-id";
+
+/// `Result` with [`ProviderError`].
+pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// What to start. Providers never read files: the caller renders user-data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// Machine image (AMI id, Glance image); unused by `local`.
+    pub image: String,
+    /// Instance type or Nova flavor; unused by `local`.
+    pub flavor: String,
+    /// Network or subnet; unused by `local`.
+    pub network: String,
+    /// cloud-init user-data; unused by `local`.
+    pub user_data: String,
+    /// Tags set on every instance; the provider adds [`TAG_LAUNCH_ID`].
+    pub tags: BTreeMap<String, String>,
+    /// Unique per launch decision: a retry with the same id does not start more instances.
+    pub launch_id: String,
+}
+
+/// One instance as its cloud reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The cloud's id.
+    pub id: String,
+    /// The cloud's state, mapped.
+    pub state: InstanceState,
+    /// When it was launched, milliseconds since the Unix epoch.
+    pub launched_at_ms: u64,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What the cloud lets this deployment run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Instances the account or project may run, if the cloud says.
+    pub max_instances: Option<u32>,
+    /// Instances running now in the account or project (ours and others').
+    pub in_use: u32,
+}
+
+/// Why a provider call failed, in the taxonomy the controller acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The cloud has no room of this kind now: re-plan onto the next pool in the same tick.
+    #[error("{pool}: no capacity now ({detail}); launches go to the next pool")]
+    Capacity {
+        /// The pool.
+        pool: String,
+        /// The cloud's words.
+        detail: String,
+    },
+    /// The account or project quota is reached: re-plan onto the next pool in the same tick.
+    #[error("{pool}: quota reached ({detail}); raise the quota or lower the pool's `quota`")]
+    Quota {
+        /// The pool.
+        pool: String,
+        /// The cloud's words.
+        detail: String,
+    },
+    /// The cloud cannot be reached: check its endpoint and network.
+    #[error("{pool}: cloud unreachable ({detail}); check the endpoint and the network")]
+    Unavailable {
+        /// The pool.
+        pool: String,
+        /// The cloud's words.
+        detail: String,
+    },
+    /// The cloud asks us to slow down: back off, no burst.
+    #[error("{pool}: throttled by the cloud ({detail}); backing off")]
+    Throttled {
+        /// The pool.
+        pool: String,
+        /// The cloud's words.
+        detail: String,
+    },
+    /// Credentials were missing or refused: an operator must fix them.
+    #[error("{pool}: credentials refused ({detail}); check the cloud credentials in the environment")]
+    Auth {
+        /// The pool.
+        pool: String,
+        /// The cloud's words.
+        detail: String,
+    },
+    /// A bad request or an unexpected answer: a bug or a wrong setting, not retried.
+    #[error("{pool}: {detail}")]
+    Invalid {
+        /// The pool.
+        pool: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl ProviderError {
+    /// True for `Capacity` and `Quota`: the pool is full now and the next pool should be tried.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Capacity { .. } | Self::Quota { .. })
+    }
+
+    /// True if the same call may succeed later without anyone acting.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Capacity { .. } | Self::Quota { .. } | Self::Unavailable { .. } | Self::Throttled { .. })
+    }
+}
+
+/// A cloud that runs worker instances for one pool of one deployment.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Starts `count` instances (tagged with `spec.tags` and the launch id). Idempotent: a
+    /// retry with the same `spec.launch_id` returns the instances already started.
+    async fn launch(&self, spec: &LaunchSpec, count: u32) -> Result<Vec<Instance>>;
+    /// Stops an instance; one that is already gone counts as stopped.
+    async fn terminate(&self, id: &str) -> Result<()>;
+    /// Every instance of this deployment and pool, stopping ones included.
+    async fn list(&self) -> Result<Vec<Instance>>;
+    /// The account's or project's instance limits.
+    async fn limits(&self) -> Result<Limits>;
+}

@@ -1,0 +1,140 @@
+//! The controller's Prometheus metrics, served at `/metrics` on `controller.metrics_port`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use skyburst_policies::{Observation, StuckReason, TerminateReason};
+use skyburst_providers::ProviderError;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolState {
+    pool: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolReason {
+    pool: String,
+    reason: String,
+}
+
+/// Counters and gauges of one controller.
+pub struct Metrics {
+    registry: Registry,
+    ticks: Counter,
+    backlog: Gauge,
+    delayed: Gauge,
+    desired: Gauge,
+    capacity: Gauge,
+    instances: Family<PoolState, Gauge>,
+    launches: Family<PoolLabel, Counter>,
+    terminations: Family<PoolReason, Counter>,
+    provider_errors: Family<PoolReason, Counter>,
+    throughput: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    /// Registers every metric under the `skyburst_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("skyburst");
+        let metrics = Self {
+            ticks: Counter::default(),
+            backlog: Gauge::default(),
+            delayed: Gauge::default(),
+            desired: Gauge::default(),
+            capacity: Gauge::default(),
+            instances: Family::default(),
+            launches: Family::default(),
+            terminations: Family::default(),
+            provider_errors: Family::default(),
+            throughput: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("controller_ticks", "Checks made", metrics.ticks.clone());
+        registry.register("queue_backlog", "Visible + in-flight request messages", metrics.backlog.clone());
+        registry.register("queue_delayed", "Delayed request messages", metrics.delayed.clone());
+        registry.register("desired_instances", "Instances the policy wants", metrics.desired.clone());
+        registry.register("capacity_instances", "Running + pending instances", metrics.capacity.clone());
+        registry.register("instances", "Instances by pool and state", metrics.instances.clone());
+        registry.register("launches", "Instances launched", metrics.launches.clone());
+        registry.register("terminations", "Instances terminated, by reason", metrics.terminations.clone());
+        registry.register("provider_errors", "Provider calls that failed, by kind", metrics.provider_errors.clone());
+        registry.register(
+            "instance_throughput_jobs_per_second",
+            "Median jobs per second of one busy instance",
+            metrics.throughput.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    /// Records one check's observation and target.
+    pub fn observed(&self, o: &Observation, desired: u32) {
+        self.ticks.inc();
+        self.backlog.set(o.backlog as i64);
+        self.delayed.set(o.delayed as i64);
+        self.desired.set(desired as i64);
+        self.capacity.set(o.capacity() as i64);
+        self.instances.clear();
+        for pool in &o.pools {
+            for i in &pool.instances {
+                let state = format!("{:?}", i.state).to_lowercase();
+                self.instances.get_or_create(&PoolState { pool: pool.name.clone(), state }).inc();
+            }
+        }
+        if let Some(rate) = o.throughput_per_instance {
+            self.throughput.set(rate);
+        }
+    }
+
+    /// Counts launched instances.
+    pub fn launched(&self, pool: &str, count: u64) {
+        self.launches.get_or_create(&PoolLabel { pool: pool.into() }).inc_by(count);
+    }
+
+    /// Counts a termination.
+    pub fn terminated(&self, pool: &str, reason: &TerminateReason) {
+        let reason = match reason {
+            TerminateReason::ScaleIn => "scale_in".to_string(),
+            TerminateReason::Drained => "drained".to_string(),
+            TerminateReason::Stuck(StuckReason::BootTimeout) => "stuck_boot_timeout".into(),
+            TerminateReason::Stuck(StuckReason::NoHeartbeat) => "stuck_no_heartbeat".into(),
+            TerminateReason::Stuck(StuckReason::ErrorState) => "stuck_error_state".into(),
+        };
+        self.terminations.get_or_create(&PoolReason { pool: pool.into(), reason }).inc();
+    }
+
+    /// Counts a failed provider call by its kind.
+    pub fn provider_error(&self, pool: &str, e: &ProviderError) {
+        let kind = match e {
+            ProviderError::Capacity { .. } => "capacity",
+            ProviderError::Quota { .. } => "quota",
+            ProviderError::Unavailable { .. } => "unavailable",
+            ProviderError::Throttled { .. } => "throttled",
+            ProviderError::Auth { .. } => "auth",
+            ProviderError::Invalid { .. } => "invalid",
+        };
+        self.provider_errors.get_or_create(&PoolReason { pool: pool.into(), reason: kind.into() }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

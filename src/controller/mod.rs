@@ -1,0 +1,256 @@
+//! The controller (`skyburst controller`): a reconcile loop. Each check observes the queue,
+//! every pool and the workers' heartbeats; asks the policy how many instances are needed; plans
+//! where (private first); acts; logs one decision line and writes `control/status.json`. It
+//! keeps nothing between checks but the policy's explicit state, so a restart adopts the fleet.
+//!
+//! # Layout
+//! - [`observe`]: queue + providers + heartbeats → `Observation`.
+//! - [`act`]: plan → launches, terminations, drain requests; re-plans on a full pool.
+//! - [`lease`]: one acting controller per deployment.
+//! - [`metrics`]: Prometheus counters and gauges; [`serve`]: `/metrics`.
+
+pub mod act;
+pub mod lease;
+pub mod metrics;
+pub mod observe;
+pub mod serve;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skyburst_policies::{decide, plan, Action, Caps, PlannerConfig, PolicyState, ScalingPolicy};
+use skyburst_providers::Provider;
+use tokio::sync::watch;
+
+use crate::config::PoolConfig;
+use crate::control::{DecisionRecord, FleetStatus, STATUS};
+use crate::job;
+use crate::store::{ObjectStore, StoreError};
+use act::Actor;
+use lease::LeaseKeeper;
+use metrics::Metrics;
+use observe::{LastKnown, Observer};
+
+/// One configured pool and the provider that runs it.
+pub struct Pool {
+    /// `[[pools]]` entry.
+    pub config: PoolConfig,
+    /// Its cloud.
+    pub provider: Arc<dyn Provider>,
+    /// cloud-init user-data for its instances (empty for `local`).
+    pub user_data: String,
+}
+
+/// The controller's fixed settings.
+pub struct ControllerSettings {
+    /// `<hostname>-<pid>`: the lease holder and the status writer.
+    pub id: String,
+    /// Seconds between checks.
+    pub tick: Duration,
+    /// Decide and log, but do not act.
+    pub dry_run: bool,
+    /// Scaling caps.
+    pub caps: Caps,
+    /// Planner limits.
+    pub planner: PlannerConfig,
+    /// Decisions kept in the status.
+    pub decisions_kept: usize,
+}
+
+/// The reconcile loop and its parts.
+pub struct Controller {
+    settings: ControllerSettings,
+    policy: Box<dyn ScalingPolicy + Send + Sync>,
+    pools: Vec<Pool>,
+    observer: Observer,
+    actor: Actor,
+    lease: LeaseKeeper,
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    /// Shared with the `/metrics` endpoint.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the loop carries between checks: the policy's state and the status history (both
+/// also in `control/status.json`, from which a restarted controller resumes), and each pool's
+/// last answer (an observation cache for the `Unavailable` grace period, not a count).
+#[derive(Default)]
+struct Memory {
+    policy: PolicyState,
+    decisions: VecDeque<DecisionRecord>,
+    last_known: HashMap<String, LastKnown>,
+    last_desired: Option<u32>,
+}
+
+impl Controller {
+    /// Assembles a controller; `app::controller` builds the parts from the config.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: ControllerSettings,
+        policy: Box<dyn ScalingPolicy + Send + Sync>,
+        pools: Vec<Pool>,
+        requests: Arc<dyn crate::queue::Queue>,
+        store: Arc<dyn ObjectStore>,
+        bucket: String,
+        deployment: String,
+        timeouts: (f64, f64),
+        lease_ttl: Duration,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let (unavailable_grace_s, heartbeat_timeout_s) = timeouts;
+        let observer = Observer {
+            requests,
+            store: store.clone(),
+            bucket: bucket.clone(),
+            unavailable_grace_s,
+            heartbeat_timeout_s,
+        };
+        let actor = Actor { store: store.clone(), bucket: bucket.clone(), deployment, metrics: metrics.clone() };
+        let lease = LeaseKeeper::new(store.clone(), bucket.clone(), settings.id.clone(), lease_ttl);
+        Self { settings, policy, pools, observer, actor, lease, store, bucket, metrics }
+    }
+
+    /// Checks every tick until `shutdown`; never stops on a cloud or store error.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut memory = self.resume().await;
+        let mut leading = false;
+        tracing::info!(controller = %self.settings.id, policy = self.policy.name(), dry_run = self.settings.dry_run, "controller started");
+        loop {
+            match self.lease.hold().await {
+                Ok(true) => {
+                    if !leading {
+                        tracing::info!(controller = %self.settings.id, "holding the lease: acting for this deployment");
+                    }
+                    leading = true;
+                    if let Err(e) = self.check(&mut memory).await {
+                        tracing::warn!(error = %format!("{e:#}"), "check skipped: cannot observe; trying again next tick");
+                    }
+                }
+                Ok(false) => {
+                    if leading {
+                        tracing::warn!("lost the lease to another controller; standing by");
+                    }
+                    leading = false;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the lease; standing by this tick"),
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = tokio::time::sleep(self.settings.tick) => {}
+            }
+        }
+        if leading {
+            self.lease.release().await;
+        }
+        tracing::info!(controller = %self.settings.id, "controller stopped");
+    }
+
+    /// The policy state and decision history a previous controller left in the status.
+    async fn resume(&self) -> Memory {
+        let mut memory = Memory::default();
+        if let Ok(bytes) = self.store.get(&self.bucket, STATUS).await {
+            if let Ok(status) = serde_json::from_slice::<FleetStatus>(&bytes) {
+                memory.policy = status.policy_state;
+                memory.decisions = status.decisions.into();
+                tracing::info!(previous = %status.controller, "resuming from the previous controller's status");
+            }
+        }
+        memory
+    }
+
+    /// One reconcile: observe, decide, plan, act, record.
+    async fn check(&self, memory: &mut Memory) -> anyhow::Result<()> {
+        let observed = self.observer.observe(&self.pools, &mut memory.last_known).await?;
+        let observation = observed.observation;
+        let decision = decide(self.policy.as_ref(), &self.settings.caps, &observation, &memory.policy);
+        let planned = plan(decision.desired, &observation, &self.settings.planner);
+        let (plan, mut errors, acted) = if self.settings.dry_run || planned.is_empty() {
+            (planned, Vec::new(), false)
+        } else {
+            let acted = self
+                .actor
+                .act(&self.pools, decision.desired, observation.clone(), &self.settings.planner, planned)
+                .await;
+            let ok = acted.errors.is_empty();
+            (acted.plan, acted.errors, ok)
+        };
+        errors.splice(0..0, observed.errors);
+        self.metrics.observed(&observation, decision.desired);
+        let record = DecisionRecord {
+            at_ms: job::now_ms(),
+            backlog: observation.backlog,
+            delayed: observation.delayed,
+            decision,
+            plan,
+            acted,
+            errors,
+        };
+        log(&record, self.settings.dry_run);
+        memory.policy = record.decision.state.clone();
+        let changed = memory.last_desired != Some(record.decision.desired);
+        memory.last_desired = Some(record.decision.desired);
+        if changed || !record.plan.actions.is_empty() || !record.errors.is_empty() {
+            memory.decisions.push_back(record);
+            while memory.decisions.len() > self.settings.decisions_kept {
+                memory.decisions.pop_front();
+            }
+        }
+        self.write_status(observation, memory).await;
+        Ok(())
+    }
+
+    async fn write_status(&self, observation: skyburst_policies::Observation, memory: &Memory) {
+        let status = FleetStatus {
+            controller: self.settings.id.clone(),
+            policy: self.policy.name().to_string(),
+            dry_run: self.settings.dry_run,
+            updated_at_ms: job::now_ms(),
+            observation,
+            decisions: memory.decisions.iter().cloned().collect(),
+            policy_state: memory.policy.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&status).expect("the status always serializes");
+        if let Err(e @ StoreError::Unavailable { .. }) = self.store.put(&self.bucket, STATUS, json).await {
+            tracing::warn!(error = %e, "cannot write the fleet status");
+        }
+    }
+}
+
+/// The one structured line per decision.
+fn log(record: &DecisionRecord, dry_run: bool) {
+    let d = &record.decision;
+    let actions = summary(&record.plan.actions);
+    tracing::info!(
+        backlog = record.backlog,
+        delayed = record.delayed,
+        capacity = d.capacity,
+        desired = d.desired,
+        scale_out = d.targets.scale_out,
+        scale_in = d.targets.scale_in,
+        actions = %actions,
+        notes = ?record.plan.notes,
+        errors = ?record.errors,
+        acted = record.acted,
+        dry_run,
+        reason = %d.reason,
+        "decision"
+    );
+}
+
+/// `launch local×3, terminate local-ab12-0 (scale_in), drain ...`.
+pub fn summary(actions: &[Action]) -> String {
+    if actions.is_empty() {
+        return "none".into();
+    }
+    let parts: Vec<String> = actions
+        .iter()
+        .map(|a| match a {
+            Action::Launch { pool, count } => format!("launch {pool}×{count}"),
+            Action::Terminate { id, reason, .. } => format!("terminate {id} ({reason:?})"),
+            Action::Drain { id, .. } => format!("drain {id}"),
+            Action::Undrain { id, .. } => format!("undrain {id}"),
+        })
+        .collect();
+    parts.join(", ")
+}

@@ -1,0 +1,185 @@
+//! One check's observation: queue depth, every pool's instances from its provider, and the
+//! workers' heartbeats and drain requests from the store, turned into a pure
+//! [`Observation`] for the policy and the planner.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use skyburst_policies::{Activity, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
+use skyburst_providers::{Instance, ProviderError};
+
+use super::Pool;
+use crate::control::{self, Heartbeat};
+use crate::job;
+use crate::queue::Queue;
+use crate::store::ObjectStore;
+
+/// What a pool's provider said last time it answered.
+#[derive(Debug, Clone)]
+pub struct LastKnown {
+    /// Its instances.
+    pub instances: Vec<Instance>,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Reads the world.
+pub struct Observer {
+    pub(super) requests: Arc<dyn Queue>,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) bucket: String,
+    /// Seconds a pool's last-known instances stand in for an unreachable cloud.
+    pub(super) unavailable_grace_s: f64,
+    /// Heartbeats older than this with no instance listed are deleted.
+    pub(super) heartbeat_timeout_s: f64,
+}
+
+/// An observation and the problems met making it.
+pub struct Observed {
+    /// For the policy and the planner.
+    pub observation: Observation,
+    /// Provider errors by pool (the pool's health says what the planner makes of them).
+    pub errors: Vec<String>,
+}
+
+/// The heartbeats and drain requests in the store.
+struct WorkerRecords {
+    heartbeats: HashMap<String, Heartbeat>,
+    drains: Vec<String>,
+}
+
+impl Observer {
+    /// Observes the queue, the pools and the workers. A queue or store failure is an error
+    /// (no decision without knowing the backlog and who is busy); a provider failure marks
+    /// its pool's health and is reported.
+    pub async fn observe(&self, pools: &[Pool], last: &mut HashMap<String, LastKnown>) -> anyhow::Result<Observed> {
+        let depth = self.requests.depth().await?;
+        let records = self.worker_records().await?;
+        let now = job::now_ms();
+        let mut errors = Vec::new();
+        let mut views = Vec::new();
+        for pool in pools {
+            let (health, instances) = match pool.provider.list().await {
+                Ok(instances) => {
+                    last.insert(pool.config.name.clone(), LastKnown { instances: instances.clone(), at_ms: now });
+                    (PoolHealth::Ok, instances)
+                }
+                Err(e) => {
+                    errors.push(e.to_string());
+                    self.stand_in(&e, last.get(&pool.config.name), now)
+                }
+            };
+            let instances = instances.iter().map(|i| view(i, &records, now)).collect();
+            views.push(PoolView {
+                name: pool.config.name.clone(),
+                priority: pool.config.priority,
+                quota: pool.config.quota,
+                boot_seconds: pool.config.boot_seconds,
+                health,
+                instances,
+            });
+        }
+        self.forget_stale(&records, &views, now).await;
+        let throughput = median(records.heartbeats.values().filter_map(Heartbeat::throughput).collect());
+        let observation = Observation {
+            backlog: depth.backlog(),
+            delayed: depth.delayed,
+            pools: views,
+            throughput_per_instance: throughput,
+        };
+        Ok(Observed { observation, errors })
+    }
+
+    /// What to assume about a pool whose provider failed (DESIGN.md, "Provider errors").
+    fn stand_in(&self, error: &ProviderError, last: Option<&LastKnown>, now: i64) -> (PoolHealth, Vec<Instance>) {
+        let known = last.map(|l| l.instances.clone()).unwrap_or_default();
+        match error {
+            ProviderError::Throttled { .. } => (PoolHealth::Throttled, known),
+            ProviderError::Auth { .. } => {
+                tracing::error!(error = %error, "a cloud refused our credentials; no launches there until fixed");
+                (PoolHealth::AuthFailed, known)
+            }
+            ProviderError::Capacity { .. } | ProviderError::Quota { .. } => (PoolHealth::Full, known),
+            ProviderError::Unavailable { .. } | ProviderError::Invalid { .. } => {
+                let fresh = last.is_some_and(|l| (now - l.at_ms) as f64 / 1000.0 <= self.unavailable_grace_s);
+                // Within the grace period its instances count as pending (they may be working
+                // fine); after it, they no longer hold back a burst to the next pool.
+                let known = if fresh {
+                    known.into_iter().map(|i| Instance { state: InstanceState::Pending, ..i }).collect()
+                } else {
+                    Vec::new()
+                };
+                (PoolHealth::Unavailable, known)
+            }
+        }
+    }
+
+    async fn worker_records(&self) -> anyhow::Result<WorkerRecords> {
+        let mut heartbeats = HashMap::new();
+        for object in self.store.list(&self.bucket, control::HEARTBEATS).await? {
+            let Some(id) = control::instance_of(control::HEARTBEATS, &object.key) else { continue };
+            match self.store.get(&self.bucket, &object.key).await {
+                Ok(bytes) => match serde_json::from_slice::<Heartbeat>(&bytes) {
+                    Ok(heartbeat) => {
+                        heartbeats.insert(id.to_string(), heartbeat);
+                    }
+                    Err(e) => tracing::warn!(key = %object.key, error = %e, "unreadable heartbeat ignored"),
+                },
+                // Deleted between list and get: the worker stopped.
+                Err(crate::store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let drains = self
+            .store
+            .list(&self.bucket, control::DRAINS)
+            .await?
+            .iter()
+            .filter_map(|o| control::instance_of(control::DRAINS, &o.key).map(str::to_string))
+            .collect();
+        Ok(WorkerRecords { heartbeats, drains })
+    }
+
+    /// Removes heartbeats and drain requests of instances no pool lists any more.
+    async fn forget_stale(&self, records: &WorkerRecords, pools: &[PoolView], now: i64) {
+        let listed = |id: &str| pools.iter().any(|p| p.instances.iter().any(|i| i.id == id));
+        for (id, beat) in &records.heartbeats {
+            if !listed(id) && (now - beat.at_ms) as f64 / 1000.0 > self.heartbeat_timeout_s {
+                let _ = self.store.delete(&self.bucket, &control::heartbeat_key(id)).await;
+            }
+        }
+        for id in records.drains.iter().filter(|id| !listed(id)) {
+            let _ = self.store.delete(&self.bucket, &control::drain_key(id)).await;
+        }
+    }
+}
+
+fn view(instance: &Instance, records: &WorkerRecords, now: i64) -> InstanceView {
+    let beat = records.heartbeats.get(&instance.id);
+    let reported = beat.map_or(Activity::Unknown, |b| b.activity);
+    let activity = if records.drains.contains(&instance.id) {
+        // The worker does not know about the drain until between batches.
+        if reported == Activity::Drained {
+            Activity::Drained
+        } else {
+            Activity::Draining
+        }
+    } else if reported == Activity::Drained {
+        // A drain taken back: the worker resumes at its next look.
+        Activity::Idle
+    } else {
+        reported
+    };
+    InstanceView {
+        id: instance.id.clone(),
+        state: instance.state,
+        activity,
+        heartbeat_age_s: beat.map(|b| ((now - b.at_ms) as f64 / 1000.0).max(0.0)),
+        age_s: ((now - instance.launched_at_ms as i64) as f64 / 1000.0).max(0.0),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}

@@ -1,0 +1,141 @@
+//! The run as a picture: one panel per policy, with instances per pool (left axis) and the
+//! backlog (right axis) over time, drawn with plotters into memory and saved as a PNG.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use super::{Error, Report, Result};
+
+/// DejaVu Sans, also used by the detector's labels: plotters' ab_glyph text needs a font in
+/// memory, and embedding one makes the PNG the same on every machine.
+const FONT: &[u8] = include_bytes!("../detector/font/DejaVuSans.ttf");
+
+/// Pixels per panel: 1200 wide gives a 5 s check its own pixel for the first 100 minutes.
+const PANEL: (u32, u32) = (1200, 320);
+
+/// Series colours: pools in scenario order, then the backlog in grey.
+const POOL_COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const BACKLOG_COLOUR: RGBColor = RGBColor(110, 110, 110);
+
+/// Draws one panel per report (stacked) and writes the PNG to `path`.
+pub fn plot_png(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let fail = |message: String| Error::Write { path: path.to_path_buf(), source: message.into() };
+    register_font_once().map_err(fail)?;
+    let (width, height) = (PANEL.0, PANEL.1 * reports.len().max(1) as u32);
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
+    draw(reports, &mut pixels, (width, height)).map_err(fail)?;
+    image::save_buffer_with_format(path, &pixels, width, height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .map_err(|source| Error::Write { path: path.to_path_buf(), source: Box::new(source) })
+}
+
+fn register_font_once() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            register_font("sans-serif", FontStyle::Normal, FONT).map_err(|_| "the embedded font is unreadable".into())
+        })
+        .clone()
+}
+
+fn draw(reports: &[Report], pixels: &mut [u8], size: (u32, u32)) -> Result<(), String> {
+    let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let panels = root.split_evenly((reports.len().max(1), 1));
+    for (area, report) in panels.iter().zip(reports) {
+        panel(area, report).map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn panel(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> {
+    let end = r.timeline.last().map_or(1.0, |s| s.t_s).max(1.0);
+    // Hours for a day-long trace, minutes for the 10–20 minute ones.
+    let (unit, per) = match end {
+        e if e > 3.0 * 3600.0 => ("hours", 3600.0),
+        e if e > 600.0 => ("minutes", 60.0),
+        _ => ("seconds", 1.0),
+    };
+    let x_max = end / per;
+    let y_max = r.timeline.iter().flat_map(|s| s.pools.iter().map(|p| p.occupied)).max().unwrap_or(0).max(1) as f64 * 1.1;
+    let b_max = r.timeline.iter().map(|s| s.backlog).max().unwrap_or(0).max(1) as f64 * 1.1;
+    let caption = format!(
+        "{}: cost {:.2}x oracle, wait p95 {:.1} s, {} direction changes, {:.0} % public",
+        r.policy,
+        r.cost_ratio,
+        r.wait_p95_s,
+        r.direction_changes,
+        100.0 * r.public_share
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .right_y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?
+        .set_secondary_coord(0.0..x_max, 0.0..b_max);
+    chart.configure_mesh().x_desc(unit).y_desc("instances (capacity)").label_style(("sans-serif", 13)).draw()?;
+    chart.configure_secondary_axes().y_desc("backlog (jobs)").label_style(("sans-serif", 13)).draw()?;
+    let columns = PANEL.0 as usize;
+    let backlog: Vec<(f64, f64)> = r.timeline.iter().map(|s| (s.t_s / per, s.backlog as f64)).collect();
+    chart
+        .draw_secondary_series(LineSeries::new(envelope(&backlog, columns), BACKLOG_COLOUR))?
+        .label("backlog")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BACKLOG_COLOUR));
+    for (p, pool) in r.pools.iter().enumerate() {
+        let colour = POOL_COLOURS[p % POOL_COLOURS.len()];
+        let points: Vec<(f64, f64)> =
+            r.timeline.iter().map(|s| (s.t_s / per, s.pools.get(p).map_or(0, |x| x.capacity) as f64)).collect();
+        chart
+            .draw_series(LineSeries::new(envelope(&points, columns), colour.stroke_width(2)))?
+            .label(pool.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// At most `columns` buckets of (min, max) in time order: a day of 5 s checks (17 280) drawn on
+/// 1 200 pixels keeps every peak and trough at a seventh of the points.
+fn envelope(points: &[(f64, f64)], columns: usize) -> Vec<(f64, f64)> {
+    if points.len() <= 2 * columns {
+        return points.to_vec();
+    }
+    let per = points.len().div_ceil(columns);
+    let mut out = Vec::with_capacity(2 * columns);
+    for bucket in points.chunks(per) {
+        let lowest = bucket.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("chunks are not empty");
+        let highest = bucket.iter().max_by(|a, b| a.1.total_cmp(&b.1)).expect("chunks are not empty");
+        let (first, second) = if lowest.0 <= highest.0 { (lowest, highest) } else { (highest, lowest) };
+        out.push(*first);
+        out.push(*second);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_keeps_extremes_in_time_order() {
+        let points: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, if i == 5_001 { 99.0 } else { 1.0 })).collect();
+        let thin = envelope(&points, 100);
+        assert!(thin.len() <= 200);
+        assert!(thin.contains(&(5_001.0, 99.0)));
+        assert!(thin.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(envelope(&points[..10], 100), points[..10].to_vec());
+    }
+}

@@ -44,8 +44,8 @@ timeout 10m scripts/fetch-assets.sh >"$fetch_log" 2>&1 &
 fetch_pid=$!
 
 phase "format (cargo fmt --check)" 5 cargo fmt --all -- --check
-phase "lint (cargo clippy)" 30 cargo clippy --locked --all-targets -- -D warnings
-phase "build tests" 30 cargo test --locked --no-run
+phase "lint (cargo clippy)" 30 cargo clippy --locked --workspace --all-targets -- -D warnings
+phase "build tests" 30 cargo test --locked --workspace --no-run
 echo "==> fetch model and images (started in the background)"
 if wait "$fetch_pid"; then
   cat "$fetch_log"
@@ -54,5 +54,5 @@ else
   cat "$fetch_log" >&2
   fail "fetch model and images" "$fetch_start" "failed (log above); run scripts/fetch-assets.sh to retry"
 fi
-phase "test (cargo test)" 30 cargo test --locked
+phase "test (cargo test)" 30 cargo test --locked --workspace
 print_table

@@ -4,9 +4,10 @@
 #   scripts/run.sh [--port PORT] [--workers N]
 #
 # Installs what is missing, fetches and verifies the model and the two test images, builds,
-# starts `skyburst up` (front end + worker processes, SQLite queue, filesystem store, all under
-# ./skyburst-data), sends the test images through `skyburst load` in all three API modes,
-# prints the results and the URL, and stays in the foreground until Ctrl-C.
+# starts `skyburst up` (front end + controller scaling the local worker processes, SQLite
+# queue, filesystem store, all under ./skyburst-data; --workers N fixes the fleet instead),
+# sends the test images through `skyburst load` in all three API modes, prints the results, the
+# fleet the controller scaled and the URL, and stays in the foreground until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 port=8080
@@ -64,6 +65,22 @@ result = json.load(urllib.request.urlopen(request))
 for o in result["objects"]:
     r = o["rectangle"]
     print(f'  {o["label"]:<10} {o["accuracy"]:.2f}  at ({r["left"]}, {r["top"]}) {r["width"]}x{r["height"]}')
+PY
+echo
+echo "== the fleet (GET $url/api/fleet): instances per pool and the controller's latest decisions"
+python3 - "$url" <<'PY'
+import json, sys, urllib.error, urllib.request
+try:
+    fleet = json.load(urllib.request.urlopen(sys.argv[1] + "/api/fleet"))
+except urllib.error.HTTPError:
+    print("  no controller (fixed fleet: --workers)")
+    sys.exit(0)
+for pool in fleet["observation"]["pools"]:
+    states = [f'{i["id"]} {i["state"]}/{i["activity"]}' for i in pool["instances"]]
+    print(f'  pool {pool["name"]} (quota {pool["quota"]}): {", ".join(states) or "no instances"}')
+for d in fleet["decisions"][-4:]:
+    actions = ", ".join(a["action"] + " " + (a.get("id") or f'{a["pool"]}x{a.get("count")}') for a in d["plan"]["actions"]) or "none"
+    print(f'  backlog {d["backlog"]:>3} -> desired {d["decision"]["desired"]}: {actions}  ({d["decision"]["reason"]})')
 PY
 echo
 echo "Skyburst is running at $url  (API: $url/api/openapi.json). Ctrl-C stops it."

@@ -225,6 +225,7 @@ pub fn local_provider(config: &Config, pool: &PoolConfig, config_file: Option<&P
         registry: data_dir.join("control").join(format!("local-{}.json", pool.name)),
         // A batch of 64 images at ~100 ms each finishes within it.
         stop_timeout: Duration::from_secs(15),
+        memory_per_instance: pool.memory_mb << 20,
     };
     LocalProvider::new(settings).with_context(|| format!("cannot open the local pool {}", pool.name))
 }

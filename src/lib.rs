@@ -11,7 +11,8 @@
 //! - [`frontend`]: the actix-web front end (`skyburst serve`); [`worker`]: the detector worker.
 //! - [`control`]: heartbeats, drain requests, the lease and the fleet status in the store;
 //!   [`controller`]: the reconcile loop (`skyburst controller`).
-//! - [`load`]: the workload generator (`skyburst load`).
+//! - [`load`]: the workload generator (`skyburst load`); [`simulate`]: the discrete-event policy
+//!   simulator (`skyburst simulate`).
 //! - [`config`]: the typed, layered, validated configuration.
 //! - [`cli`]: the command-line definition; [`cmd`]: one module per subcommand.
 //! - [`app`]: the composition root, the only place that turns config into concrete parts.
@@ -30,5 +31,6 @@ pub mod load;
 pub mod queue;
 pub mod result;
 pub mod shutdown;
+pub mod simulate;
 pub mod store;
 pub mod worker;

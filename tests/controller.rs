@@ -188,3 +188,78 @@ fn dry_run_decides_and_logs_but_starts_nothing() {
     assert!(fleet["decisions"].as_array().unwrap().iter().all(|d| d["acted"] == false));
     assert!(service::local_pool_pids(service.data_dir()).is_empty());
 }
+
+#[test]
+fn a_full_pool_is_re_planned_onto_the_next_in_the_same_check() {
+    let _heavy = one_at_a_time();
+    // "near" asks for more memory per worker than any machine has: every launch there answers
+    // Capacity, and the same check launches on "far" instead.
+    let config = r#"
+[scaling]
+min = 1
+max = 4
+
+[controller]
+tick_seconds = 0.5
+lease_seconds = 1.5
+metrics_port = 0
+
+[[pools]]
+name = "near"
+provider = "local"
+priority = 1
+quota = 4
+memory_mb = 1000000000
+
+[[pools]]
+name = "far"
+provider = "local"
+priority = 2
+quota = 4
+"#;
+    let mut service = Service::start_with_config(Some(config), &ENV);
+    service.start_controller(&[]);
+    service.wait_until(Duration::from_secs(30), |s| capacity(&s.fleet()).len() == 1);
+    let fleet = service.fleet();
+    let first = fleet["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| !d["plan"]["actions"].as_array().unwrap().is_empty())
+        .unwrap();
+    let actions: Vec<String> = first["plan"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{} {}", a["action"].as_str().unwrap(), a["pool"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, ["launch near", "launch far"], "{first}");
+    assert!(first["errors"][0].as_str().unwrap().contains("no capacity"), "{first}");
+    let pools = fleet["observation"]["pools"].as_array().unwrap();
+    let count = |name: &str| pools.iter().find(|p| p["name"] == name).unwrap()["instances"].as_array().unwrap().len();
+    assert_eq!((count("near"), count("far")), (0, 1));
+}
+
+#[test]
+fn a_worker_that_dies_is_replaced() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start_with_config(Some(KNOBS), &ENV);
+    service.start_controller(&[]);
+    service.wait_until(Duration::from_secs(30), |s| capacity(&s.fleet()).len() == 1);
+    let pids = service::local_pool_pids(service.data_dir());
+    assert_eq!(pids.len(), 1);
+    service::signal(pids[0], nix::sys::signal::Signal::SIGKILL);
+    // The local provider reports the dead process as `error`; the planner terminates it and
+    // launches a replacement in the same check.
+    service.wait_until(Duration::from_secs(30), |s| {
+        let now = service::local_pool_pids(s.data_dir());
+        now.len() == 1 && now[0] != pids[0] && service::alive(now[0])
+    });
+    let fleet = service.fleet();
+    let stuck = fleet["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["plan"]["actions"].as_array().unwrap().iter().any(|a| a["reason"]["stuck"] == "error_state"));
+    assert!(stuck, "the decision log reports the stuck instance: {}", fleet["decisions"]);
+}

@@ -232,7 +232,7 @@ fn grow(mut gap: u32, pools: &mut [PoolState<'_>], o: &Observation, config: &Pla
         // check: a private pool at its quota with instances still booting is the usual case.
         if higher_pools_absorb(&pools[..i], o, config) {
             plan.notes.push(format!(
-                "no burst to {}: instances booting in higher-priority pools clear the backlog within the latency objective",
+                "no burst to {}: capacity in higher-priority pools clears the backlog within the latency objective",
                 pool.view.name
             ));
             return;
@@ -251,26 +251,23 @@ fn grow(mut gap: u32, pools: &mut [PoolState<'_>], o: &Observation, config: &Pla
     }
 }
 
-/// True if instances are booting in `higher` pools (pending, or launched this check) and the
-/// capacity there (running, undrained, booting) clears the backlog within the latency objective,
-/// so a public burst would only cost money. With nothing booting there is nothing to wait for:
-/// the policy's count stands (an empty queue with `scaling.min` above the private quota, say).
+/// True if the capacity in `higher` pools (running, undrained, booting, launched this check)
+/// clears a non-empty backlog within the latency objective, so a public burst would only cost
+/// money: on the simulator's spike trace, public instances launched once the private ones were
+/// up arrived 90 s after the last job was done. An empty backlog never blocks (the policy's
+/// count stands: `scaling.min` above the private quota, say).
 fn higher_pools_absorb(higher: &[PoolState<'_>], o: &Observation, config: &PlannerConfig) -> bool {
     let (Some(objective), Some(rate)) = (config.latency_objective_s, o.throughput_per_instance) else {
         return false;
     };
     let mut jobs = 0.0;
-    let mut booting = false;
     for pool in higher {
         let boot = pool.view.boot_seconds;
         let listed = pool.view.instances.iter().filter(|i| i.is_capacity() && !pool.touched.contains(&i.id.as_str()));
         let mut counted = 0;
         for i in listed {
             let remaining_boot = match i.state {
-                InstanceState::Pending => {
-                    booting = true;
-                    (boot - i.age_s).max(0.0)
-                }
+                InstanceState::Pending => (boot - i.age_s).max(0.0),
                 _ => 0.0,
             };
             jobs += rate * (objective - remaining_boot).max(0.0);
@@ -280,10 +277,9 @@ fn higher_pools_absorb(higher: &[PoolState<'_>], o: &Observation, config: &Plann
         let undrained = pool.capacity.saturating_sub(counted + pool.launched);
         jobs += undrained as f64 * rate * objective;
         // Launched this check: a full boot ahead of them.
-        booting |= pool.launched > 0;
         jobs += pool.launched as f64 * rate * (objective - boot).max(0.0);
     }
-    booting && jobs >= o.backlog as f64
+    o.backlog > 0 && jobs >= o.backlog as f64
 }
 
 /// Removes `excess` instances of capacity: lowest priority first; within a pool, not-yet-booted

@@ -183,8 +183,8 @@ pub struct Decision {
     pub state: PolicyState,
 }
 
-/// Applies `policy` to one observation: scale out at once, scale in to the largest target of
-/// the last K checks once all K were below capacity, hold otherwise; always within `caps` and
+/// Applies `policy` to one observation: scale out at once; scale in to the largest scale-in
+/// target of the last K checks once, in all K, both targets were below capacity; hold otherwise; always within `caps` and
 /// the pools' quotas.
 pub fn decide(policy: &dyn ScalingPolicy, caps: &Caps, o: &Observation, previous: &PolicyState) -> Decision {
     let quota = o.total_quota();
@@ -198,7 +198,11 @@ pub fn decide(policy: &dyn ScalingPolicy, caps: &Caps, o: &Observation, previous
     let (desired, reason) = if out > capacity && (grown_since_release || capacity < caps.min()) {
         state = PolicyState::default();
         (out, format!("scale out: {} wants {out}", policy.name()))
-    } else if inward < capacity {
+    } else if inward < capacity && out < capacity {
+        // Both rules must find capacity to spare: while the scale-out rule still wants all of
+        // it (a spike waiting for instances to boot), releasing any would cancel instances
+        // started for that very backlog (the simulator's spike trace: seed-hybrid launched 19,
+        // then terminated 9 still booting after 3 checks).
         state.scale_in_window.push(inward);
         // Keep the newest K. Not just one removal: a state carried over a restart with a smaller
         // K holds more than K + 1 entries and would never be exactly K long again.
@@ -366,6 +370,15 @@ mod tests {
         let d = decide(&seed(2), &Caps::default(), &observe(4, 16), &state);
         assert_eq!(d.desired, 1, "{}", d.reason);
         assert_eq!(d.state.scale_in_window, vec![1, 1]);
+    }
+
+    #[test]
+    fn instances_booting_for_a_spike_are_not_released() {
+        // 100 images at once, 19 instances (the cap) booting: out still wants 19, so the
+        // scale-in target ceil(100/10) = 10 is never acted on, however many checks pass.
+        let d = decide_n(&seed(3), Caps::default(), &observe(100, 19), 10);
+        assert_eq!(d.desired, 19, "{}", d.reason);
+        assert!(d.state.scale_in_window.is_empty());
     }
 
     #[test]

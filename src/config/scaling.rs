@@ -175,6 +175,11 @@ pub struct PoolConfig {
     /// time on one machine. Default 0.
     #[serde(default)]
     pub boot_delay_seconds: f64,
+    /// `local` only: MiB of memory one worker needs (a YOLOv3-tiny worker holds about 200 MiB);
+    /// launches stop with `Capacity` when the machine's available memory holds no more, and
+    /// demand bursts to the next pool. 0: no check. Default 300.
+    #[serde(default = "worker_memory_mb")]
+    pub memory_mb: u64,
     /// Cloud pools: machine image (AMI id or Glance image name).
     #[serde(default)]
     pub image: String,
@@ -186,6 +191,9 @@ pub struct PoolConfig {
     pub network: String,
 }
 
+fn worker_memory_mb() -> u64 {
+    300
+}
 fn one() -> u32 {
     1
 }
@@ -211,6 +219,7 @@ impl PoolConfig {
             price_per_hour: 0.0,
             workers_per_instance: 1,
             boot_delay_seconds: 0.0,
+            memory_mb: worker_memory_mb(),
             image: String::new(),
             flavor: String::new(),
             network: String::new(),

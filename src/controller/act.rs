@@ -75,6 +75,7 @@ impl Actor {
                 match handle.provider.launch(&spec, *count).await {
                     Ok(started) => {
                         self.metrics.launched(pool, started.len() as u64);
+                        let short = *count as usize - started.len().min(*count as usize);
                         let view = pool_view(o, pool);
                         view.instances.extend(started.into_iter().map(|i| InstanceView {
                             id: i.id,
@@ -83,7 +84,17 @@ impl Actor {
                             heartbeat_age_s: None,
                             age_s: 0.0,
                         }));
-                        Ok(())
+                        if short == 0 {
+                            return Ok(());
+                        }
+                        // A partial launch: the cloud had room for fewer; the rest bursts on.
+                        view.health = PoolHealth::Full;
+                        let e = ProviderError::Capacity {
+                            pool: pool.clone(),
+                            detail: format!("started {} of {count}", *count as usize - short),
+                        };
+                        self.metrics.provider_error(pool, &e);
+                        Err(e)
                     }
                     Err(e) => {
                         self.metrics.provider_error(pool, &e);

@@ -2,89 +2,16 @@
 //! controller's checks, in simulated time. Each check runs the policies crate's `decide` and
 //! `plan` on the observation the controller would see, and applies the plan.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
 use skyburst_policies::{decide, plan, Action, Plan, PolicyState, PoolHealth, ScalingPolicy, TerminateReason};
 
+use super::agenda::{Agenda, Kind, ARRIVAL_RANK};
 use super::fleet::{Fleet, Job};
 use super::report::{Invariants, PoolReport, PoolSample, Report, Sample};
 use super::trace::{Arrivals, Trace};
 use super::{Result, Scenario};
-
-/// What happens at an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// A job's service ends (stale if its instance was stopped meanwhile).
-    JobDone {
-        /// The instance's index.
-        instance: usize,
-        /// The job's number.
-        job: u64,
-    },
-    /// An instance finished booting (stale if it was terminated first).
-    Booted(usize),
-    /// An instance finished shutting down.
-    Gone(usize),
-    /// The controller's check.
-    Tick,
-}
-
-impl Kind {
-    /// Order at equal times: fleet changes, then arrivals (rank 1, outside the heap), then the
-    /// check, so a check sees every job that arrived at its instant (the spike's 100 at once).
-    fn rank(&self) -> u8 {
-        match self {
-            Kind::Tick => 2,
-            _ => 0,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Event {
-    t: f64,
-    /// Insertion order: equal-time events of one rank run in the order they were scheduled.
-    seq: u64,
-    kind: Kind,
-}
-
-impl Ord for Event {
-    /// Reversed, so `BinaryHeap` (a max-heap) pops the earliest event.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.t.total_cmp(&self.t).then(other.kind.rank().cmp(&self.kind.rank())).then(other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Event {}
-
-/// The events still to come.
-#[derive(Debug, Default)]
-pub(super) struct Agenda {
-    heap: BinaryHeap<Event>,
-    seq: u64,
-}
-
-impl Agenda {
-    /// Schedules `kind` at `t`.
-    pub fn at(&mut self, t: f64, kind: Kind) {
-        self.seq += 1;
-        self.heap.push(Event { t, seq: self.seq, kind });
-    }
-}
 
 /// Simulates `trace` under `policy` until every job is done and the fleet has settled at the
 /// policy's level (plan empty, no scale-in pending, nothing booting or stopping), or until the
@@ -95,6 +22,10 @@ pub fn simulate(scenario: &Scenario, trace: &Trace, policy: &dyn ScalingPolicy) 
     let (end, settled) = run.run(trace);
     Ok(run.report(end, settled))
 }
+
+/// Longest wait the percentiles resolve, 2^42 µs ≈ 50 days (about 0.5 MB of counters); longer
+/// waits count as this in p50/p95, while `wait_max_s` stays exact.
+const WAIT_BOUND_US: u64 = 1 << 42;
 
 /// One run's state.
 struct Run<'a> {
@@ -107,7 +38,7 @@ struct Run<'a> {
     queue: VecDeque<Job>,
     /// The policy's memory between checks.
     state: PolicyState,
-    /// Waits in microseconds: 3 significant digits keep p95 within 0.1 % from 1 µs to a day.
+    /// Waits in microseconds, 3 significant digits (p95 within 0.1 %), up to `WAIT_BOUND_US`.
     waits: Histogram<u64>,
     wait_max_s: f64,
     jobs: u64,
@@ -147,7 +78,7 @@ impl<'a> Run<'a> {
             arrivals: trace.arrivals(),
             queue: VecDeque::new(),
             state: PolicyState::default(),
-            waits: Histogram::new(3).expect("3 significant digits are valid"),
+            waits: Histogram::new_with_bounds(1, WAIT_BOUND_US, 3).expect("1 µs ..= 50 days at 3 digits is valid"),
             wait_max_s: 0.0,
             jobs: trace.jobs(),
             jobs_arrived: 0,
@@ -156,10 +87,7 @@ impl<'a> Run<'a> {
             peak_backlog: 0,
             last_direction: 0,
             direction_changes: 0,
-            invariants: Invariants {
-                max_occupied_per_pool: vec![0; scenario.pools.len()],
-                ..Invariants::default()
-            },
+            invariants: Invariants { max_occupied_per_pool: vec![0; scenario.pools.len()], ..Invariants::default() },
             timeline: Vec::new(),
             events: 0,
         }
@@ -173,16 +101,15 @@ impl<'a> Run<'a> {
         self.agenda.at(0.0, Kind::Tick);
         loop {
             self.events += 1;
-            let top = self.agenda.heap.peek().map(|e| (e.t, e.kind.rank()));
+            let top = self.agenda.peek();
             if let Some(t) = self.arrivals.peek() {
-                if top.is_none_or(|(top_t, rank)| t < top_t || (t == top_t && rank > 1)) {
+                if top.is_none_or(|(top_t, rank)| t < top_t || (t == top_t && rank > ARRIVAL_RANK)) {
                     self.arrive(t);
                     continue;
                 }
             }
-            let event = self.agenda.heap.pop().expect("a check is always scheduled");
-            let now = event.t;
-            match event.kind {
+            let (now, kind) = self.agenda.pop().expect("a check is always scheduled");
+            match kind {
                 Kind::JobDone { instance, job } => {
                     if let Some(started) = self.fleet.finish(instance, job, now) {
                         self.record_wait(started.start - started.job.arrival);
@@ -296,7 +223,8 @@ impl<'a> Run<'a> {
                     let p = self.pool_index(pool);
                     self.check_private_first(p, health);
                     let spec = &self.scenario.pools[p];
-                    let fits = spec.cloud_capacity.map_or(*count, |c| c.saturating_sub(self.fleet.occupied(p)).min(*count));
+                    let fits =
+                        spec.cloud_capacity.map_or(*count, |c| c.saturating_sub(self.fleet.occupied(p)).min(*count));
                     self.fleet.launch(p, fits, now, &mut self.agenda);
                     applied.launched += fits;
                     applied.adds += u32::from(fits > 0);
@@ -375,8 +303,11 @@ impl<'a> Run<'a> {
         // no cap; its money uses the cheapest price per slot.
         let slots = scenario.pools.iter().map(|p| f64::from(p.workers_per_instance)).fold(1.0, f64::max);
         let oracle_instance_seconds = self.work_s / slots;
-        let per_slot_hour =
-            scenario.pools.iter().map(|p| p.price_per_hour / f64::from(p.workers_per_instance)).fold(f64::MAX, f64::min);
+        let per_slot_hour = scenario
+            .pools
+            .iter()
+            .map(|p| p.price_per_hour / f64::from(p.workers_per_instance))
+            .fold(f64::MAX, f64::min);
         let instance_seconds: f64 = pools.iter().map(|p| p.instance_seconds).sum();
         let quantile = |q: f64| if self.jobs_done == 0 { 0.0 } else { self.waits.value_at_quantile(q) as f64 / 1e6 };
         Report {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use skyburst_policies::{Activity, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
 
-use super::engine::{Agenda, Kind};
+use super::agenda::{Agenda, Kind};
 use super::Scenario;
 
 /// A job: its number in the trace, when it arrived and how long it holds a worker slot.

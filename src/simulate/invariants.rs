@@ -65,6 +65,22 @@ fn check(what: &str, scenario: &Scenario, trace: &Trace, r: &Report) {
     assert!(r.wait_p95_s <= r.wait_max_s * 1.001 + 1e-6, "{what}: p95 {} max {}", r.wait_p95_s, r.wait_max_s);
     assert!((0.0..=1.0).contains(&r.public_share), "{what}: public share {}", r.public_share);
     assert!(!r.timeline.is_empty(), "{what}: no samples");
+    // Scale-in releases the lowest priority first: a check that lowers a pool's capacity
+    // leaves no capacity in any lower-priority pool.
+    for pair in r.timeline.windows(2) {
+        for (p, pool) in scenario.pools.iter().enumerate() {
+            if pair[1].pools[p].capacity < pair[0].pools[p].capacity {
+                let lower = scenario.pools.iter().enumerate().filter(|(_, q)| q.priority > pool.priority);
+                for (q, other) in lower {
+                    assert_eq!(
+                        pair[1].pools[q].capacity, 0,
+                        "{what}: {} kept while {} shrank at {} s",
+                        other.name, pool.name, pair[1].t_s
+                    );
+                }
+            }
+        }
+    }
     for s in &r.timeline {
         let occupied: u32 = s.pools.iter().map(|p| p.occupied).sum();
         assert!(occupied <= max, "{what}: {occupied} instances at {} s", s.t_s);

@@ -20,16 +20,19 @@
 //! # Layout
 //! - [`trace`]: the arrival trace ([`Trace`]).
 //! - [`service`]: service-time distributions ([`ServiceTime`]).
+//! - `agenda`: future events in time order.
 //! - `fleet`: the modelled instances and the observation built from them.
 //! - `engine`: the event loop ([`simulate`]).
 //! - [`report`]: per-policy results, the summary table and the CSV files ([`Report`]).
 //! - [`plot`]: backlog and instances over time as a PNG.
+//! - `invariants` (tests only): the invariants on every shipped trace with every named policy.
 //!
 //! [`decide`]: skyburst_policies::decide
 //! [`plan`]: skyburst_policies::plan
 //! [`Observation`]: skyburst_policies::Observation
 //! [`PoolHealth::Full`]: skyburst_policies::PoolHealth::Full
 
+mod agenda;
 mod engine;
 mod fleet;
 #[cfg(test)]
@@ -176,7 +179,10 @@ impl Scenario {
             check(false, problem);
         }
         for (i, p) in self.pools.iter().enumerate() {
-            check(!self.pools[..i].iter().any(|q| q.name == p.name), format!("the pool name {:?} is used twice", p.name));
+            check(
+                !self.pools[..i].iter().any(|q| q.name == p.name),
+                format!("the pool name {:?} is used twice", p.name),
+            );
             check(p.workers_per_instance >= 1, format!("pool {}: workers_per_instance must be at least 1", p.name));
             for (key, v) in [("boot_s", p.boot_s), ("shutdown_s", p.shutdown_s), ("price_per_hour", p.price_per_hour)] {
                 check(v.is_finite() && v >= 0.0, format!("pool {}: {key} = {v} must be zero or more", p.name));

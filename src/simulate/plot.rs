@@ -13,11 +13,12 @@ use super::{Error, Report, Result};
 /// memory, and embedding one makes the PNG the same on every machine.
 const FONT: &[u8] = include_bytes!("../detector/font/DejaVuSans.ttf");
 
-/// Pixels per panel: 1200 wide gives a 5 s check its own pixel for the first 100 minutes.
+/// Pixels per panel: 1200 wide gives each 5 s check about a pixel over 90 minutes.
 const PANEL: (u32, u32) = (1200, 320);
 
 /// Series colours: pools in scenario order, then the backlog in grey.
-const POOL_COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const POOL_COLOURS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 const BACKLOG_COLOUR: RGBColor = RGBColor(110, 110, 110);
 
 /// Draws one panel per report (stacked) and writes the PNG to `path`.
@@ -28,8 +29,15 @@ pub fn plot_png(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
     let (width, height) = (PANEL.0, PANEL.1 * reports.len().max(1) as u32);
     let mut pixels = vec![0u8; (width * height * 3) as usize];
     draw(reports, &mut pixels, (width, height)).map_err(fail)?;
-    image::save_buffer_with_format(path, &pixels, width, height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-        .map_err(|source| Error::Write { path: path.to_path_buf(), source: Box::new(source) })
+    image::save_buffer_with_format(
+        path,
+        &pixels,
+        width,
+        height,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|source| Error::Write { path: path.to_path_buf(), source: Box::new(source) })
 }
 
 fn register_font_once() -> Result<(), String> {
@@ -62,7 +70,8 @@ fn panel(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> 
         _ => ("seconds", 1.0),
     };
     let x_max = end / per;
-    let y_max = r.timeline.iter().flat_map(|s| s.pools.iter().map(|p| p.occupied)).max().unwrap_or(0).max(1) as f64 * 1.1;
+    let y_max =
+        r.timeline.iter().flat_map(|s| s.pools.iter().map(|p| p.occupied)).max().unwrap_or(0).max(1) as f64 * 1.1;
     let b_max = r.timeline.iter().map(|s| s.backlog).max().unwrap_or(0).max(1) as f64 * 1.1;
     let caption = format!(
         "{}: cost {:.2}x oracle, wait p95 {:.1} s, {} direction changes, {:.0} % public",
@@ -88,12 +97,15 @@ fn panel(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> 
         .draw_secondary_series(LineSeries::new(envelope(&backlog, columns), BACKLOG_COLOUR))?
         .label("backlog")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BACKLOG_COLOUR));
-    for (p, pool) in r.pools.iter().enumerate() {
+    // Lowest priority first, so the private pool's line is drawn on top.
+    for (p, pool) in r.pools.iter().enumerate().rev() {
         let colour = POOL_COLOURS[p % POOL_COLOURS.len()];
         let points: Vec<(f64, f64)> =
             r.timeline.iter().map(|s| (s.t_s / per, s.pools.get(p).map_or(0, |x| x.capacity) as f64)).collect();
+        // One pixel wide: plotters mitres the joins of wider lines, and a count flipping 0 → 11
+        // → 0 within a pixel column draws spikes far outside the panel.
         chart
-            .draw_series(LineSeries::new(envelope(&points, columns), colour.stroke_width(2)))?
+            .draw_series(LineSeries::new(envelope(&points, columns), colour))?
             .label(pool.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
     }

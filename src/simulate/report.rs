@@ -108,11 +108,13 @@ pub struct Invariants {
 /// A plain-text table, one row per report (reports of one scenario: pools are named after the
 /// first), and the oracle underneath.
 pub fn summary_table(reports: &[Report]) -> String {
-    let pool_names: Vec<&str> = reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
+    let pool_names: Vec<&str> =
+        reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
     let mut header: Vec<String> = vec!["policy".into(), "jobs done".into()];
     header.extend(pool_names.iter().map(|name| format!("{name} inst-s")));
     header.extend(
-        ["cost", "x oracle", "wait p50 s", "p95 s", "max s", "peak backlog", "dir changes", "public %"].map(String::from),
+        ["cost", "x oracle", "wait p50 s", "p95 s", "max s", "peak backlog", "dir changes", "public %"]
+            .map(String::from),
     );
     let mut rows = vec![header];
     for r in reports {
@@ -130,8 +132,9 @@ pub fn summary_table(reports: &[Report]) -> String {
         ]);
         rows.push(row);
     }
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|c| rows.iter().map(|row| row.get(c).map_or(0, String::len)).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|row| row.get(c).map_or(0, String::len)).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in &rows {
         let cells: Vec<String> = row
@@ -155,7 +158,8 @@ pub fn summary_table(reports: &[Report]) -> String {
 /// Writes one CSV row per report: the summary numbers, then three columns per pool.
 pub fn write_csv(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let pool_names: Vec<&str> = reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
+    let pool_names: Vec<&str> =
+        reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
     let mut header: Vec<String> = [
         "policy",
         "jobs",
@@ -209,7 +213,8 @@ pub fn write_csv(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
 /// Writes the timelines: one CSV row per report and check, with capacity and occupancy per pool.
 pub fn write_timeline_csv(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let pool_names: Vec<&str> = reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
+    let pool_names: Vec<&str> =
+        reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
     let mut header: Vec<String> = ["policy", "t_s", "backlog"].map(String::from).to_vec();
     for name in &pool_names {
         header.extend(["capacity", "occupied"].map(|k| format!("{name}_{k}")));
@@ -294,10 +299,16 @@ mod tests {
         write_csv(&[report("a"), report("b")], dir.join("summary.csv")).unwrap();
         let text = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
         assert_eq!(text.lines().count(), 3);
-        assert!(text.starts_with("policy,jobs,jobs_done,") && text.lines().next().unwrap().ends_with("public_service_seconds"));
+        assert!(
+            text.starts_with("policy,jobs,jobs_done,")
+                && text.lines().next().unwrap().ends_with("public_service_seconds")
+        );
         write_timeline_csv(&[report("a")], dir.join("timeline.csv")).unwrap();
         let text = std::fs::read_to_string(dir.join("timeline.csv")).unwrap();
-        assert_eq!(text, "policy,t_s,backlog,private_capacity,private_occupied,public_capacity,public_occupied\na,0,100,8,8,2,2\n");
+        assert_eq!(
+            text,
+            "policy,t_s,backlog,private_capacity,private_occupied,public_capacity,public_occupied\na,0,100,8,8,2,2\n"
+        );
         let err = write_csv(&[], dir.join("missing").join("x.csv")).unwrap_err().to_string();
         assert!(err.contains("x.csv"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

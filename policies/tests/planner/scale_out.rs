@@ -273,9 +273,16 @@ fn boot_aware_no_public_burst_while_pending_private_absorbs() {
             ("no latency objective: burst", 8, o(60, booting(), ok, Some(0.5)), CFG, &["launch public 4"]),
             ("no throughput measured: burst", 8, o(60, booting(), ok, None), cfg, &["launch public 4"]),
             (
-                "nothing booting in private: nothing to wait for",
+                "nothing booting, running private clear 10 jobs in time: no burst",
                 6,
                 o(10, many("a", 4, busy), ok, Some(0.5)),
+                cfg,
+                &[],
+            ),
+            (
+                "nothing booting, running private cannot clear 200 jobs in time: burst",
+                6,
+                o(200, many("a", 4, busy), ok, Some(0.5)),
                 cfg,
                 &["launch public 2"],
             ),

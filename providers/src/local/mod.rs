@@ -39,6 +39,10 @@ pub struct LocalSettings {
     pub registry: PathBuf,
     /// Terminating sends SIGTERM, then SIGKILL once this has passed.
     pub stop_timeout: Duration,
+    /// Memory one instance needs, in bytes; a launch starts only as many as the machine's
+    /// available memory (`MemAvailable`) holds and answers `Capacity` when none fits. 0: no
+    /// check.
+    pub memory_per_instance: u64,
 }
 
 /// Runs a pool's instances as processes on this machine.
@@ -109,6 +113,26 @@ fn forget_child(children: &mut HashMap<String, Child>, id: &str) {
 // === impl LocalProvider ===
 
 impl LocalProvider {
+    /// How many of `wanted` new instances the available memory holds; `Capacity` if none.
+    fn room_in_memory(&self, wanted: usize) -> Result<usize> {
+        let need = self.settings.memory_per_instance;
+        if need == 0 || wanted == 0 {
+            return Ok(wanted);
+        }
+        let available = process::available_memory().map_err(|e| ProviderError::Unavailable {
+            pool: self.settings.pool.clone(),
+            detail: format!("cannot read the available memory: {e}"),
+        })?;
+        let fits = (available / need) as usize;
+        if fits == 0 {
+            return Err(ProviderError::Capacity {
+                pool: self.settings.pool.clone(),
+                detail: format!("{} MiB of memory available, a worker needs {} MiB", available >> 20, need >> 20),
+            });
+        }
+        Ok(fits.min(wanted))
+    }
+
     /// Checks that `/proc` is readable and the registry can be read, creating its directory.
     /// Processes listed in an existing registry are adopted.
     pub fn new(settings: LocalSettings) -> Result<Self> {
@@ -236,11 +260,13 @@ impl Provider for LocalProvider {
         let mut registry = self.registry.load()?;
         let mut started = Vec::new();
         let mut failure = None;
-        for n in 0..count {
-            let id = format!("{}-{}-{n}", self.settings.pool, spec.launch_id);
-            if registry.instances.iter().any(|e| e.id == id) {
-                continue; // a retry: this one is already started
-            }
+        let missing: Vec<String> = (0..count)
+            .map(|n| format!("{}-{}-{n}", self.settings.pool, spec.launch_id))
+            // A retry: those already started are not started again.
+            .filter(|id| !registry.instances.iter().any(|e| &e.id == id))
+            .collect();
+        let fits = self.room_in_memory(missing.len())?;
+        for id in missing.into_iter().take(fits) {
             match self.start(spec, id) {
                 Ok((entry, child)) => {
                     started.push(entry.id.clone());

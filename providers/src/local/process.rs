@@ -38,6 +38,18 @@ fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 /// True while `pid` is the process that started at `start_time` and has not exited.
+/// Bytes of memory the kernel can give new processes without swapping (`MemAvailable`).
+pub(super) fn available_memory() -> io::Result<u64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo")?)
+        .ok_or_else(|| io::Error::other("/proc/meminfo has no MemAvailable line"))
+}
+
+fn parse_meminfo(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 pub(super) fn is_alive(pid: u32, start_time: u64) -> bool {
     // Any read error means the process is gone: `/proc/<pid>/stat` is readable by everyone, and
     // `LocalProvider::new` checked that `/proc` is mounted.
@@ -84,6 +96,14 @@ pub(super) fn reap(child: &mut Child) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_gives_available_bytes() {
+        let text = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(parse_meminfo(text), Some(2048 * 1024));
+        assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
+        assert!(available_memory().unwrap() > 0);
+    }
 
     #[test]
     fn parses_stat_even_with_parentheses_in_the_name() {

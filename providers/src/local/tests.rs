@@ -43,6 +43,7 @@ fn settings(dir: &Path, args: &[&str]) -> LocalSettings {
         boot_delay: Duration::ZERO,
         registry: dir.join("control/local-local.json"),
         stop_timeout: Duration::from_secs(2),
+        memory_per_instance: 0,
     }
 }
 
@@ -322,4 +323,22 @@ async fn an_empty_launch_id_is_invalid() {
     let (p, _cleanup) = provider(&settings(dir.path(), SLEEPER));
     let err = p.launch(&spec(""), 1).await.expect_err("empty launch id");
     assert!(matches!(err, ProviderError::Invalid { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn launches_stop_at_the_machines_available_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(dir.path(), SLEEPER);
+    s.memory_per_instance = u64::MAX / 2;
+    let (p, _cleanup) = provider(&s);
+    let err = p.launch(&spec("big"), 2).await.expect_err("nothing fits");
+    assert!(err.is_full(), "Capacity, so the controller bursts to the next pool: {err:?}");
+    assert!(err.to_string().contains("MiB of memory available"), "{err}");
+    assert!(entries(&s).is_empty());
+    // Room for about two: three asked, two started.
+    let available = super::process::available_memory().unwrap();
+    s.memory_per_instance = available * 2 / 5;
+    let (p, _cleanup) = provider(&s);
+    let started = p.launch(&spec("some"), 3).await.expect("some fit");
+    assert_eq!(started.len(), 2, "{started:?}");
 }

@@ -104,7 +104,8 @@ pub struct FleetStatus {
     pub dry_run: bool,
     /// When it was written, ms since the Unix epoch.
     pub updated_at_ms: i64,
-    /// The latest observation, every pool and instance.
+    /// The latest observation with its actions applied (launched instances pending, terminated
+    /// ones stopping): every pool and instance.
     pub observation: Observation,
     /// The latest decisions that acted or changed the target, oldest first.
     pub decisions: Vec<DecisionRecord>,

@@ -29,6 +29,9 @@ pub struct Acted {
     pub plan: Plan,
     /// Errors met, one line each.
     pub errors: Vec<String>,
+    /// The observation with the actions applied: launched instances pending, terminated ones
+    /// stopping, drains marked.
+    pub observation: Observation,
 }
 
 impl Actor {
@@ -64,7 +67,7 @@ impl Actor {
             current = plan(desired, &observation, config);
             done.notes.extend(current.notes.iter().map(|n| format!("re-plan: {n}")));
         }
-        Acted { plan: done, errors }
+        Acted { plan: done, errors, observation }
     }
 
     async fn carry_out(&self, pools: &[Pool], action: &Action, o: &mut Observation) -> Result<(), ProviderError> {

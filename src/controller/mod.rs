@@ -165,18 +165,18 @@ impl Controller {
         let observation = observed.observation;
         let decision = decide(self.policy.as_ref(), &self.settings.caps, &observation, &memory.policy);
         let planned = plan(decision.desired, &observation, &self.settings.planner);
-        let (plan, mut errors, acted) = if self.settings.dry_run || planned.is_empty() {
-            (planned, Vec::new(), false)
+        let (plan, mut errors, acted, after) = if self.settings.dry_run || planned.is_empty() {
+            (planned, Vec::new(), false, observation.clone())
         } else {
             let acted = self
                 .actor
                 .act(&self.pools, decision.desired, observation.clone(), &self.settings.planner, planned)
                 .await;
             let ok = acted.errors.is_empty();
-            (acted.plan, acted.errors, ok)
+            (acted.plan, acted.errors, ok, acted.observation)
         };
         errors.splice(0..0, observed.errors);
-        self.metrics.observed(&observation, decision.desired);
+        self.metrics.observed(&after, decision.desired);
         let record = DecisionRecord {
             at_ms: job::now_ms(),
             backlog: observation.backlog,
@@ -196,10 +196,11 @@ impl Controller {
                 memory.decisions.pop_front();
             }
         }
-        self.write_status(observation, memory).await;
+        self.write_status(after, memory).await;
         Ok(())
     }
 
+    /// Writes the fleet as it stands after this check's actions.
     async fn write_status(&self, observation: skyburst_policies::Observation, memory: &Memory) {
         let status = FleetStatus {
             controller: self.settings.id.clone(),

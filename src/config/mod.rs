@@ -238,6 +238,37 @@ mod tests {
     }
 
     #[test]
+    fn scaling_pools_and_controller_are_validated_together() {
+        let file = write(
+            "[scaling]\nmin = 5\nmax = 4\npolicy = \"backlog-per-instance\"\n\
+             [controller]\ntick_seconds = 2.0\nlease_seconds = 3.0\n\
+             [[pools]]\nname = \"a\"\nprovider = \"local\"\nquota = 2\n\
+             [[pools]]\nname = \"a\"\nprovider = \"ec2\"\nquota = 2\nprice_per_hour = -1.0\n",
+        );
+        let Err(ConfigError::Invalid(problems)) = Config::load_with_env(Some(file.path()), env(&[])) else {
+            panic!("expected invalid values")
+        };
+        let all = problems.join("\n");
+        for needle in ["scaling.min = 5", "lease_seconds = 3", "used twice", "pools.a.price_per_hour"] {
+            assert!(all.contains(needle), "{needle:?} missing from {all}");
+        }
+        let err = Config::load_with_env(None, env(&[("SKYBURST_SCALING__POLICY", "fastest")])).unwrap_err();
+        assert!(err.to_string().contains("fastest"), "{err}");
+        let file = write("[[pools]]\nname = \"p\"\nprovider = \"local\"\nquota = 3\nflavour = \"x\"\n");
+        let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("flavour"), "unknown pool keys are refused: {err}");
+    }
+
+    #[test]
+    fn the_default_is_one_local_pool_scaled_by_seed_hybrid() {
+        let config = Config::load_with_env(None, env(&[("SKYBURST_SCALING__MAX", "4")])).unwrap();
+        assert_eq!(config.pools.len(), 1);
+        assert_eq!(config.pools[0].provider, ProviderKind::Local);
+        assert_eq!(config.scaling.caps().max(), 4);
+        assert_eq!(config.scaling.policy().name(), "seed-hybrid");
+    }
+
+    #[test]
     fn a_missing_file_is_an_error() {
         let err = Config::load_with_env(Some(Path::new("/nonexistent/skyburst.toml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("does not exist"));

@@ -138,3 +138,48 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skyburst_policies::{Activity, InstanceState, InstanceView, PoolHealth, PoolView};
+
+    #[test]
+    fn the_exposition_names_every_metric_with_its_labels() {
+        let metrics = Metrics::new();
+        let instance = |id: &str, state| InstanceView {
+            id: id.into(),
+            state,
+            activity: Activity::Busy,
+            heartbeat_age_s: Some(1.0),
+            age_s: 10.0,
+        };
+        let pool = PoolView {
+            name: "private".into(),
+            priority: 1,
+            quota: 8,
+            boot_seconds: 45.0,
+            health: PoolHealth::Ok,
+            instances: vec![instance("a", InstanceState::Running), instance("b", InstanceState::Pending)],
+        };
+        let o = Observation { backlog: 12, delayed: 1, pools: vec![pool], throughput_per_instance: Some(6.5) };
+        metrics.observed(&o, 6);
+        metrics.launched("private", 4);
+        metrics.terminated("private", &TerminateReason::Stuck(StuckReason::NoHeartbeat));
+        metrics.provider_error("public", &ProviderError::Quota { pool: "public".into(), detail: "x".into() });
+        let text = metrics.encode();
+        for line in [
+            "skyburst_queue_backlog 12",
+            "skyburst_desired_instances 6",
+            "skyburst_capacity_instances 2",
+            "skyburst_instances{pool=\"private\",state=\"pending\"} 1",
+            "skyburst_launches_total{pool=\"private\"} 4",
+            "skyburst_terminations_total{pool=\"private\",reason=\"stuck_no_heartbeat\"} 1",
+            "skyburst_provider_errors_total{pool=\"public\",reason=\"quota\"} 1",
+            "skyburst_controller_ticks_total 1",
+            "skyburst_instance_throughput_jobs_per_second 6.5",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+    }
+}

@@ -66,7 +66,7 @@ impl Observer {
                 }
                 Err(e) => {
                     errors.push(e.to_string());
-                    self.stand_in(&e, last.get(&pool.config.name), now)
+                    stand_in(&e, last.get(&pool.config.name), now, self.unavailable_grace_s)
                 }
             };
             let instances = instances.iter().map(|i| view(i, &records, now)).collect();
@@ -88,30 +88,6 @@ impl Observer {
             throughput_per_instance: throughput,
         };
         Ok(Observed { observation, errors })
-    }
-
-    /// What to assume about a pool whose provider failed (DESIGN.md, "Provider errors").
-    fn stand_in(&self, error: &ProviderError, last: Option<&LastKnown>, now: i64) -> (PoolHealth, Vec<Instance>) {
-        let known = last.map(|l| l.instances.clone()).unwrap_or_default();
-        match error {
-            ProviderError::Throttled { .. } => (PoolHealth::Throttled, known),
-            ProviderError::Auth { .. } => {
-                tracing::error!(error = %error, "a cloud refused our credentials; no launches there until fixed");
-                (PoolHealth::AuthFailed, known)
-            }
-            ProviderError::Capacity { .. } | ProviderError::Quota { .. } => (PoolHealth::Full, known),
-            ProviderError::Unavailable { .. } | ProviderError::Invalid { .. } => {
-                let fresh = last.is_some_and(|l| (now - l.at_ms) as f64 / 1000.0 <= self.unavailable_grace_s);
-                // Within the grace period its instances count as pending (they may be working
-                // fine); after it, they no longer hold back a burst to the next pool.
-                let known = if fresh {
-                    known.into_iter().map(|i| Instance { state: InstanceState::Pending, ..i }).collect()
-                } else {
-                    Vec::new()
-                };
-                (PoolHealth::Unavailable, known)
-            }
-        }
     }
 
     async fn worker_records(&self) -> anyhow::Result<WorkerRecords> {
@@ -154,6 +130,30 @@ impl Observer {
     }
 }
 
+/// What to assume about a pool whose provider failed (DESIGN.md, "Provider errors").
+fn stand_in(error: &ProviderError, last: Option<&LastKnown>, now: i64, grace_s: f64) -> (PoolHealth, Vec<Instance>) {
+    let known = last.map(|l| l.instances.clone()).unwrap_or_default();
+    match error {
+        ProviderError::Throttled { .. } => (PoolHealth::Throttled, known),
+        ProviderError::Auth { .. } => {
+            tracing::error!(error = %error, "a cloud refused our credentials; no launches there until fixed");
+            (PoolHealth::AuthFailed, known)
+        }
+        ProviderError::Capacity { .. } | ProviderError::Quota { .. } => (PoolHealth::Full, known),
+        ProviderError::Unavailable { .. } | ProviderError::Invalid { .. } => {
+            let fresh = last.is_some_and(|l| (now - l.at_ms) as f64 / 1000.0 <= grace_s);
+            // Within the grace period its instances count as pending (they may be working
+            // fine); after it, they no longer hold back a burst to the next pool.
+            let known = if fresh {
+                known.into_iter().map(|i| Instance { state: InstanceState::Pending, ..i }).collect()
+            } else {
+                Vec::new()
+            };
+            (PoolHealth::Unavailable, known)
+        }
+    }
+}
+
 fn view(instance: &Instance, records: &WorkerRecords, now: i64) -> InstanceView {
     let beat = records.heartbeats.get(&instance.id);
     let reported = beat.map_or(Activity::Unknown, |b| b.activity);
@@ -182,4 +182,54 @@ fn view(instance: &Instance, records: &WorkerRecords, now: i64) -> InstanceView 
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, state: InstanceState) -> Instance {
+        Instance { id: id.into(), state, launched_at_ms: 1_000, tags: Default::default() }
+    }
+
+    fn beat(id: &str, activity: Activity, at_ms: i64) -> Heartbeat {
+        Heartbeat { instance: id.into(), pool: "p".into(), activity, job: None, at_ms, jobs_done: 0, busy_ms: 0 }
+    }
+
+    #[test]
+    fn heartbeats_and_drain_requests_become_activities() {
+        let records = WorkerRecords {
+            heartbeats: HashMap::from([
+                ("busy".to_string(), beat("busy", Activity::Busy, 9_000)),
+                ("asked".to_string(), beat("asked", Activity::Busy, 9_000)),
+                ("done".to_string(), beat("done", Activity::Drained, 9_000)),
+                ("undrained".to_string(), beat("undrained", Activity::Drained, 9_000)),
+            ]),
+            drains: vec!["asked".into(), "done".into()],
+        };
+        let activity = |id: &str| view(&instance(id, InstanceState::Running), &records, 10_000).activity;
+        assert_eq!(activity("busy"), Activity::Busy);
+        assert_eq!(activity("asked"), Activity::Draining, "asked, batch not finished");
+        assert_eq!(activity("done"), Activity::Drained);
+        assert_eq!(activity("undrained"), Activity::Idle, "the drain was taken back");
+        let booting = view(&instance("new", InstanceState::Pending), &records, 10_000);
+        assert_eq!((booting.activity, booting.heartbeat_age_s, booting.age_s), (Activity::Unknown, None, 9.0));
+        assert_eq!(view(&instance("busy", InstanceState::Running), &records, 10_000).heartbeat_age_s, Some(1.0));
+    }
+
+    #[test]
+    fn an_unreachable_cloud_keeps_its_instances_as_pending_for_the_grace_period() {
+        let down = ProviderError::Unavailable { pool: "p".into(), detail: "timeout".into() };
+        let last = LastKnown { instances: vec![instance("a", InstanceState::Running)], at_ms: 0 };
+        let (health, within) = stand_in(&down, Some(&last), 60_000, 120.0);
+        assert_eq!(health, PoolHealth::Unavailable);
+        assert_eq!(within[0].state, InstanceState::Pending);
+        let (_, after) = stand_in(&down, Some(&last), 121_000, 120.0);
+        assert!(after.is_empty(), "after the grace period demand bursts on");
+        let throttled = ProviderError::Throttled { pool: "p".into(), detail: "slow down".into() };
+        let (health, kept) = stand_in(&throttled, Some(&last), 500_000, 120.0);
+        assert_eq!((health, kept[0].state), (PoolHealth::Throttled, InstanceState::Running));
+        let auth = ProviderError::Auth { pool: "p".into(), detail: "denied".into() };
+        assert_eq!(stand_in(&auth, None, 0, 120.0).0, PoolHealth::AuthFailed);
+    }
 }

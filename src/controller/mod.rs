@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skyburst_policies::{decide, plan, Action, Caps, PlannerConfig, PolicyState, ScalingPolicy};
+use skyburst_policies::{decide, plan, Action, Caps, PlannerConfig, PolicyState, PoolHealth, ScalingPolicy};
 use skyburst_providers::Provider;
 use tokio::sync::watch;
 
@@ -81,6 +81,41 @@ struct Memory {
     decisions: VecDeque<DecisionRecord>,
     last_known: HashMap<String, LastKnown>,
     last_desired: Option<u32>,
+    /// Pools that answered `Throttled`: no launches there (and no burst past them) until then.
+    backoff: HashMap<String, Backoff>,
+}
+
+/// A throttled pool's pause: one tick after the first `Throttled`, doubling while the cloud
+/// keeps answering it, up to 32 ticks (2 min 40 s at the default 5 s), as SDK retry policies do.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until_ms: i64,
+    ticks: u32,
+}
+
+/// Longest backoff, in ticks.
+const MAX_BACKOFF_TICKS: u32 = 32;
+
+impl Memory {
+    /// Marks pools still backing off as throttled, and forgets lapsed backoffs.
+    fn hold_back(&mut self, observation: &mut skyburst_policies::Observation, now_ms: i64) {
+        self.backoff.retain(|_, b| b.until_ms > now_ms);
+        for pool in &mut observation.pools {
+            if self.backoff.contains_key(&pool.name) && pool.health == PoolHealth::Ok {
+                pool.health = PoolHealth::Throttled;
+            }
+        }
+    }
+
+    /// Starts or doubles the backoff of pools the cloud throttled in this check.
+    fn back_off(&mut self, pools: &[String], now_ms: i64, tick: Duration) {
+        for pool in pools {
+            let ticks = self.backoff.get(pool).map_or(1, |b| (b.ticks * 2).min(MAX_BACKOFF_TICKS));
+            let until_ms = now_ms + tick.as_millis() as i64 * ticks as i64;
+            tracing::warn!(%pool, ticks, "the cloud is throttling us: no launches in this pool for a while");
+            self.backoff.insert(pool.clone(), Backoff { until_ms, ticks });
+        }
+    }
 }
 
 impl Controller {
@@ -162,7 +197,9 @@ impl Controller {
     /// One reconcile: observe, decide, plan, act, record.
     async fn check(&self, memory: &mut Memory) -> anyhow::Result<()> {
         let observed = self.observer.observe(&self.pools, &mut memory.last_known).await?;
-        let observation = observed.observation;
+        let mut observation = observed.observation;
+        let throttled_now = throttled(&observation);
+        memory.hold_back(&mut observation, job::now_ms());
         let decision = decide(self.policy.as_ref(), &self.settings.caps, &observation, &memory.policy);
         let planned = plan(decision.desired, &observation, &self.settings.planner);
         let (plan, mut errors, acted, after) = if self.settings.dry_run || planned.is_empty() {
@@ -176,6 +213,10 @@ impl Controller {
             (acted.plan, acted.errors, ok, acted.observation)
         };
         errors.splice(0..0, observed.errors);
+        let held: Vec<String> = memory.backoff.keys().cloned().collect();
+        let mut throttled_now = throttled_now;
+        throttled_now.extend(throttled(&after).into_iter().filter(|p| !held.contains(p)));
+        memory.back_off(&throttled_now, job::now_ms(), self.settings.tick);
         self.metrics.observed(&after, decision.desired);
         let record = DecisionRecord {
             at_ms: job::now_ms(),
@@ -218,6 +259,11 @@ impl Controller {
     }
 }
 
+/// Pools whose health is `Throttled`.
+fn throttled(observation: &skyburst_policies::Observation) -> Vec<String> {
+    observation.pools.iter().filter(|p| p.health == PoolHealth::Throttled).map(|p| p.name.clone()).collect()
+}
+
 /// The one structured line per decision.
 fn log(record: &DecisionRecord, dry_run: bool) {
     let d = &record.decision;
@@ -254,4 +300,43 @@ pub fn summary(actions: &[Action]) -> String {
         })
         .collect();
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skyburst_policies::{Observation, PoolView};
+
+    fn observation() -> Observation {
+        let pool = |name: &str| PoolView {
+            name: name.into(),
+            priority: 1,
+            quota: 4,
+            boot_seconds: 30.0,
+            health: PoolHealth::Ok,
+            instances: Vec::new(),
+        };
+        Observation { pools: vec![pool("private"), pool("public")], ..Observation::default() }
+    }
+
+    #[test]
+    fn a_throttled_pool_backs_off_doubling_then_recovers() {
+        let mut memory = Memory::default();
+        let tick = Duration::from_secs(5);
+        memory.back_off(&["private".to_string()], 0, tick);
+        let mut o = observation();
+        memory.hold_back(&mut o, 4_000);
+        assert_eq!((o.pools[0].health, o.pools[1].health), (PoolHealth::Throttled, PoolHealth::Ok));
+        // Throttled again: twice as long.
+        memory.back_off(&["private".to_string()], 4_000, tick);
+        assert_eq!(memory.backoff["private"].until_ms, 14_000);
+        for _ in 0..10 {
+            memory.back_off(&["private".to_string()], 4_000, tick);
+        }
+        assert_eq!(memory.backoff["private"].ticks, MAX_BACKOFF_TICKS);
+        let mut o = observation();
+        memory.hold_back(&mut o, 4_000 + 5_000 * MAX_BACKOFF_TICKS as i64);
+        assert_eq!(o.pools[0].health, PoolHealth::Ok, "lapsed");
+        assert!(memory.backoff.is_empty());
+    }
 }

@@ -263,3 +263,59 @@ fn a_worker_that_dies_is_replaced() {
         .any(|d| d["plan"]["actions"].as_array().unwrap().iter().any(|a| a["reason"]["stuck"] == "error_state"));
     assert!(stuck, "the decision log reports the stuck instance: {}", fleet["decisions"]);
 }
+
+/// The actions the decision log holds for one instance, as `action` or `action (reason)`.
+fn actions_for(fleet: &Value, id: &str) -> Vec<String> {
+    let decisions = fleet["decisions"].as_array().cloned().unwrap_or_default();
+    decisions
+        .iter()
+        .flat_map(|d| d["plan"]["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["id"] == id)
+        .map(|a| match a["reason"].as_str() {
+            Some(reason) => format!("{} ({reason})", a["action"].as_str().unwrap()),
+            None => a["action"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_worker_chosen_for_scale_in_drains_first_and_is_never_killed_mid_job() {
+    let _heavy = one_at_a_time();
+    let knobs = KNOBS.replace("min = 1", "min = 0");
+    let mut service = Service::start_with_config(Some(&knobs), &ENV);
+    service.start_controller(&[]);
+    let jobs = burst(&service, 24);
+    service.wait_until(Duration::from_secs(60), |s| capacity(&s.fleet()).len() == 4);
+    // Freeze one worker in the middle of a job: its last heartbeat says busy. The others finish
+    // the rest (its job too, after the 2 s visibility timeout), so the queue empties and the
+    // controller scales in to 0 while this one still looks busy.
+    let heartbeats = service.bucket("skyburst-output").join("control/heartbeats");
+    let frozen = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let (id, pid) = service::local_pool_instances(service.data_dir()).into_iter().find(|(id, _)| {
+                std::fs::read(heartbeats.join(id))
+                    .is_ok_and(|b| serde_json::from_slice::<Value>(&b).unwrap()["activity"] == "busy")
+            })?;
+            service::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+            let beat: Value = serde_json::from_slice(&std::fs::read(heartbeats.join(&id)).unwrap()).unwrap();
+            if beat["activity"] == "busy" {
+                Some((id, pid))
+            } else {
+                service::signal(pid, nix::sys::signal::Signal::SIGCONT);
+                None
+            }
+        })
+        .expect("a worker caught busy");
+    let (id, pid) = frozen;
+    service.wait_until(Duration::from_secs(120), |s| all_done(s, &jobs));
+    service.wait_until(Duration::from_secs(30), |s| actions_for(&s.fleet(), &id).contains(&"drain".to_string()));
+    assert!(service::alive(pid), "asked to drain, not killed");
+    service::signal(pid, nix::sys::signal::Signal::SIGCONT);
+    service.wait_until(Duration::from_secs(30), |s| {
+        actions_for(&s.fleet(), &id).contains(&"terminate (drained)".to_string())
+    });
+    let actions = actions_for(&service.fleet(), &id);
+    assert_eq!(actions, ["drain", "terminate (drained)"], "drained first, then terminated");
+    service.wait_until(Duration::from_secs(30), |_| !service::alive(pid));
+}

@@ -257,19 +257,26 @@ pub fn kill_local_pools(data_dir: &Path) {
 
 /// PIDs in the local pools' registries (`<data>/control/local-*.json`).
 pub fn local_pool_pids(data_dir: &Path) -> Vec<u32> {
+    local_pool_instances(data_dir).into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// (instance id, PID) in the local pools' registries.
+pub fn local_pool_instances(data_dir: &Path) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("control")) else { return Vec::new() };
-    let mut pids = Vec::new();
+    let mut instances = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("local-") && name.ends_with(".json") {
             let registry: Value =
                 serde_json::from_slice(&std::fs::read(entry.path()).unwrap_or_default()).unwrap_or_default();
             for instance in registry["instances"].as_array().into_iter().flatten() {
-                pids.extend(instance["pid"].as_u64().map(|p| p as u32));
+                if let (Some(id), Some(pid)) = (instance["id"].as_str(), instance["pid"].as_u64()) {
+                    instances.push((id.to_string(), pid as u32));
+                }
             }
         }
     }
-    pids
+    instances
 }
 
 /// True if a process with this PID exists and is not a zombie.

@@ -227,7 +227,7 @@ impl Controller {
             acted,
             errors,
         };
-        log(&record, self.settings.dry_run);
+        log(&record, &observation, self.settings.dry_run);
         memory.policy = record.decision.state.clone();
         let changed = memory.last_desired != Some(record.decision.desired);
         memory.last_desired = Some(record.decision.desired);
@@ -265,10 +265,12 @@ fn throttled(observation: &skyburst_policies::Observation) -> Vec<String> {
 }
 
 /// The one structured line per decision.
-fn log(record: &DecisionRecord, dry_run: bool) {
+fn log(record: &DecisionRecord, observation: &skyburst_policies::Observation, dry_run: bool) {
     let d = &record.decision;
     let actions = summary(&record.plan.actions);
     tracing::info!(
+        pools = %pools(observation),
+        throughput = ?observation.throughput_per_instance,
         backlog = record.backlog,
         delayed = record.delayed,
         capacity = d.capacity,
@@ -283,6 +285,21 @@ fn log(record: &DecisionRecord, dry_run: bool) {
         reason = %d.reason,
         "decision"
     );
+}
+
+/// `private 3+1/8 ok, public 0/19 full`: per pool, running + pending / quota and health.
+fn pools(o: &skyburst_policies::Observation) -> String {
+    use skyburst_policies::InstanceState::{Pending, Running};
+    let parts: Vec<String> = o
+        .pools
+        .iter()
+        .map(|p| {
+            let count = |s| p.instances.iter().filter(|i| i.state == s).count();
+            let health = format!("{:?}", p.health).to_lowercase();
+            format!("{} {}+{}/{} {health}", p.name, count(Running), count(Pending), p.quota)
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// `launch local×3, terminate local-ab12-0 (scale_in), drain ...`.

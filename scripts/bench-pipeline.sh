@@ -16,13 +16,13 @@
 #
 #   scripts/bench-pipeline.sh                               # ~1 min on a quiet 2-vCPU box, plus the build
 #   REQUESTS=16 CONCURRENCY="1 4" scripts/bench-pipeline.sh   # quick look
-#   SKYBURST_BIN=target/debug/skyburst scripts/bench-pipeline.sh   # skip the cargo build
+#   BENCH_SKYBURST_BIN=target/debug/skyburst scripts/bench-pipeline.sh   # skip the cargo build
 #
 # Environment:
 #   REQUESTS      timed requests per (service, concurrency) run; default 64
 #   CONCURRENCY   space-separated levels; default "1 4 16" (the overhead figure needs 1)
 #   WARMUP        untimed requests at concurrency 2 before each run; default 8
-#   SKYBURST_BIN  a built skyburst binary; default: `cargo build --locked --bin skyburst` (dev
+#   BENCH_SKYBURST_BIN  a built skyburst binary; default: `cargo build --locked --bin skyburst` (dev
 #                 profile, default features, as scripts/run.sh builds it)
 #   BENCH_CARGO_FLAGS  extra cargo build flags, e.g. "--features cloud" to reuse the test build
 #   BENCH_VENV, MODEL_DIR, IMAGE_DIR   as in scripts/bench-detector.sh
@@ -31,7 +31,7 @@
 # (scripts/fetch-assets.sh), the build, both services on free loopback ports, then per level
 # both services in turn (the order alternates between levels), then the report
 # (scripts/bench/bench_pipeline.py). Results: bench-out/pipeline.json and the raw per-request
-# CSVs and client summaries in bench-out/pipeline/ (gitignored).
+# CSVs, client summaries and memory.tsv (peak RSS per process) in bench-out/pipeline/ (gitignored).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,14 +62,14 @@ if [ -z "${levels// /}" ]; then
 fi
 
 # Relative to where the script was started, before the cd below.
-if [ -n "${SKYBURST_BIN:-}" ]; then SKYBURST_BIN="$(realpath -m "$SKYBURST_BIN")"; fi
+if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then BENCH_SKYBURST_BIN="$(realpath -m "$BENCH_SKYBURST_BIN")"; fi
 
 "$root/scripts/bench/setup-python.sh"
 "$root/scripts/fetch-assets.sh"
 cd "$root"
 
-if [ -n "${SKYBURST_BIN:-}" ]; then
-  bin="$SKYBURST_BIN"
+if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then
+  bin="$BENCH_SKYBURST_BIN"
 else
   echo "building: cargo build --locked --bin skyburst ${BENCH_CARGO_FLAGS:-}"
   # cargo reports where the binary went (CARGO_TARGET_DIR and build.target-dir included);
@@ -227,6 +227,43 @@ for c in $levels; do
   if [ "$order" = "skyburst reference" ]; then order="reference skyburst"; else order="skyburst reference"; fi
 done
 
+# Resident memory of each service's processes after the load (VmRSS now, VmHWM peak), in MiB:
+# the fleet's cost per worker beside the detector's speed (~370 MB per gunicorn worker).
+memory() { # memory NAME PID
+  "$py" - "$1" "$2" <<'PY'
+import os, sys
+name, root = sys.argv[1], int(sys.argv[2])
+children = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        continue
+    children.setdefault(ppid, []).append(int(pid))
+todo = [root]
+while todo:
+    pid = todo.pop()
+    todo.extend(children.get(pid, []))
+    try:
+        status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+        argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+    except OSError:
+        continue
+    mib = lambda key: int(status.get(key, "0 kB").split()[0]) / 1024
+    roles = [a for a in argv if a in ("up", "serve", "worker", "controller")]
+    role = roles[-1] if roles else ("master" if pid == root else "worker")
+    print(f"{name}\t{pid}\t{role}\t{mib('VmRSS'):.0f}\t{mib('VmHWM'):.0f}")
+PY
+}
+printf 'service\tpid\trole\trss_mib\tpeak_mib\n' >"$out/memory.tsv"
+memory skyburst "$sky_pid" >>"$out/memory.tsv" || true
+memory reference "$ref_pid" >>"$out/memory.tsv" || true
+echo "memory after the runs (MiB):"
+column -t -s $'\t' "$out/memory.tsv" 2>/dev/null || cat "$out/memory.tsv"
+rss_of() { # rss_of SERVICE ROLE: the largest peak RSS among those processes
+  awk -F'\t' -v s="$1" -v r="$2" '$1 == s && $3 == r && $5 > m { m = $5 } END { print m + 0 }' "$out/memory.tsv"
+}
+
 # Both services stop here (the trap is the fallback): SIGTERM, then wait for a clean exit.
 stop "$sky_pid"; sky_rc=$stopped_rc; sky_pid=""
 stop "$ref_pid"; ref_rc=$stopped_rc; ref_pid=""
@@ -239,6 +276,9 @@ report_rc=0
   --meta "commit=$commit" --meta "skyburst=$bin up --workers 2 (1 detector thread each), $sky_url" \
   --meta "reference=gunicorn --workers 2 --threads 1, Flask, OpenCV $("$py" -c 'import cv2; print(cv2.__version__)') DNN, $ref_url" \
   --meta "client=skyburst load --mode json, $requests requests per run, warm-up $warmup at concurrency 2" \
-  --meta "images=$IMAGE_DIR" --meta "skyburst_exit_after_sigterm=$sky_rc" || report_rc=$?
+  --meta "images=$IMAGE_DIR" --meta "skyburst_exit_after_sigterm=$sky_rc" \
+  --meta "peak_rss_mib_skyburst_worker=$(rss_of skyburst worker)" \
+  --meta "peak_rss_mib_skyburst_serve=$(rss_of skyburst serve)" \
+  --meta "peak_rss_mib_reference_worker=$(rss_of reference worker)" || report_rc=$?
 if [ "$failed" -ne 0 ] && [ "$report_rc" -eq 0 ]; then report_rc=1; fi
 exit "$report_rc"

@@ -172,18 +172,12 @@ pub fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) ->
         caps: sc.caps(),
         planner: sc.planner(),
         decisions_kept: config.controller.decisions_kept,
+        deployment: config.controller.deployment.clone(),
+        bucket: config.store.output_bucket.clone(),
+        unavailable_grace: Duration::from_secs_f64(sc.unavailable_grace_seconds),
+        lease_ttl: Duration::from_secs_f64(config.controller.lease_seconds),
     };
-    Ok(Controller::new(
-        settings,
-        sc.policy(),
-        pools,
-        queues.requests,
-        store(config),
-        config.store.output_bucket.clone(),
-        config.controller.deployment.clone(),
-        (sc.unavailable_grace_seconds, sc.heartbeat_timeout_seconds),
-        Duration::from_secs_f64(config.controller.lease_seconds),
-    ))
+    Ok(Controller::new(settings, sc.policy(), pools, queues.requests, store(config)))
 }
 
 fn pool(config: &Config, pool: &PoolConfig, config_file: Option<&Path>) -> anyhow::Result<Pool> {

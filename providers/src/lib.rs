@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 pub use skyburst_policies::InstanceState;
+use skyburst_policies::PoolHealth;
 
 /// Tag naming the deployment an instance belongs to; `list` returns only ours.
 pub const TAG_DEPLOYMENT: &str = "skyburst:deployment";
@@ -120,6 +121,30 @@ impl ProviderError {
     /// True for `Capacity` and `Quota`: the pool is full now and the next pool should be tried.
     pub fn is_full(&self) -> bool {
         matches!(self, Self::Capacity { .. } | Self::Quota { .. })
+    }
+
+    /// What the planner makes of a pool whose cloud answered this (DESIGN.md, "Provider
+    /// errors"): full and unreachable pools are burst past; throttled and refused ones stop
+    /// the burst. A bad request counts as unreachable: nothing more goes there this tick.
+    pub fn pool_health(&self) -> PoolHealth {
+        match self {
+            Self::Capacity { .. } | Self::Quota { .. } => PoolHealth::Full,
+            Self::Unavailable { .. } | Self::Invalid { .. } => PoolHealth::Unavailable,
+            Self::Throttled { .. } => PoolHealth::Throttled,
+            Self::Auth { .. } => PoolHealth::AuthFailed,
+        }
+    }
+
+    /// The variant's name in metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Capacity { .. } => "capacity",
+            Self::Quota { .. } => "quota",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Throttled { .. } => "throttled",
+            Self::Auth { .. } => "auth",
+            Self::Invalid { .. } => "invalid",
+        }
     }
 
     /// True if the same call may succeed later without anyone acting.

@@ -51,11 +51,14 @@ impl Actor {
         for _ in 0..=pools.len() {
             let mut replan = false;
             for action in current.actions {
+                let launch = matches!(action, Action::Launch { .. });
                 let outcome = self.carry_out(pools, &action, &mut observation).await;
                 done.actions.push(action);
                 if let Err(e) = outcome {
                     errors.push(e.to_string());
-                    replan = e.is_full() || matches!(e, ProviderError::Unavailable { .. });
+                    // A launch that left its pool full or unreachable: the planner bursts past
+                    // such a pool, so the rest of the demand goes to the next one now.
+                    replan = launch && matches!(e.pool_health(), PoolHealth::Full | PoolHealth::Unavailable);
                     if replan {
                         break;
                     }
@@ -101,7 +104,7 @@ impl Actor {
                     }
                     Err(e) => {
                         self.metrics.provider_error(pool, &e);
-                        pool_view(o, pool).health = health_after(&e);
+                        pool_view(o, pool).health = e.pool_health();
                         Err(e)
                     }
                 }
@@ -166,17 +169,7 @@ fn set(o: &mut Observation, pool: &str, id: &str, change: impl FnOnce(&mut Insta
     }
 }
 
-/// A pool's health after a failed launch (DESIGN.md, "Provider errors").
-fn health_after(e: &ProviderError) -> PoolHealth {
-    match e {
-        ProviderError::Capacity { .. } | ProviderError::Quota { .. } => PoolHealth::Full,
-        ProviderError::Throttled { .. } => PoolHealth::Throttled,
-        ProviderError::Auth { .. } => PoolHealth::AuthFailed,
-        ProviderError::Unavailable { .. } | ProviderError::Invalid { .. } => PoolHealth::Unavailable,
-    }
-}
-
 fn store_error(pool: &str, e: crate::store::StoreError) -> ProviderError {
-    // Reported with the provider errors; not `Unavailable`, which would re-plan launches.
+    // Reported with the provider errors; the pool's health is left as it was.
     ProviderError::Invalid { pool: pool.into(), detail: format!("cannot write the drain request: {e}") }
 }

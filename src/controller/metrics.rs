@@ -45,8 +45,8 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric under the `skyburst_` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("skyburst");
-        let metrics = Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("skyburst"),
             ticks: Counter::default(),
             backlog: Gauge::default(),
             delayed: Gauge::default(),
@@ -57,23 +57,23 @@ impl Metrics {
             terminations: Family::default(),
             provider_errors: Family::default(),
             throughput: Gauge::default(),
-            registry: Registry::default(),
         };
-        registry.register("controller_ticks", "Checks made", metrics.ticks.clone());
-        registry.register("queue_backlog", "Visible + in-flight request messages", metrics.backlog.clone());
-        registry.register("queue_delayed", "Delayed request messages", metrics.delayed.clone());
-        registry.register("desired_instances", "Instances the policy wants", metrics.desired.clone());
-        registry.register("capacity_instances", "Running + pending instances", metrics.capacity.clone());
-        registry.register("instances", "Instances by pool and state", metrics.instances.clone());
-        registry.register("launches", "Instances launched", metrics.launches.clone());
-        registry.register("terminations", "Instances terminated, by reason", metrics.terminations.clone());
-        registry.register("provider_errors", "Provider calls that failed, by kind", metrics.provider_errors.clone());
-        registry.register(
+        let r = &mut m.registry;
+        r.register("controller_ticks", "Checks made", m.ticks.clone());
+        r.register("queue_backlog", "Visible + in-flight request messages", m.backlog.clone());
+        r.register("queue_delayed", "Delayed request messages", m.delayed.clone());
+        r.register("desired_instances", "Instances the policy wants", m.desired.clone());
+        r.register("capacity_instances", "Running + pending instances", m.capacity.clone());
+        r.register("instances", "Instances by pool and state", m.instances.clone());
+        r.register("launches", "Instances launched", m.launches.clone());
+        r.register("terminations", "Instances terminated, by reason", m.terminations.clone());
+        r.register("provider_errors", "Provider calls that failed, by kind", m.provider_errors.clone());
+        r.register(
             "instance_throughput_jobs_per_second",
             "Median jobs per second of one busy instance",
-            metrics.throughput.clone(),
+            m.throughput.clone(),
         );
-        Self { registry, ..metrics }
+        m
     }
 
     /// Records one check's observation and target.
@@ -114,15 +114,7 @@ impl Metrics {
 
     /// Counts a failed provider call by its kind.
     pub fn provider_error(&self, pool: &str, e: &ProviderError) {
-        let kind = match e {
-            ProviderError::Capacity { .. } => "capacity",
-            ProviderError::Quota { .. } => "quota",
-            ProviderError::Unavailable { .. } => "unavailable",
-            ProviderError::Throttled { .. } => "throttled",
-            ProviderError::Auth { .. } => "auth",
-            ProviderError::Invalid { .. } => "invalid",
-        };
-        self.provider_errors.get_or_create(&PoolReason { pool: pool.into(), reason: kind.into() }).inc();
+        self.provider_errors.get_or_create(&PoolReason { pool: pool.into(), reason: e.kind().into() }).inc();
     }
 
     /// The text exposition format.

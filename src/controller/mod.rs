@@ -56,6 +56,14 @@ pub struct ControllerSettings {
     pub planner: PlannerConfig,
     /// Decisions kept in the status.
     pub decisions_kept: usize,
+    /// Tagged on every instance; scopes `list` to this deployment.
+    pub deployment: String,
+    /// Bucket of the control records (heartbeats, drains, lease, status).
+    pub bucket: String,
+    /// How long an unreachable pool's last-known instances still count, as pending.
+    pub unavailable_grace: Duration,
+    /// How long the lease lasts unless renewed.
+    pub lease_ttl: Duration,
 }
 
 /// The reconcile loop and its parts.
@@ -120,29 +128,29 @@ impl Memory {
 
 impl Controller {
     /// Assembles a controller; `app::controller` builds the parts from the config.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: ControllerSettings,
         policy: Box<dyn ScalingPolicy + Send + Sync>,
         pools: Vec<Pool>,
         requests: Arc<dyn crate::queue::Queue>,
         store: Arc<dyn ObjectStore>,
-        bucket: String,
-        deployment: String,
-        timeouts: (f64, f64),
-        lease_ttl: Duration,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let (unavailable_grace_s, heartbeat_timeout_s) = timeouts;
+        let bucket = settings.bucket.clone();
         let observer = Observer {
             requests,
             store: store.clone(),
             bucket: bucket.clone(),
-            unavailable_grace_s,
-            heartbeat_timeout_s,
+            unavailable_grace_s: settings.unavailable_grace.as_secs_f64(),
+            heartbeat_timeout_s: settings.planner.heartbeat_timeout_s,
         };
-        let actor = Actor { store: store.clone(), bucket: bucket.clone(), deployment, metrics: metrics.clone() };
-        let lease = LeaseKeeper::new(store.clone(), bucket.clone(), settings.id.clone(), lease_ttl);
+        let actor = Actor {
+            store: store.clone(),
+            bucket: bucket.clone(),
+            deployment: settings.deployment.clone(),
+            metrics: metrics.clone(),
+        };
+        let lease = LeaseKeeper::new(store.clone(), bucket.clone(), settings.id.clone(), settings.lease_ttl);
         Self { settings, policy, pools, observer, actor, lease, store, bucket, metrics }
     }
 

@@ -130,17 +130,16 @@ impl Observer {
     }
 }
 
-/// What to assume about a pool whose provider failed (DESIGN.md, "Provider errors").
+/// What to assume about a pool whose provider failed (DESIGN.md, "Provider errors"): its
+/// health, and the instances it last listed.
 fn stand_in(error: &ProviderError, last: Option<&LastKnown>, now: i64, grace_s: f64) -> (PoolHealth, Vec<Instance>) {
+    let health = error.pool_health();
     let known = last.map(|l| l.instances.clone()).unwrap_or_default();
-    match error {
-        ProviderError::Throttled { .. } => (PoolHealth::Throttled, known),
-        ProviderError::Auth { .. } => {
+    match health {
+        PoolHealth::AuthFailed => {
             tracing::error!(error = %error, "a cloud refused our credentials; no launches there until fixed");
-            (PoolHealth::AuthFailed, known)
         }
-        ProviderError::Capacity { .. } | ProviderError::Quota { .. } => (PoolHealth::Full, known),
-        ProviderError::Unavailable { .. } | ProviderError::Invalid { .. } => {
+        PoolHealth::Unavailable => {
             let fresh = last.is_some_and(|l| (now - l.at_ms) as f64 / 1000.0 <= grace_s);
             // Within the grace period its instances count as pending (they may be working
             // fine); after it, they no longer hold back a burst to the next pool.
@@ -149,9 +148,11 @@ fn stand_in(error: &ProviderError, last: Option<&LastKnown>, now: i64, grace_s: 
             } else {
                 Vec::new()
             };
-            (PoolHealth::Unavailable, known)
+            return (health, known);
         }
+        _ => {}
     }
+    (health, known)
 }
 
 fn view(instance: &Instance, records: &WorkerRecords, now: i64) -> InstanceView {

@@ -140,10 +140,7 @@ pub async fn detect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let media = intake::media_type(&req);
-    if media != JSON {
-        return Err(intake::wrong_media_type(&media, JSON));
-    }
+    intake::require_media_type(&req, JSON)?;
     let body = intake::read_body(&req, payload, state.settings.max_body).await?;
     let (job_id, waiter) = intake::submit(&state, parse_json(&body, true)?, true).await?;
     Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
@@ -199,10 +196,7 @@ async fn upload_to(
     payload: web::Payload,
     zone: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let media = intake::media_type(&req);
-    if media != MULTIPART {
-        return Err(intake::wrong_media_type(&media, MULTIPART));
-    }
+    intake::require_media_type(&req, MULTIPART)?;
     let upload = parse_multipart(&req, payload, state.settings.max_body, zone).await?;
     let (job_id, waiter) = intake::submit(&state, upload, true).await?;
     Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)

@@ -92,6 +92,16 @@ pub fn media_type(req: &HttpRequest) -> String {
     value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
+/// `Ok` if the request's media type is `expected`, else 415.
+pub fn require_media_type(req: &HttpRequest, expected: &str) -> Result<(), ApiError> {
+    let media = media_type(req);
+    if media == expected {
+        Ok(())
+    } else {
+        Err(wrong_media_type(&media, expected))
+    }
+}
+
 /// 415 naming what the route accepts.
 pub fn wrong_media_type(found: &str, expected: &str) -> ApiError {
     let found = if found.is_empty() { "none" } else { found };

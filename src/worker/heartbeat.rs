@@ -2,7 +2,7 @@
 //! `worker.heartbeat_seconds` and on every change, and its view of drain requests.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use skyburst_policies::Activity;
 use tokio::sync::{watch, Notify};
@@ -21,7 +21,13 @@ pub struct Heartbeats {
     current: Mutex<Heartbeat>,
     /// Rung on every change so the writer does not wait for the next interval.
     changed: Notify,
+    /// The latest drain lookup and its answer: the worker asks before every batch, and a
+    /// store round trip per job (an S3 HEAD is ~10 ms) is not worth a faster drain.
+    drain_seen: Mutex<Option<(Instant, bool)>>,
 }
+
+/// How long a drain lookup is reused.
+const DRAIN_LOOKUP_EVERY: Duration = Duration::from_millis(500);
 
 impl Heartbeats {
     /// A reporter for `instance` of `pool`, starting idle.
@@ -35,7 +41,14 @@ impl Heartbeats {
             jobs_done: 0,
             busy_ms: 0,
         };
-        Self { store, bucket, interval, current: Mutex::new(current), changed: Notify::new() }
+        Self {
+            store,
+            bucket,
+            interval,
+            current: Mutex::new(current),
+            changed: Notify::new(),
+            drain_seen: Mutex::new(None),
+        }
     }
 
     /// Marks the worker busy with `job`.
@@ -62,11 +75,19 @@ impl Heartbeats {
         self.update(|h| h.activity = activity);
     }
 
-    /// True if the controller asked this instance to drain; a store error counts as no (the
-    /// worker keeps working rather than idling on a flaky store).
+    /// True if the controller asked this instance to drain, looked up at most every
+    /// [`DRAIN_LOOKUP_EVERY`]; a store error counts as no (the worker keeps working rather than
+    /// idling on a flaky store).
     pub async fn drain_requested(&self) -> bool {
+        if let Some((at, answer)) = *self.drain_seen.lock().expect("drain lock") {
+            if at.elapsed() < DRAIN_LOOKUP_EVERY {
+                return answer;
+            }
+        }
         let key = control::drain_key(&self.current.lock().expect("heartbeat lock").instance);
-        self.store.head(&self.bucket, &key).await.is_ok()
+        let answer = self.store.head(&self.bucket, &key).await.is_ok();
+        *self.drain_seen.lock().expect("drain lock") = Some((Instant::now(), answer));
+        answer
     }
 
     fn update(&self, change: impl FnOnce(&mut Heartbeat)) {

@@ -1,0 +1,619 @@
+//! The detector's convolution kernel: a packed GEMM with bias, leaky ReLU and (where one follows)
+//! darknet's max-pool fused into the write-out, as a candle custom op.
+//!
+//! Every layer is `[filters × depth] · [depth × pixels]` (depth = in_channels·k·k). The weights
+//! are packed into 6-filter panels once at load ([`pack::PackedWeights`]); each task packs the
+//! input patches of a chunk of output pixels, one depth slice at a time, into 16-pixel panels
+//! that stay in L2 ([`pack::pack_patches`]); the micro-kernels ([`micro`]) multiply panels into a
+//! task-local block that the write-out turns into activations — pooled first when a max-pool
+//! follows, so conv0's 11 MB full-resolution output never reaches memory.
+//!
+//! Stock candle `conv2d` ran yolov3-tiny at ≈ 4× OpenCV's time on these 2-core machines and the
+//! `gemm` crate at ≈ 1.5× (it repacks the weights on every call); stock candle stays the oracle.
+//!
+//! This is the only module where `unsafe` is allowed: the micro-kernels' raw pointers and the
+//! disjoint writes of parallel tasks into one output buffer. Each block says why it is sound.
+#![allow(unsafe_code)]
+
+mod micro;
+mod pack;
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use rayon::prelude::*;
+
+use super::pool::MaxPool;
+use micro::{Tile, MR, NR};
+use pack::{pack_patches, Geometry, PackedWeights};
+
+/// Depth rows per slice: a 6-filter weight slice is then ≤ 6 KiB and a 16-pixel patch panel
+/// ≤ 16 KiB, so both stay in the 32 KiB L1 while a micro-kernel runs.
+const DEPTH_SLICE: usize = 256;
+/// Patch floats packed per task and slice: 32 Ki floats = 128 KiB, a quarter of the 512 KiB L2,
+/// leaving room for the task's output block and the weight slices streaming through.
+const PATCH_BLOCK_FLOATS: usize = 32 * 1024;
+/// Output-block floats per task when patches are read in place: 128 KiB of L2 again.
+const OUTPUT_BLOCK_FLOATS: usize = 32 * 1024;
+/// Padded input width from which stride-1 layers read patches in place. The in-place layout
+/// computes the `k − 1` padding columns of every row as well and drops them: ≤ 2/48 ≈ 4 % extra
+/// from here (yolov3-tiny's conv0–6, 418 down to 54 columns), 7–13 % on the 28- and 15-column
+/// maps, which pack instead (their 256+ filters make packing cheap by comparison).
+const IN_PLACE_MIN_WIDTH: usize = 48;
+/// Tasks per thread on multi-threaded runs, so a core slowed by a neighbour's process does not
+/// hold up the layer (two tasks of equal size would).
+const TASKS_PER_THREAD: usize = 2;
+
+thread_local! {
+    /// Each thread's packed patches and output block, reused across tasks, layers and images
+    /// (allocating 128 KiB+ per task would map and fault fresh pages every time).
+    static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The zero-padded input of in-place layers, reused likewise. Taken out while in use: a
+    /// thread waiting on its tasks may run another image's layer meanwhile.
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A convolution with folded batch norm, bias, optional leaky ReLU and an optional max-pool
+/// after it, as one candle custom op.
+#[derive(Debug, Clone)]
+pub struct FusedConv {
+    weights: PackedWeights,
+    /// One per filter.
+    bias: Vec<f32>,
+    in_channels: usize,
+    filters: usize,
+    size: usize,
+    stride: usize,
+    padding: usize,
+    /// `max(x, 0.1·x)` after the bias when true; identity otherwise.
+    leaky: bool,
+    /// Darknet max-pool applied to the activations before they are written.
+    pool: Option<MaxPool>,
+    /// Micro-kernels by rows − 1: AVX2 + FMA where the CPU has them.
+    tiles: [Tile; MR],
+}
+
+/// Which filters and which output pixels one task computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Task {
+    /// Weight panels (6 filters each).
+    panels: Range<usize>,
+    /// Output pixels in the layer's block space ([`FusedConv::row_stride`] floats per output
+    /// row); whole rows of pooling windows when a pool is fused.
+    pixels: Range<usize>,
+}
+
+/// Where one image's patches come from.
+enum Patches<'a> {
+    /// Packed per task and depth slice into 16-pixel panels.
+    Packed(&'a [f32]),
+    /// Read in place from the zero-padded input (`c × (h + 2p) × (w + 2p)` plus slack), depth
+    /// row `k` at `offsets[k]` from the output pixel's block-space index.
+    InPlace { padded: &'a [f32], offsets: Vec<usize> },
+}
+
+impl FusedConv {
+    /// Builds the op from OIHW weights. Panics on inconsistent lengths: callers build it from a
+    /// [`super::weights::FoldedConv`], whose sizes the loader has checked against the cfg.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        in_channels: usize,
+        size: usize,
+        stride: usize,
+        padding: usize,
+        leaky: bool,
+    ) -> Self {
+        let filters = bias.len();
+        assert_eq!(weight.len(), filters * in_channels * size * size, "weight length must be filters × in × k × k");
+        assert!(size > 0 && stride > 0, "kernel size and stride must be positive");
+        let weights = PackedWeights::new(&weight, filters, in_channels * size * size);
+        let tiles = micro::tiles();
+        Self { weights, bias, in_channels, filters, size, stride, padding, leaky, pool: None, tiles }
+    }
+
+    /// The same op with `pool` applied to its output.
+    pub fn with_pool(self, pool: MaxPool) -> Self {
+        Self { pool: Some(pool), ..self }
+    }
+
+    /// `conv 3→16 3×3` (`+ maxpool 2/2`) style summary for profiles.
+    pub fn describe(&self) -> String {
+        let conv = format!("conv {}→{} {}×{}", self.in_channels, self.filters, self.size, self.size);
+        match self.pool {
+            Some(pool) => format!("{conv} + maxpool {}/{}", pool.size, pool.stride),
+            None => conv,
+        }
+    }
+
+    fn geometry(&self, height: usize, width: usize) -> candle_core::Result<Geometry> {
+        let span = |input: usize| (input + 2 * self.padding).checked_sub(self.size).map(|d| d / self.stride + 1);
+        let (Some(out_height), Some(out_width)) = (span(height), span(width)) else {
+            candle_core::bail!("fused conv: input {height}×{width} is smaller than the {0}×{0} kernel", self.size)
+        };
+        let (size, stride, padding) = (self.size, self.stride, self.padding);
+        Ok(Geometry { channels: self.in_channels, height, width, out_height, out_width, size, stride, padding })
+    }
+
+    /// Output rows and columns after the fused pool, if any.
+    fn output_side(&self, g: &Geometry) -> (usize, usize) {
+        match self.pool {
+            Some(pool) => (pool.output_len(g.out_height), pool.output_len(g.out_width)),
+            None => (g.out_height, g.out_width),
+        }
+    }
+
+    /// Stride-1 layers on wide maps read their patches in place (see [`IN_PLACE_MIN_WIDTH`]).
+    fn reads_in_place(&self, g: &Geometry) -> bool {
+        g.stride == 1 && !g.is_pointwise() && g.padded_width() >= IN_PLACE_MIN_WIDTH
+    }
+
+    /// Floats per output row in the block space: the padded width in place (each row carries
+    /// `k − 1` junk columns), the output width when packed.
+    fn row_stride(&self, g: &Geometry) -> usize {
+        if self.reads_in_place(g) {
+            g.padded_width()
+        } else {
+            g.out_width
+        }
+    }
+
+    /// Splits one image's work into tasks: chunks of output pixels sized for L2, times filter
+    /// groups when there are too few chunks to keep every thread busy (13×13 layers: 169
+    /// pixels, up to 1024 filters).
+    fn tasks(&self, g: &Geometry, threads: usize) -> Vec<Task> {
+        let budget = if self.reads_in_place(g) {
+            OUTPUT_BLOCK_FLOATS / (self.weights.panels() * MR)
+        } else {
+            PATCH_BLOCK_FLOATS / g.depth().div_ceil(g.depth().div_ceil(DEPTH_SLICE))
+        };
+        let chunks = self.chunks(g, budget.max(NR));
+        let wanted = if threads > 1 { threads * TASKS_PER_THREAD } else { 1 };
+        let groups = wanted.div_ceil(chunks.len()).clamp(1, self.weights.panels());
+        let mut tasks = Vec::with_capacity(groups * chunks.len());
+        for panels in split_evenly(self.weights.panels(), groups) {
+            tasks.extend(chunks.iter().map(|pixels| Task { panels: panels.clone(), pixels: pixels.clone() }));
+        }
+        tasks
+    }
+
+    /// Block-space chunks of about `budget` pixels: whole 16-pixel panels, whole rows in place,
+    /// or whole rows of pooling windows when a pool is fused (the whole map when its windows
+    /// overlap).
+    fn chunks(&self, g: &Geometry, budget: usize) -> Vec<Range<usize>> {
+        let row = self.row_stride(g);
+        let pixels = g.out_height * row;
+        let unit = match self.pool {
+            Some(pool) if pool.size > pool.stride => return std::iter::once(0..pixels).collect(),
+            Some(pool) => pool.stride * row,
+            None if self.reads_in_place(g) => row,
+            None => NR,
+        };
+        let units = pixels.div_ceil(unit);
+        let count = units.div_ceil((budget / unit).max(1));
+        split_evenly(units, count).into_iter().map(|r| r.start * unit..(r.end * unit).min(pixels)).collect()
+    }
+
+    /// Runs one image: `input` is CHW, `output` is `filters × output pixels`.
+    fn run_image(&self, input: &[f32], g: &Geometry, output: &mut [f32]) {
+        let threads = rayon::current_num_threads();
+        let tasks = self.tasks(g, threads);
+        let mut padded = Vec::new();
+        let patches = if self.reads_in_place(g) {
+            padded = PADDED.with_borrow_mut(std::mem::take);
+            pad_input(input, g, &mut padded, threads);
+            Patches::InPlace { padded: &padded, offsets: in_place_offsets(g) }
+        } else {
+            Patches::Packed(input)
+        };
+        let out = SharedOutput(output.as_mut_ptr());
+        let run = |task: &Task| {
+            BUFFERS.with_borrow_mut(|(packed, block)| {
+                self.multiply(&patches, g, task, packed, block);
+                // SAFETY: tasks cover disjoint (filters × pixels) blocks of the output, which
+                // `output` holds in full (`cpu_fwd` sizes it from the same geometry).
+                unsafe { self.write_out(block, g, task, out) };
+            });
+        };
+        if threads > 1 && tasks.len() > 1 {
+            tasks.par_iter().for_each(run);
+        } else {
+            tasks.iter().for_each(run);
+        }
+        drop(patches);
+        if !padded.is_empty() {
+            PADDED.with_borrow_mut(|slot| *slot = padded);
+        }
+    }
+
+    /// The task's raw sums into `block`: one row of `ldc = panels·16` floats per filter.
+    fn multiply(&self, patches: &Patches, g: &Geometry, task: &Task, packed: &mut Vec<f32>, block: &mut Vec<f32>) {
+        let pixel_panels = task.pixels.len().div_ceil(NR);
+        let ldc = pixel_panels * NR;
+        block.resize(task.panels.len() * MR * ldc, 0.0);
+        let depth = g.depth();
+        for (index, slice) in split_evenly(depth, depth.div_ceil(DEPTH_SLICE)).into_iter().enumerate() {
+            let kc = slice.len();
+            // Panel `column`'s patches start at `base + first + column · step`.
+            let (base, offsets, first, step): (&[f32], &[usize], usize, usize) = match patches {
+                Patches::Packed(input) => {
+                    packed.resize(pixel_panels * kc * NR, 0.0);
+                    pack_patches(input, g, task.pixels.clone(), slice.clone(), packed);
+                    (packed, &packed_offsets()[..kc], 0, kc * NR)
+                }
+                Patches::InPlace { padded, offsets } => (padded, &offsets[slice.clone()], task.pixels.start, NR),
+            };
+            let furthest = first + (pixel_panels - 1) * step + offsets.iter().max().copied().unwrap_or(0) + NR;
+            assert!(furthest <= base.len(), "patch reads must stay inside their buffer");
+            for (local, panel) in task.panels.clone().enumerate() {
+                let weights = self.weights.slice(panel, slice.clone());
+                let tile = self.tiles[self.weights.rows(panel) - 1];
+                for column in 0..pixel_panels {
+                    let c = &mut block[local * MR * ldc + column * NR..];
+                    // SAFETY: `weights` holds kc × rows floats and `offsets` kc entries; every
+                    // read `base + first + column·step + offsets[k] + j` (j < 16) is below
+                    // `furthest ≤ base.len()`, checked above; `c` starts at row `local·6`,
+                    // column `column·16` of a block with `panels·6` rows of `ldc` floats.
+                    unsafe {
+                        let pixels = base.as_ptr().add(first + column * step);
+                        tile(kc, weights.as_ptr(), offsets.as_ptr(), pixels, c.as_mut_ptr(), ldc, index > 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bias, activation and the fused pool from the task's `block` into the output.
+    ///
+    /// # Safety
+    /// `out` must point to a live `filters × output pixels` buffer in which no other thread
+    /// touches this task's filters × pixels (pooled rows, with a pool) meanwhile.
+    unsafe fn write_out(&self, block: &[f32], g: &Geometry, task: &Task, out: SharedOutput) {
+        let ldc = task.pixels.len().div_ceil(NR) * NR;
+        let first = task.panels.start * MR;
+        let filters = first..(task.panels.end * MR).min(self.filters);
+        let (out_height, out_width) = self.output_side(g);
+        let stride = self.row_stride(g);
+        let rows = task.pixels.start / stride..task.pixels.end.div_ceil(stride);
+        for filter in filters {
+            let sums = &block[(filter - first) * ldc..][..task.pixels.len()];
+            let bias = self.bias[filter];
+            let finish = |sum: f32| activate(sum + bias, self.leaky);
+            let plane = filter * out_height * out_width;
+            let map = Rows { sums, first_row: rows.start, height: g.out_height, width: g.out_width, stride };
+            match self.pool {
+                None if stride == g.out_width => {
+                    // SAFETY: the task's pixels of this filter's plane, which only it writes.
+                    let dst = unsafe { out.slice(plane + task.pixels.start, task.pixels.len()) };
+                    dst.iter_mut().zip(sums).for_each(|(d, &s)| *d = finish(s));
+                }
+                None => {
+                    // SAFETY: the task's whole rows of this filter's plane, which only it writes.
+                    let dst = unsafe { out.slice(plane + rows.start * out_width, rows.len() * out_width) };
+                    for (y, dst_row) in rows.clone().zip(dst.chunks_exact_mut(out_width)) {
+                        dst_row.iter_mut().zip(map.row(y)).for_each(|(d, &s)| *d = finish(s));
+                    }
+                }
+                Some(pool) => {
+                    let pooled = rows.start / pool.stride..rows.end.div_ceil(pool.stride).min(out_height);
+                    // SAFETY: the pooled rows whose windows lie in the task's rows; chunks
+                    // start at multiples of the stride and windows do not overlap (or the
+                    // task holds the whole map), so no other task writes them.
+                    let dst = unsafe { out.slice(plane + pooled.start * out_width, pooled.len() * out_width) };
+                    map.pool_into(pool, pooled, dst, finish);
+                }
+            }
+        }
+    }
+}
+
+/// `16·k` for every depth row of a slice: where packed panels keep row `k`.
+fn packed_offsets() -> &'static [usize] {
+    static OFFSETS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    OFFSETS.get_or_init(|| (0..DEPTH_SLICE).map(|k| k * NR).collect())
+}
+
+/// Depth row `k = (c·size + ky)·size + kx` of the padded input, relative to an output pixel's
+/// block-space index `oy·(w + 2p) + ox`: `c·plane + ky·(w + 2p) + kx`.
+fn in_place_offsets(g: &Geometry) -> Vec<usize> {
+    let (row, plane) = (g.padded_width(), g.padded_width() * g.padded_height());
+    let taps = g.size * g.size;
+    (0..g.depth()).map(|k| (k / taps) * plane + (k % taps / g.size) * row + k % g.size).collect()
+}
+
+/// Copies CHW `input` into `padded` with `p` zero rows and columns around every plane, plus one
+/// padded row and 32 floats of zeros after the last plane: the in-place reads of the last
+/// output row's panel run up to `k + 30` floats past the planes (see `multiply`'s check).
+fn pad_input(input: &[f32], g: &Geometry, padded: &mut Vec<f32>, threads: usize) {
+    let (row, p) = (g.padded_width(), g.padding);
+    let plane = row * g.padded_height();
+    padded.resize(g.channels * plane + row + 32, 0.0);
+    let (planes, slack) = padded.split_at_mut(g.channels * plane);
+    slack.fill(0.0);
+    let fill = |(source, target): (&[f32], &mut [f32])| {
+        target[..p * row].fill(0.0);
+        let (body, bottom) = target[p * row..].split_at_mut(g.height * row);
+        for (src, dst) in source.chunks_exact(g.width).zip(body.chunks_exact_mut(row)) {
+            dst[..p].fill(0.0);
+            dst[p..p + g.width].copy_from_slice(src);
+            dst[p + g.width..].fill(0.0);
+        }
+        bottom.fill(0.0);
+    };
+    let per_channel = g.height * g.width;
+    if threads > 1 {
+        input.par_chunks_exact(per_channel).zip(planes.par_chunks_exact_mut(plane)).for_each(fill);
+    } else {
+        input.chunks_exact(per_channel).zip(planes.chunks_exact_mut(plane)).for_each(fill);
+    }
+}
+
+/// A task's raw sums for whole rows `first_row..` of a `height × width` map, `stride` floats
+/// apart in the block.
+struct Rows<'a> {
+    sums: &'a [f32],
+    first_row: usize,
+    height: usize,
+    width: usize,
+    stride: usize,
+}
+
+impl Rows<'_> {
+    fn row(&self, y: usize) -> &[f32] {
+        &self.sums[(y - self.first_row) * self.stride..][..self.width]
+    }
+
+    /// Pools output rows `pooled` into `dst` (their rows, `pool.output_len(width)` wide). The
+    /// activation is applied after the max: it is monotonic, so the result is the same.
+    fn pool_into(&self, pool: MaxPool, pooled: Range<usize>, dst: &mut [f32], finish: impl Fn(f32) -> f32) {
+        let out_width = pool.output_len(self.width);
+        for (py, out_row) in pooled.zip(dst.chunks_exact_mut(out_width)) {
+            let window = py * pool.stride..(py * pool.stride + pool.size).min(self.height);
+            if pool.size == 2 && pool.stride == 2 && window.len() == 2 && self.width.is_multiple_of(2) {
+                // Five of yolov3-tiny's six pools: pairs of rows, pairs of columns.
+                let (top, bottom) = (self.row(window.start), self.row(window.start + 1));
+                for ((d, t), b) in out_row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+                    *d = finish(t[0].max(t[1]).max(b[0].max(b[1])));
+                }
+                continue;
+            }
+            for (px, d) in out_row.iter_mut().enumerate() {
+                let columns = px * pool.stride..(px * pool.stride + pool.size).min(self.width);
+                let max = window
+                    .clone()
+                    .flat_map(|y| self.row(y)[columns.clone()].iter().copied())
+                    .fold(f32::NEG_INFINITY, f32::max);
+                *d = finish(max);
+            }
+        }
+    }
+}
+
+/// Darknet's leaky ReLU (slope 0.1) when `leaky`, identity otherwise.
+#[inline]
+fn activate(x: f32, leaky: bool) -> f32 {
+    if leaky && x < 0.0 {
+        0.1 * x
+    } else {
+        x
+    }
+}
+
+/// `0..n` in `parts` contiguous ranges whose lengths differ by at most one.
+fn split_evenly(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts).map(|i| i * n / parts..(i + 1) * n / parts).collect()
+}
+
+/// A raw output pointer shared by tasks that write disjoint regions.
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+
+impl SharedOutput {
+    /// `len` floats from `offset`.
+    ///
+    /// # Safety
+    /// They must lie in the live buffer and no other thread may access them meanwhile.
+    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+        // SAFETY: as the caller guarantees.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+// SAFETY: the pointer is only dereferenced through `slice`, for disjoint regions of a buffer
+// that outlives the parallel loop in `run_image`.
+unsafe impl Send for SharedOutput {}
+// SAFETY: as above; no two tasks touch the same element.
+unsafe impl Sync for SharedOutput {}
+
+impl CustomOp1 for FusedConv {
+    fn name(&self) -> &'static str {
+        "skyburst-fused-conv"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, channels, height, width) = layout.shape().dims4()?;
+        if channels != self.in_channels {
+            candle_core::bail!("fused conv: expected {} input channels, got {channels}", self.in_channels);
+        }
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("fused conv: only f32 input is supported");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fused conv: the input must be contiguous");
+        };
+        let geometry = self.geometry(height, width)?;
+        let (out_height, out_width) = self.output_side(&geometry);
+        let per_image_in = channels * height * width;
+        let per_image_out = self.filters * out_height * out_width;
+        let mut output = vec![0.0f32; batch * per_image_out];
+        // Images run one after another, each using every thread: batch-4 results are then
+        // bit-identical to four batch-1 runs.
+        for (image, out) in data[start..end].chunks_exact(per_image_in).zip(output.chunks_exact_mut(per_image_out)) {
+            self.run_image(image, &geometry, out);
+        }
+        Ok((CpuStorage::F32(output), Shape::from((batch, self.filters, out_height, out_width))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Tensor};
+
+    /// A random layer, with its OIHW weights and bias kept for the oracle.
+    struct Case {
+        conv: FusedConv,
+        weight: Tensor,
+        bias: Tensor,
+    }
+
+    fn random_case(c_in: usize, filters: usize, size: usize, stride: usize, padding: usize, leaky: bool) -> Case {
+        let dev = Device::Cpu;
+        // Unit-variance outputs whatever the depth, as batch norm gives the real layers: the 1e-4
+        // bar then means the same thing for depth 27 and depth 2700.
+        let std = 1.0 / ((c_in * size * size) as f32).sqrt();
+        let weight = Tensor::randn(0f32, std, (filters, c_in, size, size), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.5, filters, &dev).unwrap();
+        let flat = weight.flatten_all().unwrap().to_vec1().unwrap();
+        let conv = FusedConv::new(flat, bias.to_vec1().unwrap(), c_in, size, stride, padding, leaky);
+        Case { conv, weight, bias: bias.reshape((1, filters, 1, 1)).unwrap() }
+    }
+
+    /// The same layer through stock candle: conv2d, bias, leaky ReLU, then the (separately
+    /// tested) darknet max-pool op.
+    fn stock(case: &Case, x: &Tensor) -> Tensor {
+        let conv = &case.conv;
+        let y = x.conv2d(&case.weight, conv.padding, conv.stride, 1, 1).unwrap().broadcast_add(&case.bias).unwrap();
+        let y = if conv.leaky { candle_nn::ops::leaky_relu(&y, 0.1).unwrap() } else { y };
+        match conv.pool {
+            Some(pool) => y.apply_op1_no_bwd(&pool).unwrap(),
+            None => y,
+        }
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    /// (c_in, filters, k, stride, pad, h, w, leaky).
+    type LayerShape = (usize, usize, usize, usize, usize, usize, usize, bool);
+
+    /// The shapes yolov3-tiny uses plus odd ones.
+    /// Padded widths ≥ 48 read in place, narrower ones and strided or 1×1 layers pack.
+    const SHAPES: [LayerShape; 12] = [
+        (3, 16, 3, 1, 1, 37, 29, true),
+        (3, 16, 3, 1, 1, 97, 41, true),
+        (32, 64, 3, 1, 1, 64, 64, true),
+        (5, 7, 3, 2, 1, 70, 33, false),
+        (16, 70, 3, 1, 1, 20, 300, true),
+        (64, 33, 1, 1, 0, 13, 13, false),
+        (5, 7, 3, 2, 1, 15, 16, true),
+        (4, 3, 5, 1, 2, 9, 11, false),
+        (8, 129, 3, 1, 0, 6, 7, true),
+        (300, 20, 3, 1, 1, 13, 13, true),
+        (4, 3, 5, 1, 2, 9, 60, false),
+        (3, 5, 3, 1, 0, 10, 50, true),
+    ];
+
+    fn assert_matches_stock(case: &Case, shape: impl std::fmt::Debug, h: usize, w: usize) {
+        for batch in [1, 4] {
+            let x = Tensor::randn(0f32, 1.0, (batch, case.conv.in_channels, h, w), &Device::Cpu).unwrap();
+            let fast = x.apply_op1_no_bwd(&case.conv).unwrap();
+            let oracle = stock(case, &x);
+            assert_eq!(fast.dims(), oracle.dims(), "{shape:?}");
+            let diff = max_abs_diff(&fast, &oracle);
+            assert!(diff < 1e-4, "{shape:?} {} batch {batch}: max |Δ| = {diff}", case.conv.describe());
+        }
+    }
+
+    #[test]
+    fn matches_stock_candle_on_random_inputs() {
+        for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
+            assert_matches_stock(&random_case(c_in, filters, k, s, p, leaky), shape, h, w);
+        }
+    }
+
+    #[test]
+    fn portable_kernels_match_stock_candle_too() {
+        for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
+            let mut case = random_case(c_in, filters, k, s, p, leaky);
+            case.conv.tiles = micro::portable_tiles();
+            assert_matches_stock(&case, shape, h, w);
+        }
+    }
+
+    #[test]
+    fn fused_pools_match_conv_then_pool() {
+        for (shape, pool) in [
+            ((3, 16, 3, 1, 1, 40, 52), MaxPool { size: 2, stride: 2 }),
+            ((16, 32, 3, 1, 1, 26, 26), MaxPool { size: 2, stride: 2 }),
+            ((8, 12, 3, 1, 1, 13, 13), MaxPool { size: 2, stride: 1 }),
+            ((4, 5, 3, 1, 1, 11, 9), MaxPool { size: 2, stride: 2 }),
+            ((4, 5, 3, 1, 1, 12, 7), MaxPool { size: 3, stride: 2 }),
+            ((300, 8, 3, 1, 1, 30, 30), MaxPool { size: 2, stride: 2 }),
+        ] {
+            let (c_in, filters, k, s, p, h, w) = shape;
+            let mut case = random_case(c_in, filters, k, s, p, true);
+            case.conv = case.conv.with_pool(pool);
+            assert_matches_stock(&case, (shape, pool), h, w);
+        }
+    }
+
+    #[test]
+    fn batch_rows_equal_single_runs_exactly() {
+        let case = random_case(8, 24, 3, 1, 1, true);
+        let x = Tensor::randn(0f32, 1.0, (4, 8, 26, 26), &Device::Cpu).unwrap();
+        let batched = x.apply_op1_no_bwd(&case.conv).unwrap();
+        for i in 0..4 {
+            let single = x.narrow(0, i, 1).unwrap().apply_op1_no_bwd(&case.conv).unwrap();
+            assert_eq!(max_abs_diff(&batched.narrow(0, i, 1).unwrap(), &single), 0.0);
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_input_without_panicking() {
+        let conv = random_case(3, 4, 3, 1, 0, true).conv;
+        let wrong_channels = Tensor::zeros((1, 2, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        assert!(wrong_channels.apply_op1_no_bwd(&conv).is_err());
+        let too_small = Tensor::zeros((1, 3, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        assert!(too_small.apply_op1_no_bwd(&conv).is_err());
+        let wrong_dtype = Tensor::zeros((1, 3, 8, 8), DType::F64, &Device::Cpu).unwrap();
+        assert!(wrong_dtype.apply_op1_no_bwd(&conv).is_err());
+        let strided = Tensor::zeros((1, 8, 8, 3), DType::F32, &Device::Cpu).unwrap().permute((0, 3, 1, 2)).unwrap();
+        assert!(strided.apply_op1_no_bwd(&conv).is_err(), "non-contiguous input is refused, not misread");
+    }
+
+    #[test]
+    fn tasks_cover_every_filter_and_pixel_exactly_once() {
+        // (c_in, filters, h=w, pool): yolov3-tiny's conv0, conv6, conv10, conv12 and conv21.
+        for (c_in, filters, side, pool) in [
+            (3, 16, 416, Some(MaxPool { size: 2, stride: 2 })),
+            (64, 128, 52, Some(MaxPool { size: 2, stride: 2 })),
+            (256, 512, 13, Some(MaxPool { size: 2, stride: 1 })),
+            (512, 1024, 13, None),
+            (384, 256, 26, None),
+        ] {
+            let mut conv = random_case(c_in, filters, 3, 1, 1, true).conv;
+            conv.pool = pool;
+            let g = conv.geometry(side, side).unwrap();
+            let row = conv.row_stride(&g);
+            let pixels = g.out_height * row;
+            for threads in [1, 2, 3, 16] {
+                let tasks = conv.tasks(&g, threads);
+                let mut seen = vec![0u8; conv.weights.panels() * pixels];
+                for task in &tasks {
+                    for panel in task.panels.clone() {
+                        task.pixels.clone().for_each(|p| seen[panel * pixels + p] += 1);
+                    }
+                    if let Some(pool) = pool.filter(|p| p.size <= p.stride) {
+                        assert_eq!(task.pixels.start % (pool.stride * row), 0, "chunks start on a window row");
+                    }
+                }
+                assert!(seen.iter().all(|&n| n == 1), "{} at {threads} threads", conv.describe());
+                assert!(threads == 1 || tasks.len() >= threads, "every thread gets work");
+            }
+        }
+    }
+}

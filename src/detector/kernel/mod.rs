@@ -17,6 +17,7 @@
 
 mod micro;
 mod pack;
+mod winograd;
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -27,6 +28,7 @@ use rayon::prelude::*;
 use super::pool::MaxPool;
 use micro::{Tile, MR, NR};
 use pack::{pack_patches, Geometry, PackedWeights};
+use winograd::{Tiles, WinogradWeights, POSITIONS};
 
 /// Depth rows per slice: a 6-filter weight slice is then ≤ 6 KiB and a 16-pixel patch panel
 /// ≤ 16 KiB, so both stay in the 32 KiB L1 while a micro-kernel runs.
@@ -41,6 +43,11 @@ const OUTPUT_BLOCK_FLOATS: usize = 32 * 1024;
 /// from here (yolov3-tiny's conv0–6, 418 down to 54 columns), 7–13 % on the 28- and 15-column
 /// maps, which pack instead (their 256+ filters make packing cheap by comparison).
 const IN_PLACE_MIN_WIDTH: usize = 48;
+/// Winograd tasks cover at most this many 6-tile panels and 16-filter panels, so their 16
+/// product blocks (16 × 60 × 48 floats = 180 KiB) stay in L2 until the output transform.
+const WINOGRAD_TILE_PANELS: usize = 10;
+/// See [`WINOGRAD_TILE_PANELS`].
+const WINOGRAD_FILTER_PANELS: usize = 3;
 /// Tasks per thread on multi-threaded runs, so a core slowed by a neighbour's process does not
 /// hold up the layer (two tasks of equal size would).
 const TASKS_PER_THREAD: usize = 2;
@@ -49,9 +56,10 @@ thread_local! {
     /// Each thread's packed patches and output block, reused across tasks, layers and images
     /// (allocating 128 KiB+ per task would map and fault fresh pages every time).
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The zero-padded input of in-place layers, reused likewise. Taken out while in use: a
-    /// thread waiting on its tasks may run another image's layer meanwhile.
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The zero-padded input of in-place and Winograd layers, and the Winograd-domain input,
+    /// reused likewise. Taken out while in use: a thread waiting on its tasks may run another
+    /// image's layer meanwhile.
+    static PADDED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A convolution with folded batch norm, bias, optional leaky ReLU and an optional max-pool
@@ -59,6 +67,10 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub struct FusedConv {
     weights: PackedWeights,
+    /// The Winograd-domain weights of 3×3 stride-1 layers.
+    winograd: Option<WinogradWeights>,
+    /// Off only in tests that hold the packed path of 3×3 layers to the oracle.
+    allow_winograd: bool,
     /// One per filter.
     bias: Vec<f32>,
     in_channels: usize,
@@ -82,6 +94,13 @@ struct Task {
     /// Output pixels in the layer's block space ([`FusedConv::row_stride`] floats per output
     /// row); whole rows of pooling windows when a pool is fused.
     pixels: Range<usize>,
+}
+
+/// One Winograd task: 6-tile panels × 16-filter panels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WinogradTask {
+    tile_panels: Range<usize>,
+    filter_panels: Range<usize>,
 }
 
 /// Where one image's patches come from.
@@ -110,8 +129,23 @@ impl FusedConv {
         assert_eq!(weight.len(), filters * in_channels * size * size, "weight length must be filters × in × k × k");
         assert!(size > 0 && stride > 0, "kernel size and stride must be positive");
         let weights = PackedWeights::new(&weight, filters, in_channels * size * size);
+        let winograd = (size == 3 && stride == 1).then(|| WinogradWeights::new(&weight, filters, in_channels));
         let tiles = micro::tiles();
-        Self { weights, bias, in_channels, filters, size, stride, padding, leaky, pool: None, tiles }
+        let (pool, allow_winograd) = (None, true);
+        Self {
+            weights,
+            winograd,
+            allow_winograd,
+            bias,
+            in_channels,
+            filters,
+            size,
+            stride,
+            padding,
+            leaky,
+            pool,
+            tiles,
+        }
     }
 
     /// The same op with `pool` applied to its output.
@@ -143,6 +177,11 @@ impl FusedConv {
             Some(pool) => (pool.output_len(g.out_height), pool.output_len(g.out_width)),
             None => (g.out_height, g.out_width),
         }
+    }
+
+    /// 3×3 stride-1 layers on maps too narrow to read in place run as Winograd F(2×2, 3×3).
+    fn uses_winograd(&self, g: &Geometry) -> bool {
+        self.winograd.is_some() && self.allow_winograd && !self.reads_in_place(g)
     }
 
     /// Stride-1 layers on wide maps read their patches in place (see [`IN_PLACE_MIN_WIDTH`]).
@@ -199,11 +238,15 @@ impl FusedConv {
     /// Runs one image: `input` is CHW, `output` is `filters × output pixels`.
     fn run_image(&self, input: &[f32], g: &Geometry, output: &mut [f32]) {
         let threads = rayon::current_num_threads();
+        if self.uses_winograd(g) {
+            return self.run_winograd(input, g, output, threads);
+        }
         let tasks = self.tasks(g, threads);
-        let mut padded = Vec::new();
+        let (mut padded, spare) = PADDED.with_borrow_mut(std::mem::take);
         let patches = if self.reads_in_place(g) {
-            padded = PADDED.with_borrow_mut(std::mem::take);
-            pad_input(input, g, &mut padded, threads);
+            // One padded row and 32 floats of slack: the last output row's panel reads up to
+            // `k + 30` floats past the planes (see `multiply`'s check).
+            pad_input(input, g, (g.padded_height(), g.padded_width()), g.padded_width() + 32, &mut padded, threads);
             Patches::InPlace { padded: &padded, offsets: in_place_offsets(g) }
         } else {
             Patches::Packed(input)
@@ -223,8 +266,149 @@ impl FusedConv {
             tasks.iter().for_each(run);
         }
         drop(patches);
-        if !padded.is_empty() {
-            PADDED.with_borrow_mut(|slot| *slot = padded);
+        PADDED.with_borrow_mut(|slot| *slot = (padded, spare));
+    }
+
+    /// One image through Winograd F(2×2, 3×3): the input transform (parallel over channels),
+    /// then tasks of (tile panels × filter panels) that run the 16 GEMMs and the output
+    /// transform.
+    fn run_winograd(&self, input: &[f32], g: &Geometry, output: &mut [f32], threads: usize) {
+        let weights = self.winograd.as_ref().expect("uses_winograd checked the weights");
+        let tiles = Tiles::new(g);
+        let (mut padded, mut transformed) = PADDED.with_borrow_mut(std::mem::take);
+        pad_input(input, g, (tiles.input_rows(), tiles.input_columns()), 0, &mut padded, threads);
+        transform_input(&padded, g.channels, &tiles, &mut transformed, threads);
+        let out = SharedOutput(output.as_mut_ptr());
+        let tasks = self.winograd_tasks(&tiles, weights.filter_panels());
+        let run = |task: &WinogradTask| {
+            BUFFERS.with_borrow_mut(|(map, block)| {
+                self.winograd_multiply(weights, &transformed, &tiles, task, block);
+                // SAFETY: tasks cover disjoint (filters × tiles) blocks of the output (whole
+                // maps when a pool is fused), which `output` holds in full.
+                unsafe { self.winograd_write_out(block, &tiles, g, task, map, out) };
+            });
+        };
+        if threads > 1 && tasks.len() > 1 {
+            tasks.par_iter().for_each(run);
+        } else {
+            tasks.iter().for_each(run);
+        }
+        PADDED.with_borrow_mut(|slot| *slot = (padded, transformed));
+    }
+
+    /// Tile-panel chunks (one for the whole map when a pool is fused) × filter-panel chunks.
+    fn winograd_tasks(&self, tiles: &Tiles, filter_panels: usize) -> Vec<WinogradTask> {
+        let tile_chunks = if self.pool.is_some() { 1 } else { tiles.panels().div_ceil(WINOGRAD_TILE_PANELS) };
+        let filter_chunks = filter_panels.div_ceil(WINOGRAD_FILTER_PANELS);
+        let mut tasks = Vec::with_capacity(tile_chunks * filter_chunks);
+        for tile_panels in split_evenly(tiles.panels(), tile_chunks) {
+            for filters in split_evenly(filter_panels, filter_chunks) {
+                tasks.push(WinogradTask { tile_panels: tile_panels.clone(), filter_panels: filters });
+            }
+        }
+        tasks
+    }
+
+    /// The task's 16 product blocks: block `position` holds `tiles × filters` (rows of
+    /// `filter_panels·16` floats), summed over all input channels.
+    fn winograd_multiply(
+        &self,
+        weights: &WinogradWeights,
+        transformed: &[f32],
+        tiles: &Tiles,
+        task: &WinogradTask,
+        block: &mut Vec<f32>,
+    ) {
+        let ldc = task.filter_panels.len() * NR;
+        let per_position = task.tile_panels.len() * MR * ldc;
+        block.resize(POSITIONS * per_position, 0.0);
+        let channels = self.in_channels;
+        let tile = self.tiles[MR - 1];
+        for position in 0..POSITIONS {
+            for (index, slice) in split_evenly(channels, channels.div_ceil(DEPTH_SLICE)).into_iter().enumerate() {
+                let kc = slice.len();
+                for (row, tile_panel) in task.tile_panels.clone().enumerate() {
+                    let start = ((position * tiles.panels() + tile_panel) * channels + slice.start) * MR;
+                    let inputs = &transformed[start..start + kc * MR];
+                    for (column, filter_panel) in task.filter_panels.clone().enumerate() {
+                        let filters = weights.panel(position, filter_panel, slice.clone());
+                        let c = &mut block[position * per_position + row * MR * ldc + column * NR..];
+                        // SAFETY: `inputs` holds kc × 6 floats, `filters` kc × 16 read at the
+                        // packed offsets 16·k (k < kc ≤ DEPTH_SLICE); `c` starts at row
+                        // `row·6`, column `column·16` of a `panels·6 × ldc` block.
+                        unsafe {
+                            let offsets = packed_offsets().as_ptr();
+                            tile(kc, inputs.as_ptr(), offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, index > 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The output transform, bias, activation and fused pool of one task.
+    ///
+    /// # Safety
+    /// `out` must point to a live `filters × output pixels` buffer in which no other thread
+    /// touches this task's filters × tiles (the whole map, with a pool) meanwhile.
+    unsafe fn winograd_write_out(
+        &self,
+        block: &[f32],
+        tiles: &Tiles,
+        g: &Geometry,
+        task: &WinogradTask,
+        map: &mut Vec<f32>,
+        out: SharedOutput,
+    ) {
+        let ldc = task.filter_panels.len() * NR;
+        let per_position = task.tile_panels.len() * MR * ldc;
+        let first_filter = task.filter_panels.start * NR;
+        let filters = first_filter..(task.filter_panels.end * NR).min(self.filters);
+        let first_tile = task.tile_panels.start * MR;
+        let tile_range = first_tile..(task.tile_panels.end * MR).min(tiles.count());
+        let (height, width) = (g.out_height, g.out_width);
+        let plane = height * width;
+        // With a pool the task holds whole maps: raw sums go to `map`, pooled below.
+        let pooled = self.pool.is_some();
+        if pooled {
+            map.resize(filters.len() * plane, 0.0);
+        }
+        let count = filters.len();
+        let mut outputs = [(); 4].map(|_| vec![0.0f32; count]);
+        for tile in tile_range {
+            let (ty, tx) = (tile / tiles.columns, tile % tiles.columns);
+            let row = (tile - first_tile) * ldc;
+            let m: [&[f32]; 16] = std::array::from_fn(|p| &block[p * per_position + row..][..count]);
+            let [y0, y1, y2, y3] = &mut outputs;
+            winograd::transform_output(m, [y0, y1, y2, y3]);
+            for (i, values) in outputs.iter().enumerate() {
+                let (oy, ox) = (2 * ty + i / 2, 2 * tx + i % 2);
+                if oy >= height || ox >= width {
+                    continue;
+                }
+                let pixel = oy * width + ox;
+                for (j, &value) in values.iter().enumerate() {
+                    let filter = first_filter + j;
+                    if pooled {
+                        map[j * plane + pixel] = value;
+                    } else {
+                        // SAFETY: pixel (oy, ox) of this filter's plane belongs to this task's
+                        // tile and filter, which no other task has.
+                        let dst = unsafe { &mut out.slice(filter * plane + pixel, 1)[0] };
+                        *dst = activate(value + self.bias[filter], self.leaky);
+                    }
+                }
+            }
+        }
+        let Some(pool) = self.pool else { return };
+        let (out_height, out_width) = self.output_side(g);
+        for filter in filters.clone() {
+            let sums = &map[(filter - first_filter) * plane..][..plane];
+            let rows = Rows { sums, first_row: 0, height, width, stride: width };
+            let bias = self.bias[filter];
+            // SAFETY: this filter's whole pooled plane, which only this task writes.
+            let dst = unsafe { out.slice(filter * out_height * out_width, out_height * out_width) };
+            rows.pool_into(pool, 0..out_height, dst, |m| activate(m + bias, self.leaky));
         }
     }
 
@@ -323,19 +507,24 @@ fn in_place_offsets(g: &Geometry) -> Vec<usize> {
     (0..g.depth()).map(|k| (k / taps) * plane + (k % taps / g.size) * row + k % g.size).collect()
 }
 
-/// Copies CHW `input` into `padded` with `p` zero rows and columns around every plane, plus one
-/// padded row and 32 floats of zeros after the last plane: the in-place reads of the last
-/// output row's panel run up to `k + 30` floats past the planes (see `multiply`'s check).
-fn pad_input(input: &[f32], g: &Geometry, padded: &mut Vec<f32>, threads: usize) {
-    let (row, p) = (g.padded_width(), g.padding);
-    let plane = row * g.padded_height();
-    padded.resize(g.channels * plane + row + 32, 0.0);
-    let (planes, slack) = padded.split_at_mut(g.channels * plane);
-    slack.fill(0.0);
+/// Copies CHW `input` into `padded` as `rows × columns` planes with the input at
+/// `(padding, padding)` and zeros around it, plus `slack` zeros after the last plane.
+fn pad_input(
+    input: &[f32],
+    g: &Geometry,
+    (rows, columns): (usize, usize),
+    slack: usize,
+    padded: &mut Vec<f32>,
+    threads: usize,
+) {
+    let (plane, p) = (rows * columns, g.padding);
+    padded.resize(g.channels * plane + slack, 0.0);
+    let (planes, tail) = padded.split_at_mut(g.channels * plane);
+    tail.fill(0.0);
     let fill = |(source, target): (&[f32], &mut [f32])| {
-        target[..p * row].fill(0.0);
-        let (body, bottom) = target[p * row..].split_at_mut(g.height * row);
-        for (src, dst) in source.chunks_exact(g.width).zip(body.chunks_exact_mut(row)) {
+        target[..p * columns].fill(0.0);
+        let (body, bottom) = target[p * columns..].split_at_mut(g.height * columns);
+        for (src, dst) in source.chunks_exact(g.width).zip(body.chunks_exact_mut(columns)) {
             dst[..p].fill(0.0);
             dst[p..p + g.width].copy_from_slice(src);
             dst[p + g.width..].fill(0.0);
@@ -347,6 +536,38 @@ fn pad_input(input: &[f32], g: &Geometry, padded: &mut Vec<f32>, threads: usize)
         input.par_chunks_exact(per_channel).zip(planes.par_chunks_exact_mut(plane)).for_each(fill);
     } else {
         input.chunks_exact(per_channel).zip(planes.chunks_exact_mut(plane)).for_each(fill);
+    }
+}
+
+/// The Winograd-domain input: `V[position][tile panel][channel][lane]`, the micro-kernels'
+/// packed left-hand side (6 tiles per panel, k-major over channels), from planes of
+/// `tiles.input_rows() × tiles.input_columns()`.
+fn transform_input(padded: &[f32], channels: usize, tiles: &Tiles, transformed: &mut Vec<f32>, threads: usize) {
+    let plane = tiles.input_rows() * tiles.input_columns();
+    let panels = tiles.panels();
+    transformed.resize(POSITIONS * panels * channels * MR, 0.0);
+    let target = SharedOutput(transformed.as_mut_ptr());
+    // Each channel is transformed into `positions × (panels · 6)` contiguous floats (lanes past
+    // the last tile stay zero), then scattered to its 6-float slots.
+    let stride = panels * MR;
+    let run = |scratch: &mut Vec<f32>, channel: usize| {
+        scratch.resize(POSITIONS * stride, 0.0);
+        winograd::transform_input_plane(&padded[channel * plane..][..plane], tiles, scratch, stride);
+        scratch.chunks_exact_mut(stride).for_each(|values| values[tiles.count()..].fill(0.0));
+        for (position, values) in scratch.chunks_exact(stride).enumerate() {
+            for (panel, lanes) in values.chunks_exact(MR).enumerate() {
+                let index = ((position * panels + panel) * channels + channel) * MR;
+                // SAFETY: `index + 6 ≤ 16 · panels · channels · 6 = transformed.len()`, and
+                // only this channel's task writes slots with this `channel`.
+                unsafe { target.slice(index, MR).copy_from_slice(lanes) };
+            }
+        }
+    };
+    if threads > 1 {
+        (0..channels).into_par_iter().for_each_init(Vec::new, run);
+    } else {
+        let mut scratch = Vec::new();
+        (0..channels).for_each(|channel| run(&mut scratch, channel));
     }
 }
 
@@ -540,6 +761,15 @@ mod tests {
         for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
             let mut case = random_case(c_in, filters, k, s, p, leaky);
             case.conv.tiles = micro::portable_tiles();
+            assert_matches_stock(&case, shape, h, w);
+        }
+    }
+
+    #[test]
+    fn packed_path_of_winograd_shapes_matches_stock_candle_too() {
+        for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
+            let mut case = random_case(c_in, filters, k, s, p, leaky);
+            case.conv.allow_winograd = false;
             assert_matches_stock(&case, shape, h, w);
         }
     }

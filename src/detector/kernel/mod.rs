@@ -576,31 +576,45 @@ fn pad_input(
 /// packed left-hand side (6 tiles per panel, k-major over channels), from planes of
 /// `tiles.input_rows() × tiles.input_columns()`.
 fn transform_input(padded: &[f32], channels: usize, tiles: &Tiles, transformed: &mut Vec<f32>, threads: usize) {
+    /// Channels transformed together: their 6-float slots for one (position, panel) are
+    /// adjacent, so the scatter writes 8 × 24 contiguous bytes instead of 24 bytes to a new
+    /// cache line each (1.3 ms of a 1-thread forward went to those misses).
+    const CHANNEL_BLOCK: usize = 8;
     let plane = tiles.input_rows() * tiles.input_columns();
     let panels = tiles.panels();
     transformed.resize(POSITIONS * panels * channels * MR, 0.0);
     let target = SharedOutput(transformed.as_mut_ptr());
     // Each channel is transformed into `positions × (panels · 6)` contiguous floats (lanes past
-    // the last tile stay zero), then scattered to its 6-float slots.
+    // the last tile zeroed), then the block's channels are scattered to their slots.
     let stride = panels * MR;
-    let run = |scratch: &mut Vec<f32>, channel: usize| {
-        scratch.resize(POSITIONS * stride, 0.0);
-        winograd::transform_input_plane(&padded[channel * plane..][..plane], tiles, scratch, stride);
-        scratch.chunks_exact_mut(stride).for_each(|values| values[tiles.count()..].fill(0.0));
-        for (position, values) in scratch.chunks_exact(stride).enumerate() {
-            for (panel, lanes) in values.chunks_exact(MR).enumerate() {
-                let index = ((position * panels + panel) * channels + channel) * MR;
-                // SAFETY: `index + 6 ≤ 16 · panels · channels · 6 = transformed.len()`, and
-                // only this channel's task writes slots with this `channel`.
-                unsafe { target.slice(index, MR).copy_from_slice(lanes) };
+    let per_channel = POSITIONS * stride;
+    let run = |scratch: &mut Vec<f32>, block: Range<usize>| {
+        scratch.resize(block.len() * per_channel, 0.0);
+        for (channel, values) in block.clone().zip(scratch.chunks_exact_mut(per_channel)) {
+            winograd::transform_input_plane(&padded[channel * plane..][..plane], tiles, values, stride);
+            values.chunks_exact_mut(stride).for_each(|lanes| lanes[tiles.count()..].fill(0.0));
+        }
+        for position in 0..POSITIONS {
+            for panel in 0..panels {
+                let index = ((position * panels + panel) * channels + block.start) * MR;
+                // SAFETY: `index + block.len()·6 ≤ 16 · panels · channels · 6 =
+                // transformed.len()`, and only this block's task writes these channels' slots.
+                let slots = unsafe { target.slice(index, block.len() * MR) };
+                for (slot, values) in slots.chunks_exact_mut(MR).zip(scratch.chunks_exact(per_channel)) {
+                    slot.copy_from_slice(&values[position * stride + panel * MR..][..MR]);
+                }
             }
         }
     };
+    let blocks: Vec<Range<usize>> = (0..channels)
+        .step_by(CHANNEL_BLOCK)
+        .map(|first| first..(first + CHANNEL_BLOCK).min(channels))
+        .collect();
     if threads > 1 {
-        (0..channels).into_par_iter().for_each_init(Vec::new, run);
+        blocks.into_par_iter().for_each_init(Vec::new, run);
     } else {
         let mut scratch = Vec::new();
-        (0..channels).for_each(|channel| run(&mut scratch, channel));
+        blocks.into_iter().for_each(|block| run(&mut scratch, block));
     }
 }
 

@@ -117,42 +117,35 @@ impl Tiles {
 /// Rows are combined for a whole tile row at once and split into even and odd columns, so the
 /// column step for every tile of the row is a few contiguous, vectorised passes.
 pub fn transform_input_plane(plane: &[f32], tiles: &Tiles, out: &mut [f32], stride: usize) {
-    let width = tiles.input_columns();
-    let half = tiles.columns + 1;
-    // even[i][x] = r_i[2x], odd[i][x] = r_i[2x + 1] for the four row combinations r_i.
+    let (width, half, columns) = (tiles.input_columns(), tiles.columns + 1, tiles.columns);
+    // rows[i] = r_i over the padded width; even[i][x] = r_i[2x], odd[i][x] = r_i[2x + 1].
+    let mut rows = vec![0.0f32; 4 * width];
     let mut split = vec![0.0f32; 8 * half];
     for ty in 0..tiles.rows {
         let d = |i: usize| &plane[(2 * ty + i) * width..][..width];
         let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+        let (r0, rest) = rows.split_at_mut(width);
+        let (r1, rest) = rest.split_at_mut(width);
+        let (r2, r3) = rest.split_at_mut(width);
+        // Plain zipped passes: bounds-check free, so they vectorise.
+        r0.iter_mut().zip(d0.iter().zip(d2)).for_each(|(r, (a, b))| *r = a - b);
+        r1.iter_mut().zip(d1.iter().zip(d2)).for_each(|(r, (a, b))| *r = a + b);
+        r2.iter_mut().zip(d2.iter().zip(d1)).for_each(|(r, (a, b))| *r = a - b);
+        r3.iter_mut().zip(d1.iter().zip(d3)).for_each(|(r, (a, b))| *r = a - b);
         let (evens, odds) = split.split_at_mut(4 * half);
-        for (parity, target) in [(0, &mut *evens), (1, &mut *odds)] {
-            let (r0, rest) = target.split_at_mut(half);
-            let (r1, rest) = rest.split_at_mut(half);
-            let (r2, r3) = rest.split_at_mut(half);
-            for x in 0..half {
-                let c = 2 * x + parity;
-                r0[x] = d0[c] - d2[c];
-                r1[x] = d1[c] + d2[c];
-                r2[x] = d2[c] - d1[c];
-                r3[x] = d1[c] - d3[c];
+        for ((r, e), o) in rows.chunks_exact(width).zip(evens.chunks_exact_mut(half)).zip(odds.chunks_exact_mut(half)) {
+            for ((pair, e), o) in r.chunks_exact(2).zip(e.iter_mut()).zip(o.iter_mut()) {
+                (*e, *o) = (pair[0], pair[1]);
             }
         }
-        let first = ty * tiles.columns;
+        let first = ty * columns;
         for i in 0..4 {
             let (e, o) = (&evens[i * half..][..half], &odds[i * half..][..half]);
-            let columns = tiles.columns;
-            let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|j| (i * 4 + j) * stride + first);
-            for tx in 0..columns {
-                out[v0 + tx] = e[tx] - e[tx + 1];
-            }
-            for tx in 0..columns {
-                out[v1 + tx] = o[tx] + e[tx + 1];
-            }
-            for tx in 0..columns {
-                out[v2 + tx] = e[tx + 1] - o[tx];
-            }
-            for tx in 0..columns {
-                out[v3 + tx] = o[tx] - o[tx + 1];
+            let (e0, e1, o0, o1) = (&e[..columns], &e[1..], &o[..columns], &o[1..]);
+            let combos: [(&[f32], &[f32], f32); 4] = [(e0, e1, -1.0), (o0, e1, 1.0), (e1, o0, -1.0), (o0, o1, -1.0)];
+            for (j, (a, b, sign)) in combos.into_iter().enumerate() {
+                let target = &mut out[(i * 4 + j) * stride + first..][..columns];
+                target.iter_mut().zip(a.iter().zip(b)).for_each(|(v, (a, b))| *v = a + sign * b);
             }
         }
     }

@@ -13,16 +13,17 @@ pub const NR: usize = 16;
 /// Filters per block (the last weight panel of a layer may hold fewer).
 pub const MR: usize = 6;
 
-/// One micro-kernel: `c[i·ldc + j] (+)= Σ_k a[k·mr + i] · base[offsets[k] + j]` for `i < mr`,
-/// `j < 16`.
+/// One micro-kernel: `c[i·ldc + j] (+)= Σ_k a[k·lda + i] · base[offsets[k] + j]` for `i < mr`,
+/// `j < 16` (`lda ≥ mr`: packed weights use `mr`, Winograd inputs 6 even in a short last panel).
 ///
 /// # Safety
-/// `a` must hold `kc × mr` floats, `offsets` `kc` entries, `base + offsets[k]` 16 readable
+/// `a` must hold `(kc − 1) × lda + mr` floats, `offsets` `kc` entries, `base + offsets[k]` 16 readable
 /// floats for each of them, and `c` `mr` rows of 16 floats `ldc` apart; nothing else may write
 /// to `c`'s block meanwhile.
 pub type Tile = unsafe fn(
     kc: usize,
     a: *const f32,
+    lda: usize,
     offsets: *const usize,
     base: *const f32,
     c: *mut f32,
@@ -46,9 +47,11 @@ pub fn portable_tiles() -> [Tile; MR] {
 }
 
 /// See [`Tile`] for the contract.
+#[allow(clippy::too_many_arguments)]
 unsafe fn portable<const ROWS: usize>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     offsets: *const usize,
     base: *const f32,
     c: *mut f32,
@@ -56,9 +59,11 @@ unsafe fn portable<const ROWS: usize>(
     accumulate: bool,
 ) {
     // SAFETY: the caller guarantees the extents in `Tile`'s contract.
-    let (a, offsets) = unsafe { (std::slice::from_raw_parts(a, kc * ROWS), std::slice::from_raw_parts(offsets, kc)) };
+    let (a, offsets) =
+        unsafe { (std::slice::from_raw_parts(a, (kc - 1) * lda + ROWS), std::slice::from_raw_parts(offsets, kc)) };
     let mut acc = [[0.0f32; NR]; ROWS];
-    for (weights, &offset) in a.chunks_exact(ROWS).zip(offsets) {
+    for (k, &offset) in offsets.iter().enumerate() {
+        let weights = &a[k * lda..k * lda + ROWS];
         // SAFETY: `base + offset` holds 16 readable floats (the contract).
         let pixels = unsafe { std::slice::from_raw_parts(base.add(offset), NR) };
         for (row, &w) in acc.iter_mut().zip(weights) {
@@ -82,9 +87,11 @@ mod avx2 {
 
     /// See [`super::Tile`] for the contract; callers check AVX2 and FMA at run time.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile<const ROWS: usize>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         offsets: *const usize,
         base: *const f32,
         c: *mut f32,
@@ -92,7 +99,7 @@ mod avx2 {
         accumulate: bool,
     ) {
         // SAFETY (whole body): every pointer stays inside the extents `Tile`'s contract gives:
-        // `a + k·ROWS + i` with k < kc, i < ROWS; `offsets + k`; `base + offsets[k] + {0, 8}`
+        // `a + k·lda + i` with k < kc, i < ROWS; `offsets + k`; `base + offsets[k] + {0, 8}`
         // (8 floats each); `c + i·ldc + {0, 8}` with i < ROWS.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
@@ -112,7 +119,7 @@ mod avx2 {
                     row[0] = _mm256_fmadd_ps(w, low, row[0]);
                     row[1] = _mm256_fmadd_ps(w, high, row[1]);
                 }
-                a = a.add(ROWS);
+                a = a.add(lda);
             }
             for (i, row) in acc.iter().enumerate() {
                 _mm256_storeu_ps(c.add(i * ldc), row[0]);
@@ -132,26 +139,27 @@ mod tests {
         k * 3 % kc
     }
 
-    /// Runs one kernel on deterministic data into a 6 × 16 block with row stride 20.
-    fn run(tile: Tile, rows: usize, kc: usize, accumulate: bool) -> Vec<f32> {
-        let a: Vec<f32> = (0..kc * rows).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
+    /// Runs one kernel on deterministic data (`lda` floats of weights per depth row) into a
+    /// 6 × 16 block with row stride 20.
+    fn run(tile: Tile, (_, lda): (usize, usize), kc: usize, accumulate: bool) -> Vec<f32> {
+        let a: Vec<f32> = (0..kc * lda).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
         let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
         let mut c: Vec<f32> = (0..MR * 20).map(|i| i as f32).collect();
         let offsets: Vec<usize> = (0..kc).map(|k| shuffled(k, kc) * NR).collect();
         // SAFETY: `a`, `offsets`, `b` and `c` have the extents the contract asks for (`rows ≤ 6`,
         // ldc 20).
-        unsafe { tile(kc, a.as_ptr(), offsets.as_ptr(), b.as_ptr(), c.as_mut_ptr(), 20, accumulate) };
+        unsafe { tile(kc, a.as_ptr(), lda, offsets.as_ptr(), b.as_ptr(), c.as_mut_ptr(), 20, accumulate) };
         c
     }
 
-    fn expected(rows: usize, kc: usize, accumulate: bool) -> Vec<f32> {
-        let a: Vec<f32> = (0..kc * rows).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
+    fn expected((rows, lda): (usize, usize), kc: usize, accumulate: bool) -> Vec<f32> {
+        let a: Vec<f32> = (0..kc * lda).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
         let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
         let mut c: Vec<f32> = (0..MR * 20).map(|i| i as f32).collect();
         for i in 0..rows {
             for j in 0..NR {
                 let sum: f64 =
-                    (0..kc).map(|k| f64::from(a[k * rows + i]) * f64::from(b[shuffled(k, kc) * NR + j])).sum();
+                    (0..kc).map(|k| f64::from(a[k * lda + i]) * f64::from(b[shuffled(k, kc) * NR + j])).sum();
                 let old = if accumulate { f64::from(c[i * 20 + j]) } else { 0.0 };
                 c[i * 20 + j] = (old + sum) as f32;
             }
@@ -162,12 +170,14 @@ mod tests {
     #[test]
     fn every_kernel_computes_its_block_and_nothing_else() {
         for (name, kernels) in [("best", tiles()), ("portable", portable_tiles())] {
-            for rows in 1..=MR {
+            // Packed weights read `rows` floats per depth row; Winograd inputs 6 even in a
+            // short panel.
+            for shape @ (rows, _) in (1..=MR).flat_map(|rows| [(rows, rows), (rows, MR)]) {
                 for kc in [1, 7, 64] {
                     for accumulate in [false, true] {
                         // Products are multiples of 1/8 and sums stay far below 2^21: exact in f32.
-                        let got = run(kernels[rows - 1], rows, kc, accumulate);
-                        assert_eq!(got, expected(rows, kc, accumulate), "{name} rows {rows} kc {kc} acc {accumulate}");
+                        let got = run(kernels[rows - 1], shape, kc, accumulate);
+                        assert_eq!(got, expected(shape, kc, accumulate), "{name} {shape:?} kc {kc} acc {accumulate}");
                     }
                 }
             }

@@ -336,22 +336,26 @@ impl FusedConv {
         let per_position = task.tile_panels.len() * MR * ldc;
         block.resize(POSITIONS * per_position, 0.0);
         let channels = self.in_channels;
-        let tile = self.tiles[MR - 1];
         for position in 0..POSITIONS {
             for (index, slice) in split_evenly(channels, channels.div_ceil(DEPTH_SLICE)).into_iter().enumerate() {
                 let kc = slice.len();
                 for (row, tile_panel) in task.tile_panels.clone().enumerate() {
+                    // A short last panel (49 tiles = 8 × 6 + 1 on 13×13 maps) runs the kernel
+                    // for its real rows only: 6 rows would be 10 % more work on those layers.
+                    let rows = MR.min(tiles.count() - tile_panel * MR);
+                    let tile = self.tiles[rows - 1];
                     let start = ((position * tiles.panels() + tile_panel) * channels + slice.start) * MR;
                     let inputs = &transformed[start..start + kc * MR];
                     for (column, filter_panel) in task.filter_panels.clone().enumerate() {
                         let filters = weights.panel(position, filter_panel, slice.clone());
                         let c = &mut block[position * per_position + row * MR * ldc + column * NR..];
-                        // SAFETY: `inputs` holds kc × 6 floats, `filters` kc × 16 read at the
-                        // packed offsets 16·k (k < kc ≤ DEPTH_SLICE); `c` starts at row
-                        // `row·6`, column `column·16` of a `panels·6 × ldc` block.
+                        // SAFETY: `inputs` holds kc × 6 floats (read `rows` per k, 6 apart),
+                        // `filters` kc × 16 read at the packed offsets 16·k (k < kc ≤
+                        // DEPTH_SLICE); `c` starts at row `row·6`, column `column·16` of a
+                        // `panels·6 × ldc` block.
                         unsafe {
                             let offsets = packed_offsets().as_ptr();
-                            tile(kc, inputs.as_ptr(), offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, index > 0);
+                            tile(kc, inputs.as_ptr(), MR, offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, index > 0);
                         }
                     }
                 }
@@ -466,7 +470,8 @@ impl FusedConv {
             assert!(furthest <= base.len(), "patch reads must stay inside their buffer");
             for (local, panel) in task.panels.clone().enumerate() {
                 let weights = self.weights.slice(panel, slice.clone());
-                let tile = self.tiles[self.weights.rows(panel) - 1];
+                let rows = self.weights.rows(panel);
+                let tile = self.tiles[rows - 1];
                 for column in 0..pixel_panels {
                     let c = &mut block[local * MR * ldc + column * NR..];
                     // SAFETY: `weights` holds kc × rows floats and `offsets` kc entries; every
@@ -475,7 +480,7 @@ impl FusedConv {
                     // column `column·16` of a block with `panels·6` rows of `ldc` floats.
                     unsafe {
                         let pixels = base.as_ptr().add(first + column * step);
-                        tile(kc, weights.as_ptr(), offsets.as_ptr(), pixels, c.as_mut_ptr(), ldc, index > 0);
+                        tile(kc, weights.as_ptr(), rows, offsets.as_ptr(), pixels, c.as_mut_ptr(), ldc, index > 0);
                     }
                 }
             }
@@ -606,10 +611,8 @@ fn transform_input(padded: &[f32], channels: usize, tiles: &Tiles, transformed: 
             }
         }
     };
-    let blocks: Vec<Range<usize>> = (0..channels)
-        .step_by(CHANNEL_BLOCK)
-        .map(|first| first..(first + CHANNEL_BLOCK).min(channels))
-        .collect();
+    let blocks: Vec<Range<usize>> =
+        (0..channels).step_by(CHANNEL_BLOCK).map(|first| first..(first + CHANNEL_BLOCK).min(channels)).collect();
     if threads > 1 {
         blocks.into_par_iter().for_each_init(Vec::new, run);
     } else {

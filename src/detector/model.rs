@@ -1,6 +1,8 @@
 //! The network: layers built from a parsed cfg and folded weights, and the forward pass that
 //! returns each detection head's raw (pre-sigmoid) output.
 
+use std::sync::OnceLock;
+
 use candle_core::{Device, Module, Result, Tensor};
 
 use super::darknet::{Activation, LayerSpec, NetworkSpec, YoloSpec};
@@ -20,11 +22,14 @@ pub enum ConvPath {
     Stock,
 }
 
-/// One convolution in both forms.
+/// One convolution in both forms. The stock form is built from the fused op's weights on first
+/// use: CPU workers never run it, and its copy of the weights was ≈ 35 MB of each worker's RSS.
 struct ConvLayer {
     fused: FusedConv,
-    stock: candle_nn::Conv2d,
+    stock: OnceLock<candle_nn::Conv2d>,
+    config: candle_nn::Conv2dConfig,
     leaky: bool,
+    device: Device,
 }
 
 impl ConvLayer {
@@ -33,25 +38,33 @@ impl ConvLayer {
     fn load(conv: FoldedConv, pool: Option<MaxPool>, device: &Device) -> Result<Self> {
         let spec = conv.spec;
         let leaky = spec.activation == Activation::Leaky;
-        let shape = (spec.filters, conv.in_channels, spec.size, spec.size);
-        let weight = Tensor::from_slice(&conv.weight, shape, device)?;
-        let bias = Tensor::from_slice(&conv.bias, spec.filters, device)?;
         let config = candle_nn::Conv2dConfig { padding: spec.padding, stride: spec.stride, ..Default::default() };
-        let stock = candle_nn::Conv2d::new(weight, Some(bias), config);
         let fused =
             FusedConv::new(conv.weight, conv.bias, conv.in_channels, spec.size, spec.stride, spec.padding, leaky);
         let fused = match pool {
             Some(pool) => fused.with_pool(pool),
             None => fused,
         };
-        Ok(Self { fused, stock, leaky })
+        Ok(Self { fused, stock: OnceLock::new(), config, leaky, device: device.clone() })
+    }
+
+    /// Stock candle's `Conv2d` with the same weights, built on first use.
+    fn stock(&self) -> Result<&candle_nn::Conv2d> {
+        if let Some(stock) = self.stock.get() {
+            return Ok(stock);
+        }
+        let (filters, channels, size) = self.fused.shape();
+        let weight = Tensor::from_vec(self.fused.oihw_weights(), (filters, channels, size, size), &self.device)?;
+        let bias = Tensor::from_slice(self.fused.bias(), filters, &self.device)?;
+        let built = candle_nn::Conv2d::new(weight, Some(bias), self.config);
+        Ok(self.stock.get_or_init(|| built))
     }
 
     fn forward(&self, x: &Tensor, path: ConvPath) -> Result<Tensor> {
         match path {
             ConvPath::Fused => x.contiguous()?.apply_op1_no_bwd(&self.fused),
             ConvPath::Stock => {
-                let y = self.stock.forward(x)?;
+                let y = self.stock()?.forward(x)?;
                 if self.leaky {
                     candle_nn::ops::leaky_relu(&y, 0.1)
                 } else {

@@ -158,6 +158,21 @@ impl FusedConv {
         Self { pool: Some(pool), ..self }
     }
 
+    /// (filters, input channels, kernel side).
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.filters, self.in_channels, self.size)
+    }
+
+    /// The weights back in OIHW order (for stock candle's copy of the layer).
+    pub fn oihw_weights(&self) -> Vec<f32> {
+        self.weights.unpack()
+    }
+
+    /// One bias per filter.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
     /// `conv 3→16 3×3` (`+ maxpool 2/2`) style summary for profiles.
     pub fn describe(&self) -> String {
         let conv = format!("conv {}→{} {}×{}", self.in_channels, self.filters, self.size, self.size);

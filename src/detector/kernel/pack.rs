@@ -32,6 +32,20 @@ impl PackedWeights {
         Self { data, filters, depth }
     }
 
+    /// The row-major `filters × depth` weights these panels were packed from.
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut weight = vec![0.0; self.filters * self.depth];
+        for panel in 0..self.panels() {
+            let rows = self.rows(panel);
+            for (k, values) in self.slice(panel, 0..self.depth).chunks_exact(rows).enumerate() {
+                for (i, &value) in values.iter().enumerate() {
+                    weight[(panel * MR + i) * self.depth + k] = value;
+                }
+            }
+        }
+        weight
+    }
+
     /// Number of panels.
     pub fn panels(&self) -> usize {
         self.filters.div_ceil(MR)
@@ -233,5 +247,6 @@ mod tests {
         let slice = packed.slice(2, 1..4);
         // Panel 2 holds filters 12 and 13; depth rows 1..4, k-major.
         assert_eq!(slice, &[61.0, 66.0, 62.0, 67.0, 63.0, 68.0]);
+        assert_eq!(packed.unpack(), weight, "unpacking gives the weights back");
     }
 }

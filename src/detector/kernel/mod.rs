@@ -1,12 +1,18 @@
-//! The detector's convolution kernel: a packed GEMM with bias, leaky ReLU and (where one follows)
-//! darknet's max-pool fused into the write-out, as a candle custom op.
+//! The detector's convolution kernel: a GEMM on our own micro-kernels with bias, leaky ReLU and
+//! (where one follows) darknet's max-pool fused into the write-out, as a candle custom op.
 //!
-//! Every layer is `[filters × depth] · [depth × pixels]` (depth = in_channels·k·k). The weights
-//! are packed into 6-filter panels once at load ([`pack::PackedWeights`]); each task packs the
-//! input patches of a chunk of output pixels, one depth slice at a time, into 16-pixel panels
-//! that stay in L2 ([`pack::pack_patches`]); the micro-kernels ([`micro`]) multiply panels into a
-//! task-local block that the write-out turns into activations — pooled first when a max-pool
-//! follows, so conv0's 11 MB full-resolution output never reaches memory.
+//! Every layer is `[filters × depth] · [depth × pixels]` (depth = in_channels·k·k), with the
+//! weights packed into 6-filter panels once at load ([`pack::PackedWeights`]) and the
+//! micro-kernels ([`micro`]) multiplying 6 filters × 16 pixels at a time. The pixels come one of
+//! three ways, chosen per layer and input size:
+//! - in place: wide stride-1 layers (conv0–4) read a zero-padded copy of the input directly;
+//! - packed: each task packs the patches of a chunk of output pixels, one depth slice at a time,
+//!   into L2-sized panels ([`pack::pack_patches`]); 1×1 and strided layers;
+//! - Winograd F(2×2, 3×3) ([`winograd`]): 3×3 stride-1 layers on narrow maps, and on wide ones
+//!   from 64 channels (conv6–14, conv21): 16 GEMMs on transformed tiles.
+//!
+//! Each task's sums land in a task-local block that the write-out turns into activations, pooled
+//! first when a max-pool follows, so conv0's 11 MB full-resolution output never reaches memory.
 //!
 //! Stock candle `conv2d` ran yolov3-tiny at ≈ 4× OpenCV's time on these 2-core machines and the
 //! `gemm` crate at ≈ 1.5× (it repacks the weights on every call); stock candle stays the oracle.

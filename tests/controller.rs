@@ -281,7 +281,10 @@ fn actions_for(fleet: &Value, id: &str) -> Vec<String> {
 #[test]
 fn a_busy_worker_chosen_for_scale_in_drains_first_and_is_never_killed_mid_job() {
     let _heavy = one_at_a_time();
-    let knobs = KNOBS.replace("min = 1", "min = 0");
+    // Scale-in must wait past the frozen job's 2 s visibility timeout (8 checks × 0.5 s): the
+    // burst now drains in well under a second, and with 3 checks the controller scaled in to the
+    // one worker still holding a job, the frozen one, leaving its job to the 60 s stuck rule.
+    let knobs = KNOBS.replace("min = 1", "min = 0").replace("debounce_checks = 3", "debounce_checks = 8");
     let mut service = Service::start_with_config(Some(&knobs), &ENV);
     service.start_controller(&[]);
     let jobs = burst(&service, 24);

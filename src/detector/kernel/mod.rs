@@ -293,11 +293,7 @@ impl FusedConv {
                 unsafe { self.write_out(block, g, task, out) };
             });
         };
-        if threads > 1 && tasks.len() > 1 {
-            tasks.par_iter().for_each(run);
-        } else {
-            tasks.iter().for_each(run);
-        }
+        for_each_task(&tasks, threads, run);
         drop(patches);
         PADDED.with_borrow_mut(|slot| *slot = (padded, spare));
     }
@@ -321,11 +317,7 @@ impl FusedConv {
                 unsafe { self.winograd_write_out(block, &tiles, g, task, map, out) };
             });
         };
-        if threads > 1 && tasks.len() > 1 {
-            tasks.par_iter().for_each(run);
-        } else {
-            tasks.iter().for_each(run);
-        }
+        for_each_task(&tasks, threads, run);
         PADDED.with_borrow_mut(|slot| *slot = (padded, transformed));
     }
 
@@ -552,6 +544,16 @@ impl FusedConv {
     }
 }
 
+/// Runs `run` on every task: on rayon's pool when there are threads to share, inline otherwise,
+/// so a 1-thread forward pays no fork-join.
+fn for_each_task<T: Sync>(tasks: &[T], threads: usize, run: impl Fn(&T) + Sync + Send) {
+    if threads > 1 && tasks.len() > 1 {
+        tasks.par_iter().for_each(run);
+    } else {
+        tasks.iter().for_each(run);
+    }
+}
+
 /// `16·k` for every depth row of a slice: where packed panels keep row `k`.
 fn packed_offsets() -> &'static [usize] {
     static OFFSETS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
@@ -614,10 +616,10 @@ fn transform_input(padded: &[f32], channels: usize, tiles: &Tiles, transformed: 
     // the last tile zeroed), then the block's channels are scattered to their slots.
     let stride = panels * MR;
     let per_channel = POSITIONS * stride;
-    let run = |scratch: &mut Vec<f32>, block: Range<usize>| {
+    let run = |(scratch, work): &mut (Vec<f32>, Vec<f32>), block: Range<usize>| {
         scratch.resize(block.len() * per_channel, 0.0);
         for (channel, values) in block.clone().zip(scratch.chunks_exact_mut(per_channel)) {
-            winograd::transform_input_plane(&padded[channel * plane..][..plane], tiles, values, stride);
+            winograd::transform_input_plane(&padded[channel * plane..][..plane], tiles, values, stride, work);
             values.chunks_exact_mut(stride).for_each(|lanes| lanes[tiles.count()..].fill(0.0));
         }
         for position in 0..POSITIONS {
@@ -635,9 +637,9 @@ fn transform_input(padded: &[f32], channels: usize, tiles: &Tiles, transformed: 
     let blocks: Vec<Range<usize>> =
         (0..channels).step_by(CHANNEL_BLOCK).map(|first| first..(first + CHANNEL_BLOCK).min(channels)).collect();
     if threads > 1 {
-        blocks.into_par_iter().for_each_init(Vec::new, run);
+        blocks.into_par_iter().for_each_init(Default::default, run);
     } else {
-        let mut scratch = Vec::new();
+        let mut scratch = Default::default();
         blocks.into_iter().for_each(|block| run(&mut scratch, block));
     }
 }

@@ -112,15 +112,17 @@ impl Tiles {
 
 /// `V = Bᵀ d B` for every tile of one channel, with `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
 /// 0 1 0 −1]`. `plane` is the channel's zero-extended input (`input_rows × input_columns`);
-/// `out` receives position `p` of tile `t` at `p · stride + t` (`stride ≥ count`).
+/// `out` receives position `p` of tile `t` at `p · stride + t` (`stride ≥ count`); `work` is
+/// scratch space.
 ///
 /// Rows are combined for a whole tile row at once and split into even and odd columns, so the
 /// column step for every tile of the row is a few contiguous, vectorised passes.
-pub fn transform_input_plane(plane: &[f32], tiles: &Tiles, out: &mut [f32], stride: usize) {
+pub fn transform_input_plane(plane: &[f32], tiles: &Tiles, out: &mut [f32], stride: usize, work: &mut Vec<f32>) {
     let (width, half, columns) = (tiles.input_columns(), tiles.columns + 1, tiles.columns);
-    // rows[i] = r_i over the padded width; even[i][x] = r_i[2x], odd[i][x] = r_i[2x + 1].
-    let mut rows = vec![0.0f32; 4 * width];
-    let mut split = vec![0.0f32; 8 * half];
+    // rows[i] = r_i over the padded width; even[i][x] = r_i[2x], odd[i][x] = r_i[2x + 1]. `work`
+    // is the caller's, reused across channels.
+    work.resize(4 * width + 8 * half, 0.0);
+    let (rows, split) = work.split_at_mut(4 * width);
     for ty in 0..tiles.rows {
         let d = |i: usize| &plane[(2 * ty + i) * width..][..width];
         let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
@@ -191,7 +193,7 @@ mod tests {
         let u = transform_weight(g);
         let tiles = Tiles { rows: 1, columns: 1 };
         let mut v = [0.0f32; 16];
-        transform_input_plane(&d, &tiles, &mut v, 1);
+        transform_input_plane(&d, &tiles, &mut v, 1, &mut Vec::new());
         let m: [[f32; 1]; 16] = std::array::from_fn(|i| [u[i] * v[i]]);
         let mut y = [[0.0f32; 1]; 4];
         let [y0, y1, y2, y3] = &mut y;

@@ -116,6 +116,7 @@ pub fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         index,
         waiters: Default::default(),
         shutdown,
+        metrics: Default::default(),
     })
 }
 

@@ -135,6 +135,11 @@ fn tokens_guard_every_route_but_the_probes() {
     assert_eq!(right.status().as_u16(), 200);
     assert_eq!(service.get("/healthz").0, 200);
     assert_eq!(service.get("/readyz").0, 200);
+    // Metrics are behind the token too (Prometheus sends it); refused requests are counted.
+    assert_eq!(client.get(format!("{}/metrics", service.url)).send().unwrap().status().as_u16(), 401);
+    let metrics = client.get(format!("{}/metrics", service.url)).bearer_auth(token).send().unwrap().text().unwrap();
+    let refused = r#"skyburst_http_requests_total{method="GET",route="/api/zones",status="401"} 2"#;
+    assert!(metrics.contains(refused), "{refused} missing from\n{metrics}");
 }
 
 #[test]
@@ -173,6 +178,7 @@ fn the_openapi_document_covers_every_route() {
         "/healthz",
         "/readyz",
         "/api/openapi.json",
+        "/metrics",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }

@@ -158,3 +158,40 @@ fn an_image_that_fails_to_decode_is_answered_failed_with_the_reason() {
     assert_eq!(failed["status"], "failed");
     assert!(failed["error"].as_str().unwrap().contains("could not be decoded"), "{failed}");
 }
+
+/// The value of the sample `series` (name and labels exactly as exposed) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_count_requests_by_route_pattern_jobs_by_outcome_and_detector_time() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    let (status, result) = service.post_json("/api/detect", &detect_body("m1", "bus.jpg"));
+    assert_eq!(status, 200, "{result}");
+    let job_id = result["job_id"].as_str().unwrap();
+    assert_eq!(service.get(&format!("/api/jobs/{job_id}")).0, 200);
+    assert_eq!(service.get("/no/such/page").0, 404);
+    let response = reqwest::blocking::get(format!("{}/metrics", service.url)).unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = response.text().unwrap();
+    let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} missing from\n{text}"));
+    assert_eq!(value(r#"skyburst_http_requests_total{method="POST",route="/api/detect",status="200"}"#), 1.0);
+    // Labelled by pattern, not by the job id in the path; unknown paths share one label.
+    assert_eq!(value(r#"skyburst_http_requests_total{method="GET",route="/api/jobs/{job_id}",status="200"}"#), 1.0);
+    assert_eq!(value(r#"skyburst_http_requests_total{method="GET",route="unmatched",status="404"}"#), 1.0);
+    assert!(!text.contains(job_id), "no series per job id");
+    let latency =
+        value(r#"skyburst_http_request_duration_seconds_sum{method="POST",route="/api/detect",status="200"}"#);
+    assert!(latency > 0.0 && latency < 30.0, "{latency}");
+    assert_eq!(value("skyburst_jobs_queued_total"), 1.0);
+    assert_eq!(value(r#"skyburst_jobs_finished_total{outcome="done"}"#), 1.0);
+    assert_eq!(value("skyburst_detector_seconds_count"), 1.0);
+    let detector = value("skyburst_detector_seconds_sum");
+    assert!(detector > 0.0 && detector < latency, "detector {detector} s within the request's {latency} s");
+    assert_eq!(value(r#"skyburst_queue_messages{queue="requests",state="visible"}"#), 0.0);
+    assert_eq!(value(r#"skyburst_queue_messages{queue="dead_letters",state="visible"}"#), 0.0);
+}

@@ -156,6 +156,7 @@ pub async fn submit(
         let _ = state.store.delete(&bucket, &key).await;
         return Err(e.into());
     }
+    state.metrics.job_queued();
     tracing::info!(%job_id, zone = request.zone.as_deref().unwrap_or(""), "job queued");
     Ok((job_id, waiter))
 }

@@ -42,11 +42,12 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
             };
-            let job_id = response.job_id;
+            let (job_id, detector_ms) = (response.job_id, response.detector_ms);
             let outcome = response.outcome.clone();
             match state.index.apply(response).await {
                 Ok(became_final) => {
                     if became_final {
+                        state.metrics.job_finished(&outcome, detector_ms);
                         state.waiters.complete(job_id, outcome);
                     }
                     if let Err(e) = state.responses.delete(&delivery.receipt).await {

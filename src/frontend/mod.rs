@@ -6,7 +6,7 @@
 //! - [`api`]: routes that take images; [`query`]: routes that read; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
 //! - [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
-//!   [`openapi`]: the OpenAPI document.
+//!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
 
 pub mod api;
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod intake;
 pub mod listener;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod views;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub waiters: waiters::Waiters,
     /// Turns true when shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Prometheus metrics, served at `/metrics`.
+    pub metrics: Arc<metrics::FrontendMetrics>,
 }
 
 /// Registers every route; [`serve`] and tests share it.
@@ -84,6 +87,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/queues", web::get().to(query::queues))
         .route("/api/fleet", web::get().to(query::fleet))
         .route("/api/openapi.json", web::get().to(openapi::openapi_json))
+        .route("/metrics", web::get().to(metrics::metrics_text))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz));
 }
@@ -112,6 +116,8 @@ pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens)
             .app_data(tokens.clone())
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(middleware::from_fn(auth::require_token))
+            // Outermost, so requests the token check refuses are counted too.
+            .wrap(middleware::from_fn(metrics::record))
             .configure(routes)
             .default_service(web::to(not_found))
     })

@@ -3,7 +3,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{api, health, query};
+use super::{api, health, metrics, query};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -12,7 +12,7 @@ use super::{api, health, query};
     paths(
         api::detect, api::upload, api::upload_zone, api::create_job,
         query::job_status, query::job_image, query::zones, query::results, query::queues, query::fleet,
-        health::healthz, health::readyz, openapi_json,
+        health::healthz, health::readyz, openapi_json, metrics::metrics_text,
     ),
     modifiers(&BearerAuth)
 )]

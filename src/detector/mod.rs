@@ -24,7 +24,7 @@ pub mod weights;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 pub use model::ConvPath;
@@ -138,6 +138,13 @@ impl Detector {
             options.conv_path = ConvPath::Stock;
         }
         let net = Darknet::new(&spec, convs, device)?;
+        if options.conv_path == ConvPath::Fused {
+            // One forward on a blank input builds each layer's Winograd weights for its map size
+            // (they are made on first use) and faults in the kernel's buffers, so the first job
+            // is not the slow one.
+            let input = (1, spec.input.channels, spec.input.height, spec.input.width);
+            net.forward(&Tensor::zeros(input, DType::F32, device)?, ConvPath::Fused)?;
+        }
         let model_sha256 = model_files::sha256_hex(&files.weights);
         Ok(Self { net, input: (spec.input.width, spec.input.height), labels, model_sha256, options })
     }

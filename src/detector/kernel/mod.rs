@@ -8,8 +8,9 @@
 //! - in place: wide stride-1 layers (conv0–4) read a zero-padded copy of the input directly;
 //! - packed: each task packs the patches of a chunk of output pixels, one depth slice at a time,
 //!   into L2-sized panels ([`pack::pack_patches`]); 1×1 and strided layers;
-//! - Winograd F(2×2, 3×3) ([`winograd`]): 3×3 stride-1 layers on narrow maps, and on wide ones
-//!   from 64 channels (conv6–14, conv21): 16 GEMMs on transformed tiles.
+//! - Winograd ([`winograd`]): 3×3 stride-1 layers on narrow maps, and on wide ones from 64
+//!   channels (conv6–14, conv21): n² GEMMs on transformed tiles, F(4×4, 3×3) on 26² and 52²
+//!   maps and F(2×2, 3×3) on 13² ones (see [`F4_MIN_SIDE`]).
 //!
 //! Each task's sums land in a task-local block that the write-out turns into activations, pooled
 //! first when a max-pool follows, so conv0's 11 MB full-resolution output never reaches memory.
@@ -27,6 +28,7 @@ mod winograd;
 
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
@@ -34,7 +36,7 @@ use rayon::prelude::*;
 use super::pool::MaxPool;
 use micro::{Tile, MR, NR};
 use pack::{pack_patches, Geometry, PackedWeights};
-use winograd::{Tiles, WinogradWeights, POSITIONS};
+use winograd::{Tiles, Transform, Variant, WinogradWeights, F2, F4};
 
 /// Depth rows per slice: a 6-filter weight slice is then ≤ 6 KiB and a 16-pixel patch panel
 /// ≤ 16 KiB, so both stay in the 32 KiB L1 while a micro-kernel runs.
@@ -49,10 +51,18 @@ const OUTPUT_BLOCK_FLOATS: usize = 32 * 1024;
 /// from here (yolov3-tiny's conv0–6, 418 down to 54 columns), 7–13 % on the 28- and 15-column
 /// maps, which pack instead (their 256+ filters make packing cheap by comparison).
 const IN_PLACE_MIN_WIDTH: usize = 48;
-/// Winograd tasks cover at most this many 6-tile panels and 16-filter panels, so their 16
-/// product blocks (16 × 60 × 48 floats = 180 KiB) stay in L2 until the output transform.
-const WINOGRAD_TILE_PANELS: usize = 10;
-/// See [`WINOGRAD_TILE_PANELS`].
+/// Output side from which 3×3 layers run Winograd F(4×4, 3×3) rather than F(2×2, 3×3).
+/// Measured on yolov3-tiny, one thread: conv6 (52²) 2.9 → 2.35 ms, conv21 (26²) 7.4–8.0 →
+/// 6.5 ms, conv8 (26²) even; but conv12 (13²) 11.2 → 12.6 ms: F(4×4)'s 4×4 tiles cover 16²
+/// outputs (51 % waste), and its 75 MB of transformed weights (2.25× F(2×2)'s) serve only 16
+/// tiles each, so the layer waits on memory.
+const F4_MIN_SIDE: usize = 20;
+/// Floats of one Winograd task's product blocks (n² positions × tiles × filters): 364 KiB, so
+/// they stay in the 1 MiB L2 until the output transform. That is a whole 26² map for F(4×4)
+/// (49 tiles in 9 panels) × 48 filters: each filter panel's weights are read from memory once
+/// per image. With a third of that (4 tile panels), conv21 took 8.5 ms instead of 6.5.
+const WINOGRAD_BLOCK_FLOATS: usize = 36 * 54 * 48;
+/// 16-filter panels per Winograd task: see [`WINOGRAD_BLOCK_FLOATS`].
 const WINOGRAD_FILTER_PANELS: usize = 3;
 /// Input channels from which wide maps (read in place otherwise) run as Winograd too: with
 /// fewer, the GEMMs are too shallow to pay for the transforms. Measured on yolov3-tiny: conv6
@@ -78,10 +88,13 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub struct FusedConv {
     weights: PackedWeights,
-    /// The Winograd-domain weights of 3×3 stride-1 layers.
-    winograd: Option<WinogradWeights>,
+    /// The Winograd-domain weights of 3×3 stride-1 layers, F(2×2) then F(4×4), each built on
+    /// first use: a layer runs on one map size, so it only ever builds one of them.
+    winograd: Option<[OnceLock<WinogradWeights>; 2]>,
     /// Off only in tests that hold the packed path of 3×3 layers to the oracle.
     allow_winograd: bool,
+    /// Set only by tests that hold one variant to the oracle on every map size.
+    forced_variant: Option<Variant>,
     /// One per filter.
     bias: Vec<f32>,
     in_channels: usize,
@@ -140,13 +153,14 @@ impl FusedConv {
         assert_eq!(weight.len(), filters * in_channels * size * size, "weight length must be filters × in × k × k");
         assert!(size > 0 && stride > 0, "kernel size and stride must be positive");
         let weights = PackedWeights::new(&weight, filters, in_channels * size * size);
-        let winograd = (size == 3 && stride == 1).then(|| WinogradWeights::new(&weight, filters, in_channels));
+        let winograd = (size == 3 && stride == 1).then(Default::default);
         let tiles = micro::tiles();
-        let (pool, allow_winograd) = (None, true);
+        let (pool, allow_winograd, forced_variant) = (None, true, None);
         Self {
             weights,
             winograd,
             allow_winograd,
+            forced_variant,
             bias,
             in_channels,
             filters,
@@ -205,11 +219,30 @@ impl FusedConv {
         }
     }
 
-    /// 3×3 stride-1 layers run as Winograd F(2×2, 3×3) on maps too narrow to read in place,
-    /// and on wide ones from [`WINOGRAD_MIN_CHANNELS`] input channels.
+    /// 3×3 stride-1 layers run as Winograd on maps too narrow to read in place, and on wide
+    /// ones from [`WINOGRAD_MIN_CHANNELS`] input channels.
     fn uses_winograd(&self, g: &Geometry) -> bool {
         let deep_enough = !self.reads_in_place(g) || self.in_channels >= WINOGRAD_MIN_CHANNELS;
         self.winograd.is_some() && self.allow_winograd && deep_enough
+    }
+
+    /// F(4×4) from [`F4_MIN_SIDE`] outputs a side, F(2×2) below (see there).
+    fn winograd_variant(&self, g: &Geometry) -> Variant {
+        match self.forced_variant {
+            Some(variant) => variant,
+            None if g.out_height.min(g.out_width) >= F4_MIN_SIDE => Variant::F4,
+            None => Variant::F2,
+        }
+    }
+
+    /// The Winograd-domain weights for `variant`, transformed on first use.
+    fn winograd_weights(&self, variant: Variant) -> &WinogradWeights {
+        let slots = self.winograd.as_ref().expect("uses_winograd checked for a 3×3 stride-1 layer");
+        let slot = &slots[match variant {
+            Variant::F2 => 0,
+            Variant::F4 => 1,
+        }];
+        slot.get_or_init(|| WinogradWeights::new(&self.weights.unpack(), self.filters, self.in_channels, variant))
     }
 
     /// A 2×2 stride-2 pool takes exactly one Winograd tile per output: the max of its four.
@@ -298,23 +331,36 @@ impl FusedConv {
         PADDED.with_borrow_mut(|slot| *slot = (padded, spare));
     }
 
-    /// One image through Winograd F(2×2, 3×3): the input transform (parallel over channels),
-    /// then tasks of (tile panels × filter panels) that run the 16 GEMMs and the output
-    /// transform.
+    /// One image through Winograd: the input transform (parallel over channels), then tasks of
+    /// (tile panels × filter panels) that run the n² GEMMs and the output transform.
     fn run_winograd(&self, input: &[f32], g: &Geometry, output: &mut [f32], threads: usize) {
-        let weights = self.winograd.as_ref().expect("uses_winograd checked the weights");
-        let tiles = Tiles::new(g);
+        let weights = self.winograd_weights(self.winograd_variant(g));
+        match weights.variant() {
+            Variant::F2 => self.run_winograd_with::<F2>(weights, input, g, output, threads),
+            Variant::F4 => self.run_winograd_with::<F4>(weights, input, g, output, threads),
+        }
+    }
+
+    fn run_winograd_with<T: Transform>(
+        &self,
+        weights: &WinogradWeights,
+        input: &[f32],
+        g: &Geometry,
+        output: &mut [f32],
+        threads: usize,
+    ) {
+        let tiles = Tiles::new(g, T::M);
         let (mut padded, mut transformed) = PADDED.with_borrow_mut(std::mem::take);
         pad_input(input, g, (tiles.input_rows(), tiles.input_columns()), 0, &mut padded, threads);
-        transform_input(&padded, g.channels, &tiles, &mut transformed, threads);
+        transform_input::<T>(&padded, g.channels, &tiles, &mut transformed, threads);
         let out = SharedOutput(output.as_mut_ptr());
-        let tasks = self.winograd_tasks(&tiles, weights.filter_panels());
+        let tasks = self.winograd_tasks(&tiles, weights);
         let run = |task: &WinogradTask| {
             BUFFERS.with_borrow_mut(|(map, block)| {
                 self.winograd_multiply(weights, &transformed, &tiles, task, block);
                 // SAFETY: tasks cover disjoint (filters × tiles) blocks of the output (whole
                 // maps when a pool is fused), which `output` holds in full.
-                unsafe { self.winograd_write_out(block, &tiles, g, task, map, out) };
+                unsafe { self.winograd_write_out::<T>(block, &tiles, g, task, map, out) };
             });
         };
         for_each_task(&tasks, threads, run);
@@ -322,20 +368,21 @@ impl FusedConv {
     }
 
     /// Tile-panel chunks (one for the whole map when a pool is fused) × filter-panel chunks.
-    fn winograd_tasks(&self, tiles: &Tiles, filter_panels: usize) -> Vec<WinogradTask> {
+    fn winograd_tasks(&self, tiles: &Tiles, weights: &WinogradWeights) -> Vec<WinogradTask> {
         let whole_map = self.pool.is_some() && !self.pools_per_tile();
-        let tile_chunks = if whole_map { 1 } else { tiles.panels().div_ceil(WINOGRAD_TILE_PANELS) };
-        let filter_chunks = filter_panels.div_ceil(WINOGRAD_FILTER_PANELS);
+        let per_chunk = WINOGRAD_BLOCK_FLOATS / (weights.variant().positions() * MR * WINOGRAD_FILTER_PANELS * NR);
+        let tile_chunks = if whole_map { 1 } else { tiles.panels().div_ceil(per_chunk) };
+        let filter_chunks = weights.filter_panels().div_ceil(WINOGRAD_FILTER_PANELS);
         let mut tasks = Vec::with_capacity(tile_chunks * filter_chunks);
         for tile_panels in split_evenly(tiles.panels(), tile_chunks) {
-            for filters in split_evenly(filter_panels, filter_chunks) {
+            for filters in split_evenly(weights.filter_panels(), filter_chunks) {
                 tasks.push(WinogradTask { tile_panels: tile_panels.clone(), filter_panels: filters });
             }
         }
         tasks
     }
 
-    /// The task's 16 product blocks: block `position` holds `tiles × filters` (rows of
+    /// The task's n² product blocks: block `position` holds `tiles × filters` (rows of
     /// `filter_panels·16` floats), summed over all input channels.
     fn winograd_multiply(
         &self,
@@ -347,9 +394,10 @@ impl FusedConv {
     ) {
         let ldc = task.filter_panels.len() * NR;
         let per_position = task.tile_panels.len() * MR * ldc;
-        block.resize(POSITIONS * per_position, 0.0);
+        let positions = weights.variant().positions();
+        block.resize(positions * per_position, 0.0);
         let channels = self.in_channels;
-        for position in 0..POSITIONS {
+        for position in 0..positions {
             for (index, slice) in split_evenly(channels, channels.div_ceil(DEPTH_SLICE)).into_iter().enumerate() {
                 let kc = slice.len();
                 for (row, tile_panel) in task.tile_panels.clone().enumerate() {
@@ -381,7 +429,7 @@ impl FusedConv {
     /// # Safety
     /// `out` must point to a live `filters × output pixels` buffer in which no other thread
     /// touches this task's filters × tiles (the whole map, with a pool) meanwhile.
-    unsafe fn winograd_write_out(
+    unsafe fn winograd_write_out<T: Transform>(
         &self,
         block: &[f32],
         tiles: &Tiles,
@@ -390,6 +438,7 @@ impl FusedConv {
         map: &mut Vec<f32>,
         out: SharedOutput,
     ) {
+        let m = T::M;
         let ldc = task.filter_panels.len() * NR;
         let per_position = task.tile_panels.len() * MR * ldc;
         let first_filter = task.filter_panels.start * NR;
@@ -404,45 +453,59 @@ impl FusedConv {
         if pooled {
             map.resize(filters.len() * plane, 0.0);
         }
+        let (pooled_height, pooled_width) = self.output_side(g);
         let count = filters.len();
-        let mut outputs = [(); 4].map(|_| vec![0.0f32; count]);
+        // Per task: m² × count outputs of one tile, and the transform's scratch.
+        let (mut transformed, mut work) = (vec![0.0f32; m * m * count], Vec::new());
         for tile in tile_range {
             let (ty, tx) = (tile / tiles.columns, tile % tiles.columns);
             let row = (tile - first_tile) * ldc;
-            let m: [&[f32]; 16] = std::array::from_fn(|p| &block[p * per_position + row..][..count]);
-            let [y0, y1, y2, y3] = &mut outputs;
-            winograd::transform_output(m, [y0, y1, y2, y3]);
+            winograd::transform_output::<T>(&block[row..], per_position, count, &mut transformed, &mut work);
+            let outputs: [&[f32]; 16] =
+                std::array::from_fn(|i| if i < m * m { &transformed[i * count..][..count] } else { &[][..] });
+            let valid = |i: usize| m * ty + i / m < height && m * tx + i % m < width;
             if per_tile {
-                // Tile (ty, tx) is pooled output (ty, tx); edge tiles keep their valid outputs.
-                let valid = |i: usize| 2 * ty + i / 2 < height && 2 * tx + i % 2 < width;
-                let [y0, y1, y2, y3] = &outputs;
-                let pixel = ty * tiles.columns + tx;
-                for j in 0..count {
-                    let max = if valid(3) {
-                        y0[j].max(y1[j]).max(y2[j].max(y3[j]))
-                    } else {
-                        (0..4).filter(|&i| valid(i)).map(|i| outputs[i][j]).fold(f32::NEG_INFINITY, f32::max)
-                    };
-                    let filter = first_filter + j;
-                    // SAFETY: pooled pixel `pixel` of this filter's plane (`rows × columns` of
-                    // tiles) belongs to this task's tile and filter only.
-                    let dst = unsafe { &mut out.slice(filter * tiles.count() + pixel, 1)[0] };
-                    *dst = activate(max + self.bias[filter], self.leaky);
+                // Each 2×2 block of the tile is one pooled output; edge tiles keep their valid
+                // outputs (darknet pools a partial window over what it covers).
+                for (py, px) in (0..m * m / 4).map(|b| (b / (m / 2), b % (m / 2))) {
+                    let (oy, ox) = ((m / 2) * ty + py, (m / 2) * tx + px);
+                    if oy >= pooled_height || ox >= pooled_width {
+                        continue;
+                    }
+                    let window = [0, 1, m, m + 1].map(|d| 2 * py * m + 2 * px + d);
+                    let pixel = oy * pooled_width + ox;
+                    let [a, b, c, d] = window.map(|i| outputs[i]);
+                    let full = window.iter().all(|&i| valid(i));
+                    for j in 0..count {
+                        let max = if full {
+                            a[j].max(b[j]).max(c[j].max(d[j]))
+                        } else {
+                            window
+                                .iter()
+                                .filter(|&&i| valid(i))
+                                .map(|&i| outputs[i][j])
+                                .fold(f32::NEG_INFINITY, f32::max)
+                        };
+                        let filter = first_filter + j;
+                        // SAFETY: pooled pixel `pixel` of this filter's plane lies in this
+                        // task's tile (pooled windows do not overlap) and filter only.
+                        let dst = unsafe { &mut out.slice(filter * pooled_height * pooled_width + pixel, 1)[0] };
+                        *dst = activate(max + self.bias[filter], self.leaky);
+                    }
                 }
                 continue;
             }
             for (i, values) in outputs.iter().enumerate() {
-                let (oy, ox) = (2 * ty + i / 2, 2 * tx + i % 2);
-                if oy >= height || ox >= width {
+                if !valid(i) {
                     continue;
                 }
-                let pixel = oy * width + ox;
+                let pixel = (m * ty + i / m) * width + m * tx + i % m;
                 for (j, &value) in values.iter().enumerate() {
                     let filter = first_filter + j;
                     if pooled {
                         map[j * plane + pixel] = value;
                     } else {
-                        // SAFETY: pixel (oy, ox) of this filter's plane belongs to this task's
+                        // SAFETY: this pixel of this filter's plane belongs to this task's
                         // tile and filter, which no other task has.
                         let dst = unsafe { &mut out.slice(filter * plane + pixel, 1)[0] };
                         *dst = activate(value + self.bias[filter], self.leaky);
@@ -451,14 +514,13 @@ impl FusedConv {
             }
         }
         let Some(pool) = self.pool.filter(|_| pooled) else { return };
-        let (out_height, out_width) = self.output_side(g);
         for filter in filters.clone() {
             let sums = &map[(filter - first_filter) * plane..][..plane];
             let rows = Rows { sums, first_row: 0, height, width, stride: width };
             let bias = self.bias[filter];
             // SAFETY: this filter's whole pooled plane, which only this task writes.
-            let dst = unsafe { out.slice(filter * out_height * out_width, out_height * out_width) };
-            rows.pool_into(pool, 0..out_height, dst, |m| activate(m + bias, self.leaky));
+            let dst = unsafe { out.slice(filter * pooled_height * pooled_width, pooled_height * pooled_width) };
+            rows.pool_into(pool, 0..pooled_height, dst, |m| activate(m + bias, self.leaky));
         }
     }
 
@@ -603,29 +665,35 @@ fn pad_input(
 /// The Winograd-domain input: `V[position][tile panel][channel][lane]`, the micro-kernels'
 /// packed left-hand side (6 tiles per panel, k-major over channels), from planes of
 /// `tiles.input_rows() × tiles.input_columns()`.
-fn transform_input(padded: &[f32], channels: usize, tiles: &Tiles, transformed: &mut Vec<f32>, threads: usize) {
+fn transform_input<T: Transform>(
+    padded: &[f32],
+    channels: usize,
+    tiles: &Tiles,
+    transformed: &mut Vec<f32>,
+    threads: usize,
+) {
     /// Channels transformed together: their 6-float slots for one (position, panel) are
     /// adjacent, so the scatter writes 8 × 24 contiguous bytes instead of 24 bytes to a new
     /// cache line each (1.3 ms of a 1-thread forward went to those misses).
     const CHANNEL_BLOCK: usize = 8;
     let plane = tiles.input_rows() * tiles.input_columns();
-    let panels = tiles.panels();
-    transformed.resize(POSITIONS * panels * channels * MR, 0.0);
+    let (panels, positions) = (tiles.panels(), T::N * T::N);
+    transformed.resize(positions * panels * channels * MR, 0.0);
     let target = SharedOutput(transformed.as_mut_ptr());
     // Each channel is transformed into `positions × (panels · 6)` contiguous floats (lanes past
     // the last tile zeroed), then the block's channels are scattered to their slots.
     let stride = panels * MR;
-    let per_channel = POSITIONS * stride;
+    let per_channel = positions * stride;
     let run = |(scratch, work): &mut (Vec<f32>, Vec<f32>), block: Range<usize>| {
         scratch.resize(block.len() * per_channel, 0.0);
         for (channel, values) in block.clone().zip(scratch.chunks_exact_mut(per_channel)) {
-            winograd::transform_input_plane(&padded[channel * plane..][..plane], tiles, values, stride, work);
+            winograd::transform_input_plane::<T>(&padded[channel * plane..][..plane], tiles, values, stride, work);
             values.chunks_exact_mut(stride).for_each(|lanes| lanes[tiles.count()..].fill(0.0));
         }
-        for position in 0..POSITIONS {
+        for position in 0..positions {
             for panel in 0..panels {
                 let index = ((position * panels + panel) * channels + block.start) * MR;
-                // SAFETY: `index + block.len()·6 ≤ 16 · panels · channels · 6 =
+                // SAFETY: `index + block.len()·6 ≤ n² · panels · channels · 6 =
                 // transformed.len()`, and only this block's task writes these channels' slots.
                 let slots = unsafe { target.slice(index, block.len() * MR) };
                 for (slot, values) in slots.chunks_exact_mut(MR).zip(scratch.chunks_exact(per_channel)) {
@@ -832,14 +900,24 @@ mod tests {
             let oracle = stock(case, &x);
             assert_eq!(fast.dims(), oracle.dims(), "{shape:?}");
             let diff = max_abs_diff(&fast, &oracle);
-            assert!(diff < 1e-4, "{shape:?} {} batch {batch}: max |Δ| = {diff}", case.conv.describe());
+            let (conv, variant) = (case.conv.describe(), case.conv.forced_variant);
+            assert!(diff < 1e-4, "{shape:?} {conv} Winograd {variant:?} batch {batch}: max |Δ| = {diff}");
         }
+    }
+
+    /// The case as built (Winograd variant by map size), then with each variant forced.
+    fn each_variant(case: Case) -> Vec<Case> {
+        let forced = [None, Some(Variant::F2), Some(Variant::F4)];
+        let with = |forced_variant| FusedConv { forced_variant, ..case.conv.clone() };
+        forced.map(|v| Case { conv: with(v), weight: case.weight.clone(), bias: case.bias.clone() }).into()
     }
 
     #[test]
     fn matches_stock_candle_on_random_inputs() {
         for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
-            assert_matches_stock(&random_case(c_in, filters, k, s, p, leaky), shape, h, w);
+            for case in each_variant(random_case(c_in, filters, k, s, p, leaky)) {
+                assert_matches_stock(&case, shape, h, w);
+            }
         }
     }
 
@@ -848,7 +926,9 @@ mod tests {
         for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
             let mut case = random_case(c_in, filters, k, s, p, leaky);
             case.conv.tiles = micro::portable_tiles();
-            assert_matches_stock(&case, shape, h, w);
+            for case in each_variant(case) {
+                assert_matches_stock(&case, shape, h, w);
+            }
         }
     }
 
@@ -874,7 +954,9 @@ mod tests {
             let (c_in, filters, k, s, p, h, w) = shape;
             let mut case = random_case(c_in, filters, k, s, p, true);
             case.conv = case.conv.with_pool(pool);
-            assert_matches_stock(&case, (shape, pool), h, w);
+            for case in each_variant(case) {
+                assert_matches_stock(&case, (shape, pool), h, w);
+            }
         }
     }
 

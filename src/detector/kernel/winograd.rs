@@ -1,47 +1,170 @@
-//! Winograd F(2×2, 3×3) for 3×3 stride-1 layers on small maps (yolov3-tiny's conv8–14 and
-//! conv21: 26×26 and 13×13, 60 % of the network's FLOPs).
+//! Winograd F(m×m, 3×3) for 3×3 stride-1 layers: F(2×2, 3×3) and F(4×4, 3×3).
 //!
-//! Each 2×2 block of outputs comes from a 4×4 input tile: `Y = Aᵀ [U ⊙ V] A` with
+//! Each m×m block of outputs comes from an n×n input tile (n = m + 2): `Y = Aᵀ [U ⊙ V] A` with
 //! `U = G g Gᵀ` (weights, transformed once per process) and `V = Bᵀ d B` (input). Summed over
-//! channels, the 16 element-wise products become 16 GEMMs `[tiles × C] · [C × filters]` run by
-//! the same micro-kernels: 16 multiplies per 4 outputs instead of 36, 2.25× less work (1.9× on
-//! 13×13 maps, whose 7×7 tiles cover 14×14). The transforms use only ±1 and ½, so the results
-//! stay within a few ulps of direct convolution (the equivalence tests hold 1e-4).
+//! channels, the n² element-wise products become n² GEMMs `[tiles × C] · [C × filters]` run by
+//! the same micro-kernels. Per output and channel pair that is 16/4 = 4 multiplies for F(2×2)
+//! and 36/16 = 2.25 for F(4×4), against 9 for direct convolution.
+//!
+//! The price of F(4×4) is rounding: its transforms have entries up to 8, where F(2×2)'s are
+//! ±1 and ½. With the interpolation points 0, ±1, ½ and −2 (rather than the textbook ±2),
+//! a 512-channel layer's error is 8.6× F(2×2)'s instead of 22× (1.3e-5 against 1.5e-6 on
+//! outputs of magnitude ≈ 2.7, measured in f32 against f64). On the whole network the heads
+//! moved from 1.4–2.2e-5 to 1.7–2.4e-5 of stock candle's (the bar is 1e-4).
 
 use std::ops::Range;
 
 use super::micro::{MR, NR};
 use super::pack::Geometry;
 
-/// Elements of a transformed tile (4 × 4).
-pub const POSITIONS: usize = 16;
+/// Which transform a layer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// F(2×2, 3×3): 4×4 tiles, the most accurate.
+    F2,
+    /// F(4×4, 3×3): 6×6 tiles, 1.8× fewer multiplies than F(2×2).
+    F4,
+}
 
-/// Weights in the Winograd domain: for each of the 16 positions, panels of 16 filters, k-major
+impl Variant {
+    /// Elements of a transformed tile (n²): the number of GEMMs.
+    pub fn positions(self) -> usize {
+        match self {
+            Self::F2 => F2::N * F2::N,
+            Self::F4 => F4::N * F4::N,
+        }
+    }
+}
+
+/// One variant's transforms. `G` is a table (the weights are transformed once, in f64); `Bᵀ`
+/// and `Aᵀ` are written out as code, one vectorised pass per output row, so that every
+/// coefficient is a constant the compiler folds (×1 and ×−1 become additions and subtractions).
+pub trait Transform {
+    /// Outputs per tile side (m).
+    const M: usize;
+    /// Inputs per tile side: `M + 2`.
+    const N: usize;
+    /// `G` (N × 3), exact in f64: `U` is computed in f64 and rounded once.
+    const G: [[f64; 3]; 6];
+
+    /// `out[offsets[i]..][..len] = Σₖ Bᵀ[i][k] · d[k][..len]` for the N rows of `Bᵀ`.
+    fn apply_bt(d: [&[f32]; 6], out: &mut [f32], offsets: [usize; 6], len: usize);
+
+    /// `out[offsets[i]..][..len] = Σₖ Aᵀ[i][k] · d[k][..len]` for the M rows of `Aᵀ`.
+    fn apply_at(d: [&[f32]; 6], out: &mut [f32], offsets: [usize; 4], len: usize);
+}
+
+/// `out = Σ c · source` over `len` floats: one pass, vectorised (the sources are sliced to `len`
+/// first, so the loop has no bounds checks).
+#[inline(always)]
+fn combine<const K: usize>(out: &mut [f32], terms: [(f32, &[f32]); K]) {
+    let len = out.len();
+    let terms = terms.map(|(c, source)| (c, &source[..len]));
+    for (x, o) in out.iter_mut().enumerate() {
+        // −0 + y = y exactly, so the first addition folds away.
+        *o = terms.iter().fold(-0.0, |sum, (c, source)| sum + c * source[x]);
+    }
+}
+
+/// F(2×2, 3×3) on the points 0, ±1 (Lavin & Gray's matrices).
+pub struct F2;
+
+impl Transform for F2 {
+    const M: usize = 2;
+    const N: usize = 4;
+    const G: [[f64; 3]; 6] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0], [0.0; 3], [0.0; 3]];
+
+    /// `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`.
+    #[inline(always)]
+    fn apply_bt([d0, d1, d2, d3, ..]: [&[f32]; 6], out: &mut [f32], [o0, o1, o2, o3, ..]: [usize; 6], len: usize) {
+        combine(&mut out[o0..][..len], [(1.0, d0), (-1.0, d2)]);
+        combine(&mut out[o1..][..len], [(1.0, d1), (1.0, d2)]);
+        combine(&mut out[o2..][..len], [(1.0, d2), (-1.0, d1)]);
+        combine(&mut out[o3..][..len], [(1.0, d1), (-1.0, d3)]);
+    }
+
+    /// `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
+    #[inline(always)]
+    fn apply_at([d0, d1, d2, d3, ..]: [&[f32]; 6], out: &mut [f32], [o0, o1, ..]: [usize; 4], len: usize) {
+        combine(&mut out[o0..][..len], [(1.0, d0), (1.0, d1), (1.0, d2)]);
+        combine(&mut out[o1..][..len], [(1.0, d1), (-1.0, d2), (-1.0, d3)]);
+    }
+}
+
+/// F(4×4, 3×3) on the points 0, 1, −1, ½, −2 and ∞ (Toom–Cook, the 1/∏(pᵢ − pⱼ) factors in G).
+/// Every `Bᵀ` and `Aᵀ` entry is a multiple of 1/8, so those products are exact (the sums still
+/// round).
+pub struct F4;
+
+impl Transform for F4 {
+    const M: usize = 4;
+    const N: usize = 6;
+    const G: [[f64; 3]; 6] = [
+        [1.0, 0.0, 0.0],
+        [1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+        [-1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0],
+        [-16.0 / 15.0, -8.0 / 15.0, -4.0 / 15.0],
+        [1.0 / 15.0, -2.0 / 15.0, 4.0 / 15.0],
+        [0.0, 0.0, 1.0],
+    ];
+
+    /// `Bᵀ` rows: `[1 −1.5 −2 1.5 1 0]`, `[0 −1 .5 2.5 1 0]`, `[0 1 −2.5 .5 1 0]`,
+    /// `[0 −2 −1 2 1 0]`, `[0 .5 −1 −.5 1 0]`, `[0 1 −1.5 −2 1.5 1]`.
+    #[inline(always)]
+    fn apply_bt(
+        [d0, d1, d2, d3, d4, d5]: [&[f32]; 6],
+        out: &mut [f32],
+        [o0, o1, o2, o3, o4, o5]: [usize; 6],
+        len: usize,
+    ) {
+        combine(&mut out[o0..][..len], [(1.0, d0), (-1.5, d1), (-2.0, d2), (1.5, d3), (1.0, d4)]);
+        combine(&mut out[o1..][..len], [(-1.0, d1), (0.5, d2), (2.5, d3), (1.0, d4)]);
+        combine(&mut out[o2..][..len], [(1.0, d1), (-2.5, d2), (0.5, d3), (1.0, d4)]);
+        combine(&mut out[o3..][..len], [(-2.0, d1), (-1.0, d2), (2.0, d3), (1.0, d4)]);
+        combine(&mut out[o4..][..len], [(0.5, d1), (-1.0, d2), (-0.5, d3), (1.0, d4)]);
+        combine(&mut out[o5..][..len], [(1.0, d1), (-1.5, d2), (-2.0, d3), (1.5, d4), (1.0, d5)]);
+    }
+
+    /// `Aᵀ` rows: `[1 1 1 1 1 0]`, `[0 1 −1 .5 −2 0]`, `[0 1 1 .25 4 0]`, `[0 1 −1 .125 −8 1]`.
+    #[inline(always)]
+    fn apply_at([d0, d1, d2, d3, d4, d5]: [&[f32]; 6], out: &mut [f32], [o0, o1, o2, o3]: [usize; 4], len: usize) {
+        combine(&mut out[o0..][..len], [(1.0, d0), (1.0, d1), (1.0, d2), (1.0, d3), (1.0, d4)]);
+        combine(&mut out[o1..][..len], [(1.0, d1), (-1.0, d2), (0.5, d3), (-2.0, d4)]);
+        combine(&mut out[o2..][..len], [(1.0, d1), (1.0, d2), (0.25, d3), (4.0, d4)]);
+        combine(&mut out[o3..][..len], [(1.0, d1), (-1.0, d2), (0.125, d3), (-8.0, d4), (1.0, d5)]);
+    }
+}
+
+/// Weights in the Winograd domain: for each of the n² positions, panels of 16 filters, k-major
 /// over input channels — the micro-kernels' packed right-hand side.
 #[derive(Debug, Clone)]
 pub struct WinogradWeights {
     data: Vec<f32>,
     channels: usize,
     filter_panels: usize,
+    variant: Variant,
 }
 
 impl WinogradWeights {
-    /// Transforms OIHW 3×3 weights: `U = G g Gᵀ` with `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`.
-    pub fn new(weight: &[f32], filters: usize, channels: usize) -> Self {
+    /// Transforms OIHW 3×3 weights: `U = G g Gᵀ`.
+    pub fn new(weight: &[f32], filters: usize, channels: usize, variant: Variant) -> Self {
         assert_eq!(weight.len(), filters * channels * 9, "weights must be filters × channels × 3 × 3");
         let filter_panels = filters.div_ceil(NR);
-        let mut data = vec![0.0; POSITIONS * filter_panels * channels * NR];
+        let mut data = vec![0.0; variant.positions() * filter_panels * channels * NR];
         for filter in 0..filters {
             for channel in 0..channels {
-                let g = &weight[(filter * channels + channel) * 9..][..9];
-                let u = transform_weight(g.try_into().expect("nine taps"));
-                for (position, &value) in u.iter().enumerate() {
+                let g: &[f32; 9] = weight[(filter * channels + channel) * 9..][..9].try_into().expect("nine taps");
+                let u = match variant {
+                    Variant::F2 => transform_weight::<F2>(g),
+                    Variant::F4 => transform_weight::<F4>(g),
+                };
+                for (position, &value) in u[..variant.positions()].iter().enumerate() {
                     let panel = (position * filter_panels + filter / NR) * channels + channel;
                     data[panel * NR + filter % NR] = value;
                 }
             }
         }
-        Self { data, channels, filter_panels }
+        Self { data, channels, filter_panels, variant }
     }
 
     /// Filter panel `panel` at `position`, channels `depth`: `depth.len() × 16` floats.
@@ -54,39 +177,45 @@ impl WinogradWeights {
     pub fn filter_panels(&self) -> usize {
         self.filter_panels
     }
+
+    /// The transform these weights are for.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
 }
 
-/// `G g Gᵀ` for one 3×3 kernel (row-major in and out).
-fn transform_weight(g: [f32; 9]) -> [f32; 16] {
-    let column = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-    // Rows first: t = G g (4 × 3), then columns: U = t Gᵀ (4 × 4).
-    let mut t = [[0.0f32; 3]; 4];
-    for x in 0..3 {
-        let rows = column(g[x], g[3 + x], g[6 + x]);
-        for (y, value) in rows.into_iter().enumerate() {
-            t[y][x] = value;
+/// `G g Gᵀ` for one 3×3 kernel (row-major in, N × N row-major out), in f64.
+fn transform_weight<T: Transform>(g: &[f32; 9]) -> [f32; 36] {
+    let mut t = [[0.0f64; 3]; 6];
+    for (i, row) in t.iter_mut().enumerate().take(T::N) {
+        for (x, value) in row.iter_mut().enumerate() {
+            *value = (0..3).map(|k| T::G[i][k] * f64::from(g[3 * k + x])).sum();
         }
     }
-    let mut u = [0.0f32; 16];
-    for (y, row) in t.iter().enumerate() {
-        u[y * 4..y * 4 + 4].copy_from_slice(&column(row[0], row[1], row[2]));
+    let mut u = [0.0f32; 36];
+    for i in 0..T::N {
+        for j in 0..T::N {
+            u[i * T::N + j] = (0..3).map(|k| t[i][k] * T::G[j][k]).sum::<f64>() as f32;
+        }
     }
     u
 }
 
-/// The tiling of one layer's output: `rows × columns` tiles of 2×2 outputs.
+/// The tiling of one layer's output: `rows × columns` tiles of m×m outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiles {
-    /// Tile rows: ⌈output rows / 2⌉.
+    /// Tile rows: ⌈output rows / m⌉.
     pub rows: usize,
-    /// Tile columns: ⌈output columns / 2⌉.
+    /// Tile columns: ⌈output columns / m⌉.
     pub columns: usize,
+    /// Outputs per tile side.
+    pub side: usize,
 }
 
 impl Tiles {
-    /// Tiles covering `g`'s output.
-    pub fn new(g: &Geometry) -> Self {
-        Self { rows: g.out_height.div_ceil(2), columns: g.out_width.div_ceil(2) }
+    /// Tiles of `side × side` outputs covering `g`'s output.
+    pub fn new(g: &Geometry, side: usize) -> Self {
+        Self { rows: g.out_height.div_ceil(side), columns: g.out_width.div_ceil(side), side }
     }
 
     /// All tiles.
@@ -99,76 +228,74 @@ impl Tiles {
         self.count().div_ceil(MR)
     }
 
-    /// Rows of the zero-extended input the tiles read: `2·rows + 2` (≥ the padded height).
+    /// Rows of the zero-extended input the tiles read: `m·rows + 2` (≥ the padded height).
     pub fn input_rows(&self) -> usize {
-        2 * self.rows + 2
+        self.side * self.rows + 2
     }
 
-    /// Columns of the zero-extended input: `2·columns + 2`.
+    /// Columns of the zero-extended input: `m·columns + 2`.
     pub fn input_columns(&self) -> usize {
-        2 * self.columns + 2
+        self.side * self.columns + 2
     }
 }
 
-/// `V = Bᵀ d B` for every tile of one channel, with `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
-/// 0 1 0 −1]`. `plane` is the channel's zero-extended input (`input_rows × input_columns`);
-/// `out` receives position `p` of tile `t` at `p · stride + t` (`stride ≥ count`); `work` is
-/// scratch space.
+/// `V = Bᵀ d B` for every tile of one channel. `plane` is the channel's zero-extended input
+/// (`input_rows × input_columns`); `out` receives position `p` of tile `t` at `p · stride + t`
+/// (`stride ≥ count`); `work` is scratch space.
 ///
-/// Rows are combined for a whole tile row at once and split into even and odd columns, so the
-/// column step for every tile of the row is a few contiguous, vectorised passes.
-pub fn transform_input_plane(plane: &[f32], tiles: &Tiles, out: &mut [f32], stride: usize, work: &mut Vec<f32>) {
-    let (width, half, columns) = (tiles.input_columns(), tiles.columns + 1, tiles.columns);
-    // rows[i] = r_i over the padded width; even[i][x] = r_i[2x], odd[i][x] = r_i[2x + 1]. `work`
-    // is the caller's, reused across channels.
-    work.resize(4 * width + 8 * half, 0.0);
-    let (rows, split) = work.split_at_mut(4 * width);
+/// For each tile row, `Bᵀ d` runs over the whole width; the result is split into m phases
+/// (column mod m), so that `(Bᵀ d) B` runs over all tiles of the row at once: tap `k` of tile
+/// `x` is phase `k mod m` at `x + k / m`. Every step is a contiguous, vectorised pass.
+pub fn transform_input_plane<T: Transform>(
+    plane: &[f32],
+    tiles: &Tiles,
+    out: &mut [f32],
+    stride: usize,
+    work: &mut Vec<f32>,
+) {
+    let (m, n) = (T::M, T::N);
+    debug_assert_eq!(tiles.side, m);
+    let (width, columns) = (tiles.input_columns(), tiles.columns);
+    // n − 1 < 2m for both variants: a tile's taps reach one phase entry past its own.
+    let phase = columns + 1;
+    work.resize(n * width + n * m * phase, 0.0);
+    let (rows, phases) = work.split_at_mut(n * width);
+    let row_offsets = std::array::from_fn(|i| i * width);
     for ty in 0..tiles.rows {
-        let d = |i: usize| &plane[(2 * ty + i) * width..][..width];
-        let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-        let (r0, rest) = rows.split_at_mut(width);
-        let (r1, rest) = rest.split_at_mut(width);
-        let (r2, r3) = rest.split_at_mut(width);
-        // Plain zipped passes: bounds-check free, so they vectorise.
-        r0.iter_mut().zip(d0.iter().zip(d2)).for_each(|(r, (a, b))| *r = a - b);
-        r1.iter_mut().zip(d1.iter().zip(d2)).for_each(|(r, (a, b))| *r = a + b);
-        r2.iter_mut().zip(d2.iter().zip(d1)).for_each(|(r, (a, b))| *r = a - b);
-        r3.iter_mut().zip(d1.iter().zip(d3)).for_each(|(r, (a, b))| *r = a - b);
-        let (evens, odds) = split.split_at_mut(4 * half);
-        for ((r, e), o) in rows.chunks_exact(width).zip(evens.chunks_exact_mut(half)).zip(odds.chunks_exact_mut(half)) {
-            for ((pair, e), o) in r.chunks_exact(2).zip(e.iter_mut()).zip(o.iter_mut()) {
-                (*e, *o) = (pair[0], pair[1]);
+        let d = std::array::from_fn(|k| if k < n { &plane[(m * ty + k) * width..][..width] } else { &[][..] });
+        T::apply_bt(d, rows, row_offsets, width);
+        for (r, split) in rows.chunks_exact(width).zip(phases.chunks_exact_mut(m * phase)) {
+            for (x, chunk) in r.chunks(m).enumerate() {
+                for (p, &value) in chunk.iter().enumerate() {
+                    split[p * phase + x] = value;
+                }
             }
         }
         let first = ty * columns;
-        for i in 0..4 {
-            let (e, o) = (&evens[i * half..][..half], &odds[i * half..][..half]);
-            let (e0, e1, o0, o1) = (&e[..columns], &e[1..], &o[..columns], &o[1..]);
-            let combos: [(&[f32], &[f32], f32); 4] = [(e0, e1, -1.0), (o0, e1, 1.0), (e1, o0, -1.0), (o0, o1, -1.0)];
-            for (j, (a, b, sign)) in combos.into_iter().enumerate() {
-                let target = &mut out[(i * 4 + j) * stride + first..][..columns];
-                target.iter_mut().zip(a.iter().zip(b)).for_each(|(v, (a, b))| *v = a + sign * b);
-            }
+        for (i, split) in phases.chunks_exact(m * phase).enumerate() {
+            let taps = std::array::from_fn(|k| if k < n { &split[(k % m) * phase + k / m..] } else { &[][..] });
+            let targets = std::array::from_fn(|j| (i * n + j) * stride + first);
+            T::apply_bt(taps, out, targets, columns);
         }
     }
 }
 
-/// `Y = Aᵀ m A` with `Aᵀ = [1 1 1 0; 0 1 −1 −1]` for a run of filters of one tile: `m[p][j]`
-/// is position `p`'s product sum for filter `j`; `y[i][j]` receives output `i` (row-major
-/// 2×2) of filter `j`. One pass per output over contiguous filters, so it vectorises.
-pub fn transform_output(m: [&[f32]; 16], y: [&mut [f32]; 4]) {
-    let n = y[0].len();
-    assert!(m.iter().all(|row| row.len() >= n) && y.iter().all(|row| row.len() == n));
-    let [y0, y1, y2, y3] = y;
-    for j in 0..n {
-        let s = |x: usize| m[x][j] + m[4 + x][j] + m[8 + x][j];
-        let t = |x: usize| m[4 + x][j] - m[8 + x][j] - m[12 + x][j];
-        let (s0, s1, s2, s3) = (s(0), s(1), s(2), s(3));
-        let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
-        y0[j] = s0 + s1 + s2;
-        y1[j] = s1 - s2 - s3;
-        y2[j] = t0 + t1 + t2;
-        y3[j] = t1 - t2 - t3;
+/// `Y = Aᵀ M A` for a run of `count` filters of one tile. Position `p`'s product sums are at
+/// `products[p · step..][..count]`; output `i` (row-major m×m) goes to `y[i · count..][..count]`;
+/// `work` is scratch space.
+/// Two steps of vectorised passes over the filters: `t = Aᵀ M` by columns of `M`, then
+/// `Y = t A` by rows of `t`.
+pub fn transform_output<T: Transform>(products: &[f32], step: usize, count: usize, y: &mut [f32], work: &mut Vec<f32>) {
+    let (m, n) = (T::M, T::N);
+    // t[i][b] at (i · n + b) · count.
+    work.resize(m * n * count, 0.0);
+    for b in 0..n {
+        let column = std::array::from_fn(|a| if a < n { &products[(a * n + b) * step..][..count] } else { &[][..] });
+        T::apply_at(column, work, std::array::from_fn(|i| (i * n + b) * count), count);
+    }
+    for i in 0..m {
+        let row = std::array::from_fn(|b| if b < n { &work[(i * n + b) * count..][..count] } else { &[][..] });
+        T::apply_at(row, y, std::array::from_fn(|j| (i * m + j) * count), count);
     }
 }
 
@@ -176,32 +303,65 @@ pub fn transform_output(m: [&[f32]; 16], y: [&mut [f32]; 4]) {
 mod tests {
     use super::*;
 
-    /// Direct 3×3 correlation of a 4×4 tile: the 2×2 valid outputs.
-    fn direct(d: &[f32; 16], g: &[f32; 9]) -> [f32; 4] {
-        let mut y = [0.0; 4];
-        for (i, out) in y.iter_mut().enumerate() {
-            let (oy, ox) = (i / 2, i % 2);
-            *out = (0..9).map(|k| d[(oy + k / 3) * 4 + ox + k % 3] * g[k]).sum();
+    /// Direct 3×3 correlation of an n×n tile: the m×m valid outputs.
+    fn direct(d: &[f32], n: usize, g: &[f32; 9]) -> Vec<f32> {
+        let m = n - 2;
+        (0..m * m).map(|i| (0..9).map(|k| d[(i / m + k / 3) * n + i % m + k % 3] * g[k]).sum()).collect()
+    }
+
+    fn one_tile<T: Transform>() {
+        let (m, n) = (T::M, T::N);
+        let g: [f32; 9] = std::array::from_fn(|i| (i as f32 * 0.37).sin());
+        let d: Vec<f32> = (0..n * n).map(|i| (i as f32 * 0.71).cos()).collect();
+        let u = transform_weight::<T>(&g);
+        let tiles = Tiles { rows: 1, columns: 1, side: m };
+        let mut v = vec![0.0f32; n * n];
+        transform_input_plane::<T>(&d, &tiles, &mut v, 1, &mut Vec::new());
+        let products: Vec<f32> = (0..n * n).map(|i| u[i] * v[i]).collect();
+        let mut y = vec![0.0f32; m * m];
+        transform_output::<T>(&products, 1, 1, &mut y, &mut Vec::new());
+        let (fast, slow) = (y, direct(&d, n, &g));
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a - b).abs() < 1e-5, "{fast:?} vs {slow:?}");
         }
-        y
     }
 
     #[test]
     fn one_tile_equals_direct_correlation() {
-        let g: [f32; 9] = std::array::from_fn(|i| (i as f32 * 0.37).sin());
-        let d: [f32; 16] = std::array::from_fn(|i| (i as f32 * 0.71).cos());
-        let u = transform_weight(g);
-        let tiles = Tiles { rows: 1, columns: 1 };
-        let mut v = [0.0f32; 16];
-        transform_input_plane(&d, &tiles, &mut v, 1, &mut Vec::new());
-        let m: [[f32; 1]; 16] = std::array::from_fn(|i| [u[i] * v[i]]);
-        let mut y = [[0.0f32; 1]; 4];
-        let [y0, y1, y2, y3] = &mut y;
-        transform_output(m.each_ref().map(|row| &row[..]), [y0, y1, y2, y3]);
-        let (fast, slow) = (y.map(|row| row[0]), direct(&d, &g));
-        for (a, b) in fast.iter().zip(slow) {
-            assert!((a - b).abs() < 1e-5, "{fast:?} vs {slow:?}");
+        one_tile::<F2>();
+        one_tile::<F4>();
+    }
+
+    /// Two tile columns and rows with distinct values: each tile reads its own window.
+    fn tiles_read_their_own_windows<T: Transform>() {
+        let (m, n) = (T::M, T::N);
+        let tiles = Tiles { rows: 2, columns: 3, side: m };
+        let (rows, columns) = (tiles.input_rows(), tiles.input_columns());
+        let plane: Vec<f32> = (0..rows * columns).map(|i| ((i * 7919) % 113) as f32 / 113.0).collect();
+        let stride = tiles.count();
+        let mut v = vec![0.0f32; n * n * stride];
+        transform_input_plane::<T>(&plane, &tiles, &mut v, stride, &mut Vec::new());
+        for t in 0..tiles.count() {
+            let (ty, tx) = (t / tiles.columns, t % tiles.columns);
+            let window: Vec<f32> = (0..n * n).map(|i| plane[(m * ty + i / n) * columns + m * tx + i % n]).collect();
+            let mut expected = vec![0.0f32; n * n];
+            transform_input_plane::<T>(
+                &window,
+                &Tiles { rows: 1, columns: 1, side: m },
+                &mut expected,
+                1,
+                &mut Vec::new(),
+            );
+            for p in 0..n * n {
+                assert_eq!(v[p * stride + t], expected[p], "tile {t} position {p}");
+            }
         }
+    }
+
+    #[test]
+    fn every_tile_transforms_its_own_window() {
+        tiles_read_their_own_windows::<F2>();
+        tiles_read_their_own_windows::<F4>();
     }
 
     #[test]
@@ -209,11 +369,13 @@ mod tests {
         // 17 filters → two panels; filter 16 lands in lane 0 of panel 1.
         let (filters, channels) = (17, 2);
         let weight: Vec<f32> = (0..filters * channels * 9).map(|i| (i / 9) as f32).collect();
-        let w = WinogradWeights::new(&weight, filters, channels);
-        assert_eq!(w.filter_panels(), 2);
-        // Position 0 of U is g[0][0]: the kernel's constant value (filter·channels + channel).
-        let panel = w.panel(0, 1, 0..2);
-        assert_eq!((panel[0], panel[NR]), (32.0, 33.0));
-        assert_eq!(panel[1], 0.0, "lanes past the last filter are zero");
+        for variant in [Variant::F2, Variant::F4] {
+            let w = WinogradWeights::new(&weight, filters, channels, variant);
+            assert_eq!(w.filter_panels(), 2);
+            // Position 0 of U is g[0][0] in both: the kernel's constant (filter·channels + channel).
+            let panel = w.panel(0, 1, 0..2);
+            assert_eq!((panel[0], panel[NR]), (32.0, 33.0));
+            assert_eq!(panel[1], 0.0, "lanes past the last filter are zero");
+        }
     }
 }

@@ -130,6 +130,17 @@ pub struct ZoneSummary {
     pub last_head_count: u64,
 }
 
+/// What finished in one time bucket: images with a result and their objects per label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketCounts {
+    /// Start of the bucket, ms since the Unix epoch (a multiple of the bucket size).
+    pub start_ms: i64,
+    /// Images done in the bucket.
+    pub images: u64,
+    /// Their objects per label, people first, then by count.
+    pub labels: Vec<LabelCount>,
+}
+
 /// The SQLite-backed index.
 #[derive(Clone)]
 pub struct ResultIndex {
@@ -212,6 +223,20 @@ impl ResultIndex {
     /// Totals per zone and over all zones.
     pub async fn zones(&self) -> Result<(Vec<ZoneSummary>, ZoneTotals)> {
         self.with_db(zones).await
+    }
+
+    /// Done jobs finished in `[since_ms, until_ms)` (of one zone, or all), counted per bucket of
+    /// `bucket_ms` aligned to the Unix epoch, so every client and every call agrees on the
+    /// edges. Buckets without a result are left out; oldest first.
+    pub async fn buckets(
+        &self,
+        zone: Option<String>,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<BucketCounts>> {
+        assert!(bucket_ms > 0, "buckets must have a positive size");
+        self.with_db(move |c| buckets(c, zone.as_deref(), since_ms, until_ms, bucket_ms)).await
     }
 }
 
@@ -342,6 +367,43 @@ fn head_count(labels: &[LabelCount]) -> u64 {
     labels.iter().find(|l| l.label == PERSON).map_or(0, |l| l.count)
 }
 
+fn buckets(
+    c: &mut Connection,
+    zone: Option<&str>,
+    since_ms: i64,
+    until_ms: i64,
+    bucket_ms: i64,
+) -> rusqlite::Result<Vec<BucketCounts>> {
+    // Times are positive, so SQLite's integer division floors.
+    let filter =
+        "j.status = 'done' AND j.finished_at_ms >= ?2 AND j.finished_at_ms < ?3 AND (?4 IS NULL OR j.zone = ?4)";
+    let mut images = c.prepare(&format!(
+        "SELECT (j.finished_at_ms / ?1) * ?1 AS start, COUNT(*) FROM jobs j WHERE {filter} GROUP BY start ORDER BY start"
+    ))?;
+    let mut out: Vec<BucketCounts> = images
+        .query_map(params![bucket_ms, since_ms, until_ms, zone], |r| {
+            Ok(BucketCounts { start_ms: r.get(0)?, images: r.get(1)?, labels: Vec::new() })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut labels = c.prepare(&format!(
+        "SELECT (j.finished_at_ms / ?1) * ?1 AS start, l.label, SUM(l.count) FROM labels l
+         JOIN jobs j ON j.job_id = l.job_id WHERE {filter} GROUP BY start, l.label"
+    ))?;
+    let rows = labels.query_map(params![bucket_ms, since_ms, until_ms, zone], |r| {
+        Ok((r.get::<_, i64>(0)?, LabelCount { label: r.get(1)?, count: r.get(2)? }))
+    })?;
+    for row in rows {
+        let (start, label) = row?;
+        if let Ok(i) = out.binary_search_by_key(&start, |b| b.start_ms) {
+            out[i].labels.push(label);
+        }
+    }
+    for bucket in &mut out {
+        bucket.labels = sorted_labels(std::mem::take(&mut bucket.labels));
+    }
+    Ok(out)
+}
+
 fn zones(c: &mut Connection) -> rusqlite::Result<(Vec<ZoneSummary>, ZoneTotals)> {
     let mut per_zone: Vec<ZoneSummary> = Vec::new();
     let mut stmt = c.prepare(
@@ -382,4 +444,69 @@ fn zones(c: &mut Connection) -> rusqlite::Result<(Vec<ZoneSummary>, ZoneTotals)>
     totals.labels = sorted_labels(all.into_iter().map(|(label, count)| LabelCount { label, count }).collect());
     totals.head_count = head_count(&totals.labels);
     Ok((per_zone, totals))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{DetectedObject, DetectionResult, Rectangle, Timings};
+
+    fn done(job_id: Uuid, at_ms: i64, labels: &[&str]) -> JobResponse {
+        let objects = labels
+            .iter()
+            .map(|label| DetectedObject {
+                label: label.to_string(),
+                accuracy: 0.9,
+                rectangle: Rectangle { left: 0, top: 0, width: 1, height: 1 },
+            })
+            .collect();
+        let detection = DetectionResult {
+            id: None,
+            file: None,
+            objects,
+            width: 8,
+            height: 8,
+            model: "m".into(),
+            timings: Timings::default(),
+        };
+        JobResponse {
+            job_id,
+            outcome: Outcome::Done { result: JobResult { job_id, zone: None, detection } },
+            instance: "w".into(),
+            pool: "local".into(),
+            detector_ms: 40.0,
+            at_ms,
+        }
+    }
+
+    async fn finish(index: &ResultIndex, zone: Option<&str>, at_ms: i64, labels: &[&str]) {
+        let job_id = Uuid::new_v4();
+        let job = NewJob { job_id, client_id: None, zone: zone.map(Into::into), file: None, queued_at_ms: at_ms - 100 };
+        index.insert(job).await.unwrap();
+        assert!(index.apply(done(job_id, at_ms, labels)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn buckets_are_aligned_to_the_epoch_and_count_images_and_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = ResultIndex::open(&dir.path().join("index.db")).unwrap();
+        let base = 1_800_000_000_000; // a multiple of 30 000 ms
+        finish(&index, Some("gate"), base, &["person", "person", "bus"]).await;
+        finish(&index, Some("gate"), base + 29_999, &["person"]).await; // same bucket, last ms
+        finish(&index, Some("yard"), base + 30_000, &["dog"]).await; // the next bucket, first ms
+        finish(&index, None, base + 95_000, &[]).await; // an image with nothing in it
+        finish(&index, Some("gate"), base + 200_000, &["cat"]).await; // at `until`: left out
+        let all = index.buckets(None, base, base + 200_000, 30_000).await.unwrap();
+        let starts: Vec<i64> = all.iter().map(|b| b.start_ms - base).collect();
+        assert_eq!(starts, [0, 30_000, 90_000], "empty buckets are not rows");
+        assert_eq!(all[0].images, 2);
+        let first: Vec<(&str, u64)> = all[0].labels.iter().map(|l| (l.label.as_str(), l.count)).collect();
+        assert_eq!(first, [("person", 3), ("bus", 1)]);
+        assert_eq!((all[2].images, all[2].labels.len()), (1, 0));
+        let gate = index.buckets(Some("gate".into()), base, base + 300_000, 60_000).await.unwrap();
+        let counts: Vec<(i64, u64)> = gate.iter().map(|b| (b.start_ms - base, b.images)).collect();
+        assert_eq!(counts, [(0, 2), (180_000, 1)], "one zone, minute buckets");
+        let later = index.buckets(None, base + 30_000, base + 300_000, 30_000).await.unwrap();
+        assert_eq!(later.first().map(|b| b.start_ms - base), Some(30_000), "since is inclusive");
+    }
 }

@@ -173,6 +173,7 @@ fn the_openapi_document_covers_every_route() {
         "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/image",
         "/api/zones",
+        "/api/stats",
         "/api/results",
         "/api/queues",
         "/healthz",
@@ -182,7 +183,9 @@ fn the_openapi_document_covers_every_route() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
-    for schema in ["JobResult", "DetectedObject", "Rectangle", "ErrorBody", "Accepted", "JobView", "ZonesBody"] {
+    for schema in
+        ["JobResult", "DetectedObject", "Rectangle", "ErrorBody", "Accepted", "JobView", "ZonesBody", "StatsBody"]
+    {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
     }
 }

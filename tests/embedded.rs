@@ -65,6 +65,23 @@ fn multipart_uploads_with_zones_update_the_zone_totals() {
     assert_eq!(zones["totals"]["head_count"].as_u64().unwrap(), per_zone);
     let only_gate2 = service.get("/api/results?zone=gate-2").1;
     assert_eq!(only_gate2["results"].as_array().unwrap().len(), 2);
+    // The same images per 30-second bucket: the window's buckets add up to the totals.
+    let (status, stats) = service.get("/api/stats?bucket=30s");
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["bucket_seconds"], 30);
+    let buckets = stats["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 61, "60 buckets before now, plus the one holding now");
+    assert!(buckets.iter().all(|b| b["start_ms"].as_i64().unwrap() % 30_000 == 0), "edges on the epoch's 30 s");
+    let sum = |field: &str| buckets.iter().map(|b| b[field].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("images"), 3);
+    assert_eq!(sum("head_count"), per_zone);
+    let gate2_stats = service.get("/api/stats?bucket=1h&zone=gate-2").1;
+    assert_eq!(
+        gate2_stats["buckets"].as_array().unwrap().iter().map(|b| b["images"].as_u64().unwrap()).sum::<u64>(),
+        2
+    );
+    let (status, refused) = service.get("/api/stats?bucket=1ms");
+    assert_eq!((status, refused["error"].as_str()), (400, Some("bad_bucket")), "{refused}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`intake`]: check → store → index → queue, undone on failure; waiting for answers.
-//! - [`api`]: routes that take images; [`query`]: routes that read; [`health`]: probes.
+//! - [`api`]: routes that take images; [`query`]: routes that read; [`stats`]: counts per time
+//!   bucket; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
 //! - [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
 //!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod stats;
 pub mod views;
 pub mod waiters;
 
@@ -83,6 +85,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/jobs/{job_id}", web::get().to(query::job_status))
         .route("/api/jobs/{job_id}/image", web::get().to(query::job_image))
         .route("/api/zones", web::get().to(query::zones))
+        .route("/api/stats", web::get().to(stats::stats))
         .route("/api/results", web::get().to(query::results))
         .route("/api/queues", web::get().to(query::queues))
         .route("/api/fleet", web::get().to(query::fleet))

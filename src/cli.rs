@@ -173,4 +173,58 @@ pub struct LoadArgs {
     /// Print one JSON line per result as it arrives.
     #[arg(long)]
     pub print_results: bool,
+    /// Ramp closed-loop users up instead of sending --requests at --concurrency: stop at the
+    /// first failure, when a step's p95 passes --slo-ms, after --users-max, or at --max-seconds.
+    #[command(flatten)]
+    pub ramp: RampArgs,
+}
+
+/// `skyburst load --ramp` options.
+#[derive(Debug, Clone, Args)]
+pub struct RampArgs {
+    /// Run a ramp (the options below) instead of a fixed number of requests.
+    #[arg(long, conflicts_with_all = ["requests", "concurrency"])]
+    pub ramp: bool,
+    /// Users in the first step.
+    #[arg(long, default_value_t = 1, requires = "ramp")]
+    pub users_start: usize,
+    /// Users added per step.
+    #[arg(long, default_value_t = 1, requires = "ramp")]
+    pub users_step: usize,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 10.0, requires = "ramp")]
+    pub step_seconds: f64,
+    /// Users in the last step.
+    #[arg(long, default_value_t = 64, requires = "ramp")]
+    pub users_max: usize,
+    /// Each user's pause between an answer and its next request, ms.
+    #[arg(long, default_value_t = 0, requires = "ramp")]
+    pub think_ms: u64,
+    /// The response-time objective at p95, ms.
+    #[arg(long, default_value_t = 2000, requires = "ramp")]
+    pub slo_ms: u64,
+    /// The ramp stops after this many seconds.
+    #[arg(long, default_value_t = 120.0, requires = "ramp")]
+    pub max_seconds: f64,
+}
+
+impl RampArgs {
+    /// The plan these options describe.
+    pub fn plan(&self) -> anyhow::Result<crate::load::ramp::RampPlan> {
+        let seconds = |name: &str, s: f64| {
+            anyhow::ensure!(s.is_finite() && s > 0.0, "--{name} must be a positive number of seconds");
+            Ok(std::time::Duration::from_secs_f64(s))
+        };
+        let plan = crate::load::ramp::RampPlan {
+            start_users: self.users_start,
+            step_users: self.users_step,
+            step_interval: seconds("step-seconds", self.step_seconds)?,
+            max_users: self.users_max,
+            think: std::time::Duration::from_millis(self.think_ms),
+            slo: std::time::Duration::from_millis(self.slo_ms),
+            max_duration: seconds("max-seconds", self.max_seconds)?,
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
 }

@@ -28,6 +28,7 @@ pub mod frontend;
 pub mod index;
 pub mod job;
 pub mod load;
+pub mod plot;
 pub mod queue;
 pub mod result;
 pub mod shutdown;

@@ -212,3 +212,58 @@ fn metrics_count_requests_by_route_pattern_jobs_by_outcome_and_detector_time() {
     assert_eq!(value(r#"skyburst_queue_messages{queue="requests",state="visible"}"#), 0.0);
     assert_eq!(value(r#"skyburst_queue_messages{queue="dead_letters",state="visible"}"#), 0.0);
 }
+
+#[test]
+fn a_ramp_adds_users_to_the_cap_and_writes_its_csv_and_charts() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    let out_dir = tempfile::tempdir().unwrap();
+    let csv = out_dir.path().join("ramp.csv");
+    let images = image("bus.jpg").parent().unwrap().to_path_buf();
+    let (code, out, err) = run(skyburst()
+        .args(["load", "--url", &service.url, "--ramp", "--users-start", "1", "--users-step", "1"])
+        .args(["--step-seconds", "1", "--users-max", "3", "--think-ms", "50", "--slo-ms", "5000"])
+        .arg("--images")
+        .arg(&images)
+        .arg("--csv")
+        .arg(&csv));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stopped: reached --users-max within the SLO"), "{out}");
+    assert!(out.contains("max users with 100 % success within the SLO: 3"), "{out}");
+    // One table row per step: 1, 2 and 3 users, every request answered.
+    let steps: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("users"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("stopped"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(steps.iter().map(|s| s[0]).collect::<Vec<_>>(), ["1", "2", "3"], "{out}");
+    assert!(steps.iter().all(|s| s[1].parse::<usize>().unwrap() > 0 && s[2] == "0"), "{out}");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    let header: Vec<&str> = rows.lines().next().unwrap().split(',').collect();
+    assert!(header.ends_with(&["started_s", "users"]), "{header:?}");
+    let users_column: std::collections::BTreeSet<&str> =
+        rows.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(users_column.into_iter().collect::<Vec<_>>(), ["1", "2", "3"]);
+    for chart in ["response-time", "throughput", "outcomes"] {
+        let png = out_dir.path().join(format!("ramp-{chart}.png"));
+        assert!(image::open(&png).is_ok(), "{} is not a readable PNG", png.display());
+    }
+}
+
+#[test]
+fn a_ramp_stops_at_the_first_failure() {
+    let _heavy = one_at_a_time();
+    // No worker: every synchronous request waits 1 s and gets 202, which is not an answer.
+    let service = Service::start(&[("FRONTEND__WAIT_SECONDS", "1")]);
+    let images = image("bus.jpg").parent().unwrap().to_path_buf();
+    let (code, out, err) = run(skyburst()
+        .args(["load", "--url", &service.url, "--ramp", "--step-seconds", "5", "--users-max", "4"])
+        .arg("--images")
+        .arg(&images));
+    assert_eq!(code, 1, "no step was good: {out}\n{err}");
+    assert!(out.contains("stopped: first failure at 1 users (HTTP 202"), "{out}");
+    assert!(out.contains("max users with 100 % success within the SLO: 0"), "{out}");
+}

@@ -1,4 +1,4 @@
-//! `skyburst load`: the workload generator.
+//! `skyburst load`: the workload generator, a fixed run or a ramp.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,10 +6,11 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::LoadArgs;
-use crate::load::{self, LoadOptions};
+use crate::load::{self, LoadOptions, Record};
 
-/// Runs the load, prints the summary; exits 1 unless every request succeeded and every checked
-/// answer was correct.
+/// Runs the load and prints the summary. A fixed run exits 1 unless every request succeeded and
+/// every checked answer was correct; a ramp exits 1 when not even its first step was good.
+/// With `--csv`, the rows and three PNG charts are written.
 pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.requests > 0, "--requests must be at least 1");
     anyhow::ensure!((1..=1024).contains(&args.concurrency), "--concurrency must be in 1..=1024");
@@ -24,29 +25,45 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout_seconds.max(1)),
         token: args.token.clone(),
     };
-    let bar = ProgressBar::new(args.requests as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}").expect("the template is valid"),
-    );
-    let print_results = args.print_results;
-    let progress = {
-        let bar = bar.clone();
-        move |record: &load::Record| {
-            if print_results {
-                bar.suspend(|| println!("{}", serde_json::to_string(record).unwrap_or_default()));
-            }
-            if !record.ok() {
-                bar.set_message(format!("last error: HTTP {} {}", record.status, record.error));
-            }
-            bar.inc(1);
-        }
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (records, summary) = runtime.block_on(load::run(&options, progress))?;
-    bar.finish_and_clear();
+    let (records, good, slo_ms) = if args.ramp.ramp {
+        let plan = args.ramp.plan()?;
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {pos} requests {per_sec} {msg}").expect("valid"));
+        let (records, report) = runtime.block_on(load::ramp::run(&options, &plan, progress(&bar, args)))?;
+        bar.finish_and_clear();
+        println!("{report}");
+        (records, report.max_good_users > 0, Some(plan.slo.as_secs_f64() * 1000.0))
+    } else {
+        let bar = ProgressBar::new(args.requests as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+                .expect("the template is valid"),
+        );
+        let (records, summary) = runtime.block_on(load::run(&options, progress(&bar, args)))?;
+        bar.finish_and_clear();
+        println!("{summary}");
+        (records, summary.all_good(), None)
+    };
     if let Some(path) = &args.csv {
         load::write_csv(path, &records)?;
+        for png in load::plot::write_plots(path, &records, slo_ms)? {
+            println!("chart: {}", png.display());
+        }
     }
-    println!("{summary}");
-    Ok(if summary.all_good() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if good { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Advances `bar` per finished request, printing the result first with `--print-results`.
+fn progress(bar: &ProgressBar, args: &LoadArgs) -> impl Fn(&Record) + Send + Sync + 'static {
+    let (bar, print_results) = (bar.clone(), args.print_results);
+    move |record: &Record| {
+        if print_results {
+            bar.suspend(|| println!("{}", serde_json::to_string(record).unwrap_or_default()));
+        }
+        if !record.ok() {
+            bar.set_message(format!("last error: HTTP {} {}", record.status, record.error));
+        }
+        bar.inc(1);
+    }
 }

@@ -3,6 +3,8 @@
 //! success counts, latency percentiles (HdrHistogram) and throughput, and optionally a CSV row
 //! per request.
 
+pub mod plot;
+pub mod ramp;
 mod request;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +76,10 @@ pub struct Record {
     pub correct: Option<bool>,
     /// What went wrong.
     pub error: String,
+    /// When it was sent, seconds from the start of the run.
+    pub started_s: f64,
+    /// Clients sending at the time (the concurrency; the ramp's current step).
+    pub users: usize,
 }
 
 impl Record {
@@ -196,7 +202,8 @@ pub async fn run(
     let progress = Arc::new(progress);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..options.concurrency.clamp(1, options.requests.max(1)) {
+    let concurrency = options.concurrency.clamp(1, options.requests.max(1));
+    for _ in 0..concurrency {
         let (client, images, expected, next, progress) =
             (client.clone(), images.clone(), expected.clone(), next.clone(), progress.clone());
         let total = options.requests;
@@ -208,11 +215,8 @@ pub async fn run(
                     return records;
                 }
                 let image = &images[index % images.len()];
-                let mut record = client.send(index, image).await;
-                if let (true, Some(labels)) = (record.ok(), expected.get(&image.name)) {
-                    let found: Vec<&str> = record.labels.split(';').collect();
-                    record.correct = Some(labels.iter().all(|l| found.contains(&l.as_str())));
-                }
+                let mut record = client.send(index, image, started, concurrency).await;
+                check_labels(&mut record, &expected);
                 progress(&record);
                 records.push(record);
             }
@@ -225,6 +229,14 @@ pub async fn run(
     records.sort_by_key(|r| r.index);
     let summary = summarize(&records, started.elapsed());
     Ok((records, summary))
+}
+
+/// Marks a successful answer correct when it has every label expected for its file.
+fn check_labels(record: &mut Record, expected: &HashMap<String, Vec<String>>) {
+    if let (true, Some(labels)) = (record.ok(), expected.get(&record.file)) {
+        let found: Vec<&str> = record.labels.split(';').collect();
+        record.correct = Some(labels.iter().all(|l| found.contains(&l.as_str())));
+    }
 }
 
 /// Counts and percentiles.
@@ -283,6 +295,8 @@ mod tests {
             labels: String::new(),
             correct,
             error: String::new(),
+            started_s: index as f64,
+            users: 1,
         }
     }
 

@@ -56,8 +56,9 @@ impl Client {
         })
     }
 
-    /// Sends one image and waits for its result.
-    pub async fn send(&self, index: usize, image: &Image) -> Record {
+    /// Sends one image and waits for its result. `run_started` dates the request within the run;
+    /// `users` is how many clients were sending at the time.
+    pub async fn send(&self, index: usize, image: &Image, run_started: Instant, users: usize) -> Record {
         let started = Instant::now();
         let client_id = uuid::Uuid::new_v4().to_string();
         let outcome = match self.mode {
@@ -76,6 +77,8 @@ impl Client {
             labels: String::new(),
             correct: None,
             error: String::new(),
+            started_s: started.duration_since(run_started).as_secs_f64(),
+            users,
         };
         match outcome {
             Err(e) => record.error = e,

@@ -2,16 +2,11 @@
 //! backlog (right axis) over time, drawn with plotters into memory and saved as a PNG.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 
 use super::{Error, Report, Result};
-
-/// DejaVu Sans, also used by the detector's labels: plotters' ab_glyph text needs a font in
-/// memory, and embedding one makes the PNG the same on every machine.
-const FONT: &[u8] = include_bytes!("../detector/font/DejaVuSans.ttf");
+use crate::plot::{save_png, Area};
 
 /// Pixels per panel: 1200 wide gives each 5 s check about a pixel over 90 minutes.
 const PANEL: (u32, u32) = (1200, 320);
@@ -24,42 +19,16 @@ const BACKLOG_COLOUR: RGBColor = RGBColor(110, 110, 110);
 /// Draws one panel per report (stacked) and writes the PNG to `path`.
 pub fn plot_png(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let fail = |message: String| Error::Write { path: path.to_path_buf(), source: message.into() };
-    register_font_once().map_err(fail)?;
-    let (width, height) = (PANEL.0, PANEL.1 * reports.len().max(1) as u32);
-    let mut pixels = vec![0u8; (width * height * 3) as usize];
-    draw(reports, &mut pixels, (width, height)).map_err(fail)?;
-    image::save_buffer_with_format(
-        path,
-        &pixels,
-        width,
-        height,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .map_err(|source| Error::Write { path: path.to_path_buf(), source: Box::new(source) })
+    let size = (PANEL.0, PANEL.1 * reports.len().max(1) as u32);
+    save_png(path, size, |root| {
+        let panels = root.split_evenly((reports.len().max(1), 1));
+        for (area, report) in panels.iter().zip(reports) {
+            panel(area, report)?;
+        }
+        Ok(())
+    })
+    .map_err(|message| Error::Write { path: path.to_path_buf(), source: message.into() })
 }
-
-fn register_font_once() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            register_font("sans-serif", FontStyle::Normal, FONT).map_err(|_| "the embedded font is unreadable".into())
-        })
-        .clone()
-}
-
-fn draw(reports: &[Report], pixels: &mut [u8], size: (u32, u32)) -> Result<(), String> {
-    let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let panels = root.split_evenly((reports.len().max(1), 1));
-    for (area, report) in panels.iter().zip(reports) {
-        panel(area, report).map_err(|e| e.to_string())?;
-    }
-    root.present().map_err(|e| e.to_string())
-}
-
-type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 fn panel(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> {
     let end = r.timeline.last().map_or(1.0, |s| s.t_s).max(1.0);

@@ -32,6 +32,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Send images to a running service and report latency, throughput and correctness.
     Load(LoadArgs),
+    /// The capacity experiment: for each fleet size, ramp users against `up --workers N` to the
+    /// most served with 100 % success within the SLO, confirm at 1 user/s, tabulate and plot.
+    Experiment(ExperimentArgs),
     /// Run the controller: scale the worker pools to the queue (private first, then burst).
     Controller(ControllerArgs),
     /// Replay an arrival trace against scaling policies, without sleeping; report cost and waits.
@@ -179,6 +182,39 @@ pub struct LoadArgs {
     pub ramp: RampArgs,
 }
 
+/// `skyburst experiment`.
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// Fleet sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub workers: Vec<usize>,
+    /// Folder of images to send, round robin.
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
+    /// Time budget per fleet size: two thirds for the ramp, the rest for the confirmation.
+    #[arg(long, default_value_t = 90.0)]
+    pub seconds_per_size: f64,
+    /// Seconds per ramp step.
+    #[arg(long, default_value_t = 5.0)]
+    pub step_seconds: f64,
+    /// Users added per ramp step.
+    #[arg(long, default_value_t = 1)]
+    pub users_step: usize,
+    /// The ramp's last step.
+    #[arg(long, default_value_t = 64)]
+    pub users_max: usize,
+    /// Each user's pause between an answer and its next request, ms.
+    #[arg(long, default_value_t = 0)]
+    pub think_ms: u64,
+    /// The response-time objective at p95, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub slo_ms: u64,
+    /// Where the table (experiment.md), the chart (experiment.png), the results (experiment.json)
+    /// and each run's CSV and charts go.
+    #[arg(long, value_name = "DIR", default_value = "skyburst-experiment")]
+    pub out: PathBuf,
+}
+
 /// `skyburst load --ramp` options.
 #[derive(Debug, Clone, Args)]
 pub struct RampArgs {
@@ -220,6 +256,7 @@ impl RampArgs {
             step_users: self.users_step,
             step_interval: seconds("step-seconds", self.step_seconds)?,
             max_users: self.users_max,
+            hold: seconds("step-seconds", self.step_seconds)?,
             think: std::time::Duration::from_millis(self.think_ms),
             slo: std::time::Duration::from_millis(self.slo_ms),
             max_duration: seconds("max-seconds", self.max_seconds)?,

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => skyburst::cmd::controller::run(&config, args, cli.config.as_deref()),
         Command::Simulate(args) => skyburst::cmd::simulate::run(&config, args),
         Command::Load(args) => skyburst::cmd::load::run(args),
+        Command::Experiment(args) => skyburst::cmd::experiment::run(args, cli.config.as_deref()),
         Command::Detect(args) => skyburst::cmd::detect::run(&config, args),
         Command::Config(ConfigCommand::Check) => skyburst::cmd::config_check::run(&config),
     };

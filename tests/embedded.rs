@@ -267,3 +267,37 @@ fn a_ramp_stops_at_the_first_failure() {
     assert!(out.contains("stopped: first failure at 1 users (HTTP 202"), "{out}");
     assert!(out.contains("max users with 100 % success within the SLO: 0"), "{out}");
 }
+
+#[test]
+fn a_short_experiment_writes_its_table_and_charts() {
+    let _heavy = one_at_a_time();
+    let out = tempfile::tempdir().unwrap();
+    let images = image("bus.jpg").parent().unwrap().to_path_buf();
+    let (code, stdout, err) = run(skyburst()
+        .env("SKYBURST_DETECTOR__MODEL_DIR", crate::support::model_dir())
+        .args(["experiment", "--workers", "1,2", "--seconds-per-size", "8", "--step-seconds", "1"])
+        .args(["--users-max", "3", "--slo-ms", "5000"])
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(out.path()));
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let table = std::fs::read_to_string(out.path().join("experiment.md")).unwrap();
+    let rows: Vec<Vec<&str>> =
+        table.lines().skip(2).map(|l| l.trim_matches('|').split('|').map(str::trim).collect()).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for (row, workers) in rows.iter().zip(["1", "2"]) {
+        assert_eq!(row[0], workers, "{table}");
+        let users: usize = row[1].parse().unwrap();
+        assert!((1..=3).contains(&users), "{table}");
+        assert!(row[2].parse::<f64>().unwrap() > 0.0, "a mean response time: {table}");
+    }
+    assert!(stdout.contains(&table), "the table is printed too");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("experiment.json")).unwrap()).unwrap();
+    assert_eq!(results.as_array().unwrap().len(), 2);
+    for png in ["experiment.png", "workers-1-ramp-throughput.png", "workers-2-confirm-response-time.png"] {
+        assert!(image::open(out.path().join(png)).is_ok(), "{png}");
+    }
+    assert!(!out.path().join(".data-workers-1").exists(), "each fleet's data directory is removed");
+}

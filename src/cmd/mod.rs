@@ -3,6 +3,7 @@
 pub mod config_check;
 pub mod controller;
 pub mod detect;
+pub mod experiment;
 pub mod load;
 pub mod serve;
 pub mod simulate;

@@ -154,7 +154,7 @@ impl Children {
 }
 
 /// The first line `serve` or `controller` prints names its URL; later lines are passed through.
-async fn read_url(child: &mut Child) -> anyhow::Result<String> {
+pub(crate) async fn read_url(child: &mut Child) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("the part's output is not captured")?;
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(START_TIMEOUT, lines.next_line())
@@ -190,7 +190,7 @@ async fn wait_some(child: &mut Option<Child>) -> std::io::Result<std::process::E
 }
 
 /// SIGTERM to every child, then SIGKILL to any still running after [`STOP_TIMEOUT`].
-async fn stop_all(mut children: Vec<Child>) {
+pub(crate) async fn stop_all(mut children: Vec<Child>) {
     for child in &children {
         if let Some(pid) = child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);

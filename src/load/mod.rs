@@ -3,6 +3,7 @@
 //! success counts, latency percentiles (HdrHistogram) and throughput, and optionally a CSV row
 //! per request.
 
+pub mod experiment;
 pub mod plot;
 pub mod ramp;
 mod request;

@@ -27,6 +27,8 @@ pub struct RampPlan {
     pub step_interval: Duration,
     /// The last step's users.
     pub max_users: usize,
+    /// How long the step at `max_users` lasts (a confirmation run holds its level longer).
+    pub hold: Duration,
     /// Pause of each user between an answer and its next request.
     pub think: Duration,
     /// A step whose p95 response time passes this ends the ramp.
@@ -46,6 +48,7 @@ impl RampPlan {
             self.start_users
         );
         anyhow::ensure!(self.step_interval >= Duration::from_millis(100), "--step-seconds must be at least 0.1");
+        anyhow::ensure!(self.hold >= Duration::from_millis(100), "the last step must last at least 0.1 s");
         anyhow::ensure!(!self.slo.is_zero(), "--slo-ms must be positive");
         anyhow::ensure!(self.max_duration >= self.step_interval, "--max-seconds must cover at least one step");
         Ok(())
@@ -246,8 +249,9 @@ pub async fn run(
             tasks.push(tokio::spawn(async move { user(&shared, &*progress).await }));
         }
         let step_started = Instant::now();
+        let length = if users >= plan.max_users { plan.hold } else { plan.step_interval };
         tokio::select! {
-            _ = tokio::time::sleep(plan.step_interval) => {}
+            _ = tokio::time::sleep(length) => {}
             _ = shared.failed.notified() => {}
         }
         let records = shared.records.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -310,6 +314,7 @@ mod tests {
             step_users: 2,
             step_interval: Duration::from_secs(10),
             max_users: 7,
+            hold: Duration::from_secs(10),
             think: Duration::ZERO,
             slo: Duration::from_secs(2),
             max_duration: Duration::from_secs(90),

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::ranged1d::SegmentedCoord;
+use plotters::coord::types::{RangedCoordf64, RangedCoordu32};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
@@ -47,4 +49,52 @@ fn register_font_once() -> Result<(), String> {
             register_font("sans-serif", FontStyle::Normal, FONT).map_err(|_| "the embedded font is unreadable".into())
         })
         .clone()
+}
+
+/// One bar of a [`bar_chart`].
+pub struct Bar {
+    /// Written under the bar.
+    pub label: String,
+    /// Its height.
+    pub value: f64,
+    /// Its fill.
+    pub colour: RGBColor,
+}
+
+/// A chart with one bar per category, labelled under the axis.
+pub type BarChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<SegmentedCoord<RangedCoordu32>, RangedCoordf64>>;
+
+/// Draws `bars` side by side with room above the tallest; returns the chart to draw more on.
+pub fn bar_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    caption: &str,
+    y_desc: &str,
+    bars: &[Bar],
+) -> Result<BarChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let top = bars.iter().map(|b| b.value).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        // A segmented `0..last` has a segment for `last` too: one per bar.
+        .build_cartesian_2d((0..bars.len().max(1) as u32 - 1).into_segmented(), 0.0..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_style(("sans-serif", 16))
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => bars.get(*i as usize).map(|b| b.label.clone()).unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc(y_desc)
+        .draw()?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+        let (left, right) = (SegmentValue::Exact(i as u32), SegmentValue::Exact(i as u32 + 1));
+        let mut rectangle = Rectangle::new([(left, 0.0), (right, b.value)], b.colour.filled());
+        rectangle.set_margin(0, 0, 25, 25);
+        rectangle
+    }))?;
+    Ok(chart)
 }

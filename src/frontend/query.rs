@@ -132,24 +132,22 @@ pub async fn results(state: web::Data<AppState>, query: web::Query<ResultsQuery>
     if let Some(zone) = &query.zone {
         super::intake::check_zone(zone)?;
     }
-    let since_ms = match &query.since {
-        None => None,
-        Some(text) => {
-            let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
-                ApiError::bad_request(
-                    "bad_since",
-                    format!("since={text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T10:00:00Z"),
-                )
-            })?;
-            Some(time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
-        }
-    };
+    let since_ms = query.since.as_deref().map(|text| parse_time("since", "bad_since", text)).transpose()?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request("bad_limit", format!("limit={limit} must be in 1..={MAX_LIMIT}")));
     }
     let records = state.index.finished(query.zone, since_ms, limit).await?;
     Ok(HttpResponse::Ok().json(ResultsBody { results: records.into_iter().map(JobView::from).collect() }))
+}
+
+/// An RFC 3339 time from query parameter `name`, as ms since the Unix epoch; `code` names the
+/// error.
+pub(super) fn parse_time(name: &str, code: &'static str, text: &str) -> Result<i64, ApiError> {
+    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        ApiError::bad_request(code, format!("{name}={text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T10:00:00Z"))
+    })?;
+    Ok(time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
 }
 
 /// Messages waiting, in flight and delayed on the request, dead-letter and response queues.

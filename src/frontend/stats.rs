@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::query::parse_time;
 use super::views::timestamp;
 use super::AppState;
 use crate::index::{BucketCounts, LabelCount, PERSON};
@@ -112,13 +113,6 @@ fn parse_bucket(text: Option<&str>) -> Result<Duration, ApiError> {
         return Err(bad("must be whole seconds from 1s to 1 day".into()));
     }
     Ok(bucket)
-}
-
-fn parse_time(name: &str, code: &'static str, text: &str) -> Result<i64, ApiError> {
-    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
-        ApiError::bad_request(code, format!("{name}={text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-24T10:00:00Z"))
-    })?;
-    Ok(time.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
 }
 
 fn now_ms() -> i64 {

@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::plot::save_png;
+use crate::plot::{bar_chart, save_png, Bar};
 
 /// One fleet size's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,39 +46,23 @@ pub fn markdown_table(results: &[FleetResult], slo_ms: f64) -> String {
     table
 }
 
-/// A bar per fleet size (most users) with its mean response time written on it.
+/// A bar per fleet size (most users) with its mean response time written above it.
 pub fn plot(results: &[FleetResult], slo_ms: f64, path: &Path) -> Result<(), String> {
-    let top = results.iter().map(|r| r.max_users).max().unwrap_or(0).max(1) as f64 * 1.2;
-    let names: Vec<String> =
-        results.iter().map(|r| format!("{} worker{}", r.workers, if r.workers == 1 { "" } else { "s" })).collect();
+    let bars: Vec<Bar> = results
+        .iter()
+        .map(|r| Bar {
+            label: format!("{} worker{}", r.workers, if r.workers == 1 { "" } else { "s" }),
+            value: r.max_users as f64,
+            colour: RGBColor(31, 119, 180),
+        })
+        .collect();
+    let above = results.iter().map(|r| r.max_users).max().unwrap_or(0).max(1) as f64 * 0.05;
     save_png(path, (900, 480), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("Most users with 100 % success, p95 ≤ {slo_ms:.0} ms"), ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            // A segmented `0..last` has a segment for `last` too: one per fleet size.
-            .build_cartesian_2d((0..results.len().max(1) as u32 - 1).into_segmented(), 0.0..top)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_style(("sans-serif", 16))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .y_desc("concurrent users")
-            .draw()?;
-        let colour = RGBColor(31, 119, 180);
-        chart.draw_series(results.iter().enumerate().map(|(i, r)| {
-            let (left, right) = (SegmentValue::Exact(i as u32), SegmentValue::Exact(i as u32 + 1));
-            let mut bar = Rectangle::new([(left, 0.0), (right, r.max_users as f64)], colour.filled());
-            bar.set_margin(0, 0, 30, 30);
-            bar
-        }))?;
+        let caption = format!("Most users with 100 % success, p95 ≤ {slo_ms:.0} ms");
+        let mut chart = bar_chart(root, &caption, "concurrent users", &bars)?;
         chart.draw_series(results.iter().enumerate().map(|(i, r)| {
             let label = format!("{} users, mean {:.0} ms", r.max_users, r.mean_ms);
-            Text::new(label, (SegmentValue::Exact(i as u32), r.max_users as f64 + top * 0.06), ("sans-serif", 16))
+            Text::new(label, (SegmentValue::Exact(i as u32), r.max_users as f64 + above), ("sans-serif", 16))
         }))?;
         Ok(())
     })

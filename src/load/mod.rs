@@ -90,6 +90,27 @@ impl Record {
     }
 }
 
+#[cfg(test)]
+impl Record {
+    /// A JSON-mode record of `a.jpg` for tests.
+    pub(crate) fn for_test(status: u16, latency_ms: f64, users: usize, started_s: f64) -> Self {
+        Self {
+            index: 0,
+            file: "a.jpg".into(),
+            mode: "json",
+            status,
+            latency_ms,
+            detector_ms: None,
+            objects: None,
+            labels: String::new(),
+            correct: None,
+            error: String::new(),
+            started_s,
+            users,
+        }
+    }
+}
+
 /// Counts and percentiles over a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -285,20 +306,7 @@ mod tests {
     use super::*;
 
     fn record(index: usize, status: u16, latency_ms: f64, correct: Option<bool>) -> Record {
-        Record {
-            index,
-            file: "a.jpg".into(),
-            mode: "json",
-            status,
-            latency_ms,
-            detector_ms: None,
-            objects: None,
-            labels: String::new(),
-            correct,
-            error: String::new(),
-            started_s: index as f64,
-            users: 1,
-        }
+        Record { index, correct, ..Record::for_test(status, latency_ms, 1, index as f64) }
     }
 
     #[test]

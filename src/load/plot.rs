@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::Record;
-use crate::plot::save_png;
+use crate::plot::{bar_chart, save_png, Bar};
 
 const SIZE: (u32, u32) = (1000, 420);
 const OK_COLOUR: RGBColor = RGBColor(31, 119, 180);
@@ -107,33 +107,14 @@ fn outcome_counts(records: &[Record]) -> Vec<(String, usize)> {
 }
 
 fn outcomes(root: &crate::plot::Area<'_>, records: &[Record]) -> Drawn {
-    let counts = outcome_counts(records);
-    let top = counts.iter().map(|c| c.1).max().unwrap_or(0).max(1) as f64 * 1.15;
-    let names: Vec<String> = counts.iter().map(|(name, n)| format!("{name}: {n}")).collect();
-    let mut chart = ChartBuilder::on(root)
-        .caption(format!("Success and failure ({} requests)", records.len()), ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        // A segmented `0..last` has a segment for `last` too: one per outcome.
-        .build_cartesian_2d((0..counts.len().max(1) as u32 - 1).into_segmented(), 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_label_style(("sans-serif", 16))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
+    let bars: Vec<Bar> = outcome_counts(records)
+        .into_iter()
+        .map(|(name, n)| {
+            let colour = if name.starts_with("answered") { OK_COLOUR } else { FAIL_COLOUR };
+            Bar { label: format!("{name}: {n}"), value: n as f64, colour }
         })
-        .y_desc("requests")
-        .draw()?;
-    chart.draw_series(counts.iter().enumerate().map(|(i, (name, n))| {
-        let colour = if name.starts_with("answered") { OK_COLOUR } else { FAIL_COLOUR };
-        let (left, right) = (SegmentValue::Exact(i as u32), SegmentValue::Exact(i as u32 + 1));
-        let mut bar = Rectangle::new([(left, 0.0), (right, *n as f64)], colour.filled());
-        bar.set_margin(0, 0, 20, 20);
-        bar
-    }))?;
+        .collect();
+    bar_chart(root, &format!("Success and failure ({} requests)", records.len()), "requests", &bars)?;
     Ok(())
 }
 
@@ -142,20 +123,7 @@ mod tests {
     use super::*;
 
     fn record(started_s: f64, status: u16, users: usize) -> Record {
-        Record {
-            index: 0,
-            file: "a.jpg".into(),
-            mode: "json",
-            status,
-            latency_ms: 120.0,
-            detector_ms: None,
-            objects: None,
-            labels: String::new(),
-            correct: None,
-            error: String::new(),
-            started_s,
-            users,
-        }
+        Record::for_test(status, 120.0, users, started_s)
     }
 
     #[test]

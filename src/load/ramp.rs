@@ -322,20 +322,7 @@ mod tests {
     }
 
     fn record(users: usize, status: u16, latency_ms: f64) -> Record {
-        Record {
-            index: 0,
-            file: "a.jpg".into(),
-            mode: "json",
-            status,
-            latency_ms,
-            detector_ms: None,
-            objects: None,
-            labels: String::new(),
-            correct: None,
-            error: String::new(),
-            started_s: 0.0,
-            users,
-        }
+        Record::for_test(status, latency_ms, users, 0.0)
     }
 
     fn step(users: usize, latencies: &[f64], failures: usize) -> StepStats {

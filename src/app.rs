@@ -117,6 +117,7 @@ pub fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         waiters: Default::default(),
         shutdown,
         metrics: Default::default(),
+        finished: Arc::new(tokio::sync::watch::channel(0).0),
     })
 }
 

@@ -141,6 +141,29 @@ pub struct BucketCounts {
     pub labels: Vec<LabelCount>,
 }
 
+/// A job that finished, as `/api/events` sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FinishedEvent {
+    /// Its place in the order this index saw jobs finish: the event id.
+    pub seq: i64,
+    /// The job.
+    pub job_id: Uuid,
+    /// Done or failed.
+    pub status: JobStatus,
+    /// Upload zone.
+    pub zone: Option<String>,
+    /// Uploaded file name.
+    pub file: Option<String>,
+    /// When it finished, ms since the Unix epoch.
+    pub finished_at_ms: i64,
+    /// People found.
+    pub head_count: u64,
+    /// Objects per label, people first.
+    pub labels: Vec<LabelCount>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// The SQLite-backed index.
 #[derive(Clone)]
 pub struct ResultIndex {
@@ -225,6 +248,17 @@ impl ResultIndex {
         self.with_db(zones).await
     }
 
+    /// Jobs that finished after event `after` (see [`FinishedEvent::seq`]), oldest first, at
+    /// most `limit`.
+    pub async fn finished_after(&self, after: i64, limit: u32) -> Result<Vec<FinishedEvent>> {
+        self.with_db(move |c| finished_after(c, after, limit)).await
+    }
+
+    /// The latest event's number; 0 before any job finished.
+    pub async fn last_seq(&self) -> Result<i64> {
+        self.with_db(|c| c.query_row("SELECT COALESCE(MAX(finished_seq), 0) FROM jobs", [], |r| r.get(0))).await
+    }
+
     /// Done jobs finished in `[since_ms, until_ms)` (of one zone, or all), counted per bucket of
     /// `bucket_ms` aligned to the Unix epoch, so every client and every call agrees on the
     /// edges. Buckets without a result are left out; oldest first.
@@ -258,6 +292,22 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  PRIMARY KEY (job_id, label)
              );
              PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        // v2: `finished_seq` numbers jobs in the order this index saw them finish: the event id
+        // of `/api/events`, which a reconnecting client sends back as `Last-Event-ID`. (Worker
+        // clocks may disagree by milliseconds, so `finished_at_ms` cannot serve as a cursor.)
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE jobs ADD COLUMN finished_seq INTEGER;
+             UPDATE jobs SET finished_seq = (
+                 SELECT COUNT(*) FROM jobs AS earlier WHERE earlier.status IN ('done', 'failed')
+                 AND (earlier.finished_at_ms, earlier.job_id) <= (jobs.finished_at_ms, jobs.job_id)
+             ) WHERE status IN ('done', 'failed');
+             CREATE UNIQUE INDEX jobs_by_seq ON jobs (finished_seq);
+             PRAGMA user_version = 2;
              COMMIT;",
         )?;
     }
@@ -307,6 +357,7 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
             params![id, client_id, zone, file, r.at_ms],
         )?;
     }
+    let next_seq = "(SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM jobs)";
     let became_final = match &r.outcome {
         Outcome::Started => {
             tx.execute(
@@ -319,9 +370,11 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
         Outcome::Done { result } => {
             let json = serde_json::to_string(result).unwrap_or_default();
             tx.execute(
-                "UPDATE jobs SET status = 'done', finished_at_ms = ?2, worker_instance = ?3, worker_pool = ?4,
-                 model = ?5, detector_ms = ?6, result = ?7, started_at_ms = COALESCE(started_at_ms, ?2)
-                 WHERE job_id = ?1",
+                &format!(
+                    "UPDATE jobs SET status = 'done', finished_at_ms = ?2, worker_instance = ?3, worker_pool = ?4,
+                     model = ?5, detector_ms = ?6, result = ?7, started_at_ms = COALESCE(started_at_ms, ?2),
+                     finished_seq = {next_seq} WHERE job_id = ?1"
+                ),
                 params![id, r.at_ms, r.instance, r.pool, result.detection.model, r.detector_ms, json],
             )?;
             let zone: Option<String> =
@@ -336,8 +389,10 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
         }
         Outcome::Failed { reason } => {
             tx.execute(
-                "UPDATE jobs SET status = 'failed', finished_at_ms = ?2, worker_instance = ?3, worker_pool = ?4,
-                 error = ?5, detector_ms = ?6 WHERE job_id = ?1",
+                &format!(
+                    "UPDATE jobs SET status = 'failed', finished_at_ms = ?2, worker_instance = ?3, worker_pool = ?4,
+                     error = ?5, detector_ms = ?6, finished_seq = {next_seq} WHERE job_id = ?1"
+                ),
                 params![id, r.at_ms, r.instance, r.pool, reason, r.detector_ms],
             )?;
             true
@@ -365,6 +420,37 @@ fn sorted_labels(mut labels: Vec<LabelCount>) -> Vec<LabelCount> {
 
 fn head_count(labels: &[LabelCount]) -> u64 {
     labels.iter().find(|l| l.label == PERSON).map_or(0, |l| l.count)
+}
+
+fn finished_after(c: &mut Connection, after: i64, limit: u32) -> rusqlite::Result<Vec<FinishedEvent>> {
+    let mut jobs = c.prepare(
+        "SELECT finished_seq, job_id, status, zone, file, finished_at_ms, error FROM jobs
+         WHERE finished_seq > ?1 ORDER BY finished_seq LIMIT ?2",
+    )?;
+    let mut events: Vec<FinishedEvent> = jobs
+        .query_map(params![after, limit], |r| {
+            Ok(FinishedEvent {
+                seq: r.get(0)?,
+                job_id: Uuid::parse_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+                status: JobStatus::parse(&r.get::<_, String>(2)?),
+                zone: r.get(3)?,
+                file: r.get(4)?,
+                finished_at_ms: r.get(5)?,
+                head_count: 0,
+                labels: Vec::new(),
+                error: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut labels = c.prepare("SELECT label, count FROM labels WHERE job_id = ?1")?;
+    for event in &mut events {
+        let found = labels
+            .query_map([event.job_id.to_string()], |r| Ok(LabelCount { label: r.get(0)?, count: r.get(1)? }))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        event.labels = sorted_labels(found);
+        event.head_count = head_count(&event.labels);
+    }
+    Ok(events)
 }
 
 fn buckets(
@@ -484,6 +570,38 @@ mod tests {
         let job = NewJob { job_id, client_id: None, zone: zone.map(Into::into), file: None, queued_at_ms: at_ms - 100 };
         index.insert(job).await.unwrap();
         assert!(index.apply(done(job_id, at_ms, labels)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn events_are_numbered_in_the_order_jobs_finish_and_survive_an_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        let index = ResultIndex::open(&path).unwrap();
+        assert_eq!(index.last_seq().await.unwrap(), 0);
+        // Worker clocks disagree: the second to finish here says it finished earlier.
+        finish(&index, Some("gate"), 2_000, &["person", "person", "dog"]).await;
+        finish(&index, None, 1_000, &[]).await;
+        let events = index.finished_after(0, 10).await.unwrap();
+        let order: Vec<(i64, i64)> = events.iter().map(|e| (e.seq, e.finished_at_ms)).collect();
+        assert_eq!(order, [(1, 2_000), (2, 1_000)], "numbered as seen, not by the workers' clocks");
+        assert_eq!((events[0].head_count, events[0].zone.as_deref()), (2, Some("gate")));
+        assert_eq!(events[0].labels[1], LabelCount { label: "dog".into(), count: 1 });
+        assert_eq!(index.finished_after(1, 10).await.unwrap().len(), 1);
+        assert_eq!(index.last_seq().await.unwrap(), 2);
+        // A replayed answer changes nothing and takes no new number.
+        let job_id = events[0].job_id;
+        assert!(!index.apply(done(job_id, 5_000, &["cat"])).await.unwrap());
+        assert_eq!(index.last_seq().await.unwrap(), 2);
+        // An index written before v2 gets numbers by finish time when it is opened.
+        drop(index);
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("DROP INDEX jobs_by_seq; ALTER TABLE jobs DROP COLUMN finished_seq; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(c);
+        let index = ResultIndex::open(&path).unwrap();
+        let order: Vec<(i64, i64)> =
+            index.finished_after(0, 10).await.unwrap().iter().map(|e| (e.seq, e.finished_at_ms)).collect();
+        assert_eq!(order, [(1, 1_000), (2, 2_000)]);
     }
 
     #[tokio::test]

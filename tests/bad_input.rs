@@ -174,6 +174,7 @@ fn the_openapi_document_covers_every_route() {
         "/api/jobs/{job_id}/image",
         "/api/zones",
         "/api/stats",
+        "/api/events",
         "/api/results",
         "/api/queues",
         "/healthz",

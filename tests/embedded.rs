@@ -301,3 +301,79 @@ fn a_short_experiment_writes_its_table_and_charts() {
     }
     assert!(!out.path().join(".data-workers-1").exists(), "each fleet's data directory is removed");
 }
+
+/// Server-Sent Events read on a thread: (id, event, data) per frame.
+struct EventReader {
+    frames: std::sync::mpsc::Receiver<(String, String, String)>,
+}
+
+impl EventReader {
+    fn open(url: &str, last_event_id: Option<&str>) -> Self {
+        let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+        let mut request = client.get(format!("{url}/api/events"));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let (tx, frames) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in std::io::BufRead::lines(std::io::BufReader::new(response)) {
+                let Ok(line) = line else { return };
+                if line.is_empty() {
+                    let frame = (std::mem::take(&mut id), std::mem::take(&mut event), std::mem::take(&mut data));
+                    if tx.send(frame).is_err() {
+                        return;
+                    }
+                } else if let Some((field, value)) = line.split_once(": ") {
+                    match field {
+                        "id" => id = value.into(),
+                        "event" => event = value.into(),
+                        "data" => data = value.into(),
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Self { frames }
+    }
+
+    /// The next `job` event: (id, data).
+    fn next_job(&self) -> (String, Value) {
+        loop {
+            let (id, event, data) = self.frames.recv_timeout(Duration::from_secs(60)).expect("an event within 60 s");
+            if event == "job" {
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn events_stream_finished_jobs_and_catch_up_after_a_restart() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    let events = EventReader::open(&service.url, None);
+    let (first, _) = events.frames.recv_timeout(Duration::from_secs(10)).map(|f| (f.0, f.1)).unwrap();
+    assert_eq!(first, "", "the stream opens with its retry interval, not an event");
+    assert_eq!(service.upload("/upload/gate-1", "myfile", "bus.jpg", image_bytes("bus.jpg")).0, 200);
+    let (id, job) = events.next_job();
+    assert_eq!((id.as_str(), job["zone"].as_str(), job["status"].as_str()), ("1", Some("gate-1"), Some("done")));
+    assert!(job["head_count"].as_u64().unwrap() >= 3, "{job}");
+    assert_eq!(job["labels"][0]["label"], "person");
+    // The front end restarts; a job finishes while nobody listens.
+    drop(events);
+    service.restart_serve();
+    assert_eq!(service.upload("/upload/gate-2", "myfile", "zidane.jpg", image_bytes("zidane.jpg")).0, 200);
+    // Reconnecting with the last id seen replays what was missed, then goes on live.
+    let events = EventReader::open(&service.url, Some(&id));
+    let (id, job) = events.next_job();
+    assert_eq!((id.as_str(), job["zone"].as_str()), ("2", Some("gate-2")));
+    assert_eq!(service.upload("/upload/gate-1", "myfile", "bus.jpg", image_bytes("bus.jpg")).0, 200);
+    assert_eq!(events.next_job().0, "3");
+    let (status, refused) = service.get("/api/events?after=soon");
+    assert_eq!(status, 400, "{refused}");
+}

@@ -48,6 +48,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 Ok(became_final) => {
                     if became_final {
                         state.metrics.job_finished(&outcome, detector_ms);
+                        state.finished.send_modify(|count| *count += 1);
                         state.waiters.complete(job_id, outcome);
                     }
                     if let Err(e) = state.responses.delete(&delivery.receipt).await {

@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`intake`]: check → store → index → queue, undone on failure; waiting for answers.
 //! - [`api`]: routes that take images; [`query`]: routes that read; [`stats`]: counts per time
-//!   bucket; [`health`]: probes.
+//!   bucket; [`events`]: finished jobs as Server-Sent Events; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
 //! - [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
 //!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod intake;
 pub mod listener;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: Arc<metrics::FrontendMetrics>,
+    /// Counts finished jobs; `/api/events` streams wake on each change.
+    pub finished: Arc<watch::Sender<u64>>,
 }
 
 /// Registers every route; [`serve`] and tests share it.
@@ -86,6 +89,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/jobs/{job_id}/image", web::get().to(query::job_image))
         .route("/api/zones", web::get().to(query::zones))
         .route("/api/stats", web::get().to(stats::stats))
+        .route("/api/events", web::get().to(events::events))
         .route("/api/results", web::get().to(query::results))
         .route("/api/queues", web::get().to(query::queues))
         .route("/api/fleet", web::get().to(query::fleet))

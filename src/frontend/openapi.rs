@@ -3,7 +3,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{api, health, metrics, query, stats};
+use super::{api, events, health, metrics, query, stats};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -11,7 +11,7 @@ use super::{api, health, metrics, query, stats};
     info(title = "Skyburst", description = "Elastic image recognition: YOLOv3-tiny (COCO) behind a queue."),
     paths(
         api::detect, api::upload, api::upload_zone, api::create_job,
-        query::job_status, query::job_image, query::zones, stats::stats, query::results, query::queues, query::fleet,
+        query::job_status, query::job_image, query::zones, stats::stats, events::events, query::results, query::queues, query::fleet,
         health::healthz, health::readyz, openapi_json, metrics::metrics_text,
     ),
     modifiers(&BearerAuth)

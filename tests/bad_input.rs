@@ -135,10 +135,21 @@ fn tokens_guard_every_route_but_the_probes() {
     assert_eq!(right.status().as_u16(), 200);
     assert_eq!(service.get("/healthz").0, 200);
     assert_eq!(service.get("/readyz").0, 200);
+    // The dashboard's files load without one (the page then asks for it); its event stream
+    // takes the token as a query parameter, since EventSource cannot send headers.
+    for path in ["/", "/static/app.js", "/static/style.css"] {
+        assert_eq!(client.get(format!("{}{path}", service.url)).send().unwrap().status().as_u16(), 200, "{path}");
+    }
+    let events = |query: &str| client.get(format!("{}/api/events{query}", service.url)).send().unwrap().status();
+    assert_eq!(events("").as_u16(), 401);
+    assert_eq!(events("?access_token=wrong-token-0123456789").as_u16(), 401);
+    assert_eq!(events(&format!("?access_token={token}")).as_u16(), 200);
+    let elsewhere = client.get(format!("{}/api/zones?access_token={token}", service.url)).send().unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 401, "only the event stream takes a token in its URL");
     // Metrics are behind the token too (Prometheus sends it); refused requests are counted.
     assert_eq!(client.get(format!("{}/metrics", service.url)).send().unwrap().status().as_u16(), 401);
     let metrics = client.get(format!("{}/metrics", service.url)).bearer_auth(token).send().unwrap().text().unwrap();
-    let refused = r#"skyburst_http_requests_total{method="GET",route="/api/zones",status="401"} 2"#;
+    let refused = r#"skyburst_http_requests_total{method="GET",route="/api/zones",status="401"} 3"#;
     assert!(metrics.contains(refused), "{refused} missing from\n{metrics}");
 }
 

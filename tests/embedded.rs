@@ -377,3 +377,24 @@ fn events_stream_finished_jobs_and_catch_up_after_a_restart() {
     let (status, refused) = service.get("/api/events?after=soon");
     assert_eq!(status, 400, "{refused}");
 }
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
+    let _heavy = one_at_a_time();
+    let service = Service::start(&[]);
+    let page = reqwest::blocking::get(format!("{}/", service.url)).unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    let html = page.text().unwrap();
+    for needle in [r#"<script src="/static/app.js">"#, r#"id="zones""#, r#"id="stats-chart""#, r#"id="fleet-chart""#] {
+        assert!(html.contains(needle), "{needle} missing from the page");
+    }
+    let script = reqwest::blocking::get(format!("{}/static/app.js", service.url)).unwrap();
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    let script = script.text().unwrap();
+    for call in ["/api/zones", "/api/stats?bucket=30s", "/api/fleet", "new EventSource("] {
+        assert!(script.contains(call), "the script uses {call}");
+    }
+    assert!(!script.contains("innerHTML"), "names and labels go in as text, never as HTML");
+}

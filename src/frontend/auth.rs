@@ -12,6 +12,9 @@ use super::error::ApiError;
 
 /// Routes a load balancer or orchestrator probes without credentials.
 const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// The one route that also takes the token as `?access_token=`: a browser's `EventSource`
+/// cannot send headers.
+const QUERY_TOKEN_PATH: &str = "/api/events";
 
 /// The accepted tokens' digests; empty means authentication is off.
 #[derive(Clone, Default)]
@@ -34,13 +37,23 @@ impl Tokens {
     }
 }
 
+/// `?access_token=` on [`QUERY_TOKEN_PATH`].
+fn query_token(req: &ServiceRequest) -> Option<String> {
+    if req.path() != QUERY_TOKEN_PATH {
+        return None;
+    }
+    let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string()).ok()?;
+    query.get("access_token").cloned()
+}
+
 /// Rejects requests without a valid `Authorization: Bearer <token>` when tokens are set.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let tokens = req.app_data::<web::Data<Tokens>>().map(|t| t.get_ref().clone()).unwrap_or_default();
-    if !tokens.enabled() || OPEN_PATHS.contains(&req.path()) {
+    let open = OPEN_PATHS.contains(&req.path()) || super::dashboard::PATHS.contains(&req.path());
+    if !tokens.enabled() || open {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
     let presented = req
@@ -48,9 +61,10 @@ pub async fn require_token(
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|t| t.trim().to_string())
+        .or_else(|| query_token(&req));
     match presented {
-        Some(token) if tokens.accepts(token) => next.call(req).await.map(ServiceResponse::map_into_boxed_body),
+        Some(token) if tokens.accepts(&token) => next.call(req).await.map(ServiceResponse::map_into_boxed_body),
         _ => {
             let error = ApiError::new(
                 StatusCode::UNAUTHORIZED,

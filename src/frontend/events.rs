@@ -34,6 +34,9 @@ pub struct EventsQuery {
     /// Replay jobs finished after this event id; without it (and without `Last-Event-ID`) the
     /// stream starts with the next job to finish.
     pub after: Option<i64>,
+    /// The bearer token, for browsers' `EventSource`, which cannot send headers (checked by
+    /// the token middleware).
+    pub access_token: Option<String>,
 }
 
 /// Finished jobs as Server-Sent Events (`event: job`, JSON data, the event id in `id`).

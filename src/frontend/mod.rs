@@ -6,11 +6,12 @@
 //! - [`api`]: routes that take images; [`query`]: routes that read; [`stats`]: counts per time
 //!   bucket; [`events`]: finished jobs as Server-Sent Events; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
-//! - [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
+//! - [`dashboard`]: the page at `/`; [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
 //!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -81,7 +82,10 @@ pub struct AppState {
 
 /// Registers every route; [`serve`] and tests share it.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/detect", web::post().to(api::detect))
+    cfg.route("/", web::get().to(dashboard::index))
+        .route("/static/app.js", web::get().to(dashboard::script))
+        .route("/static/style.css", web::get().to(dashboard::style))
+        .route("/api/detect", web::post().to(api::detect))
         .route("/upload", web::post().to(api::upload))
         .route("/upload/{zone}", web::post().to(api::upload_zone))
         .route("/api/jobs", web::post().to(api::create_job))

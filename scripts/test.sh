@@ -37,11 +37,15 @@ print_table() {
 
 scripts/setup.sh --check-toolchain
 
-# ~20 s of downloads (66 MB sdist, 1.4 MB wheel): overlap them with the first compile.
+# ~20 s of downloads (66 MB sdist, 1.4 MB wheel) and, for the dashboard's browser test,
+# Chromium and chromedriver from Debian (~100 MB): overlap them with the first compile.
 fetch_log=$(mktemp)
 fetch_start=$SECONDS
 timeout 10m scripts/fetch-assets.sh >"$fetch_log" 2>&1 &
 fetch_pid=$!
+browser_log=$(mktemp)
+timeout 10m scripts/install-browser.sh >"$browser_log" 2>&1 &
+browser_pid=$!
 
 phase "format (cargo fmt --check)" 5 cargo fmt --all -- --check
 phase "lint (cargo clippy)" 30 cargo clippy --locked --workspace --all-targets -- -D warnings
@@ -53,6 +57,14 @@ if wait "$fetch_pid"; then
 else
   cat "$fetch_log" >&2
   fail "fetch model and images" "$fetch_start" "failed (log above); run scripts/fetch-assets.sh to retry"
+fi
+echo "==> install the browser (started in the background)"
+if wait "$browser_pid"; then
+  cat "$browser_log"
+  phases+=("install the browser (background)|$((SECONDS - fetch_start))|ok")
+else
+  cat "$browser_log" >&2
+  fail "install the browser" "$fetch_start" "failed (log above); run scripts/install-browser.sh to retry"
 fi
 phase "test (cargo test)" 30 cargo test --locked --workspace
 print_table

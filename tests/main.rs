@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod config_examples;
 mod controller;
+mod dashboard;
 mod detect_cli;
 mod detector_reference;
 mod embedded;

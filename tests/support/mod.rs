@@ -67,4 +67,5 @@ pub fn run(command: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+pub mod browser;
 pub mod service;

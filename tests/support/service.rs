@@ -91,9 +91,20 @@ impl Service {
 
     /// (Re)starts the front end on a new free port.
     pub fn restart_serve(&mut self) {
+        self.restart_serve_on("0");
+    }
+
+    /// Restarts the front end on the port it had, as a supervisor would: clients that
+    /// reconnect by themselves (a browser's EventSource) find it there again.
+    pub fn restart_serve_on_same_port(&mut self) {
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        self.restart_serve_on(&port);
+    }
+
+    fn restart_serve_on(&mut self, port: &str) {
         let _ = self.serve.kill();
         let _ = self.serve.wait();
-        let mut child = self.command(&["serve", "--port", "0"]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = self.command(&["serve", "--port", port]).stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.split_whitespace().find(|w| w.starts_with("http://"));

@@ -86,9 +86,11 @@ async function showLatest(card, jobId) {
   const result = job.result || { objects: [], width: 1, height: 1 };
   const boxes = card.querySelector(".boxes");
   boxes.setAttribute("viewBox", "0 0 " + result.width + " " + result.height);
+  // Labels scale with the image: about 1/30 of its width, as the card shows it.
+  const size = Math.max(12, Math.round(result.width / 30));
   boxes.replaceChildren(...result.objects.flatMap((o) => {
     const r = o.rectangle;
-    const label = svgElement("text", { x: r.left + 3, y: Math.max(r.top - 4, 14) });
+    const label = svgElement("text", { x: r.left + 3, y: Math.max(r.top - 4, size), "font-size": size });
     label.textContent = o.label + " " + Math.round(o.accuracy * 100) + "%";
     return [svgElement("rect", { x: r.left, y: r.top, width: r.width, height: r.height }), label];
   }));

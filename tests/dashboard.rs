@@ -1,0 +1,56 @@
+//! The dashboard in a real browser: headless Chromium over WebDriver against the real binaries.
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+
+use crate::support::browser::Browser;
+use crate::support::image;
+use crate::support::service::{image_bytes, one_at_a_time, Service};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn number(text: &str) -> u64 {
+    text.trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn the_dashboard_updates_live_and_catches_up_after_a_front_end_restart() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    service.start_worker("w1");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let browser = runtime.block_on(Browser::start());
+    runtime.block_on(async {
+        browser.client.goto(&format!("{}/", service.url)).await.unwrap();
+        browser.wait_for_text("#connection", WAIT, |t| t == "live").await;
+        // Upload bus.jpg through the page's form for a new zone.
+        let form = browser.client.find(Locator::Css("#new-zone")).await.unwrap();
+        form.find(Locator::Css("input[name=zone]")).await.unwrap().send_keys("gate-1").await.unwrap();
+        let file = image("bus.jpg").canonicalize().unwrap();
+        form.find(Locator::Css("input[type=file]")).await.unwrap().send_keys(file.to_str().unwrap()).await.unwrap();
+        form.find(Locator::Css("button")).await.unwrap().click().await.unwrap();
+        // The zone's card and the totals change without a reload.
+        let heads = r#"[data-zone="gate-1"] .zone-last-heads"#;
+        let people = browser.wait_for_text(heads, WAIT, |t| number(t) >= 3).await;
+        browser.wait_for_text("#total-heads", WAIT, |t| t == people).await;
+        browser.wait_for_text("#total-images", WAIT, |t| t == "1").await;
+        let boxes = browser.client.find_all(Locator::Css(r#"[data-zone="gate-1"] .boxes rect"#)).await.unwrap();
+        assert!(boxes.len() >= 4, "the latest image has its boxes drawn: {}", boxes.len());
+    });
+    // The front end restarts; the page is not reloaded.
+    service.restart_serve_on_same_port();
+    assert_eq!(service.upload("/upload/gate-1", "myfile", "zidane.jpg", image_bytes("zidane.jpg")).0, 200);
+    runtime.block_on(async {
+        // EventSource reconnects by itself and the next update arrives.
+        browser.wait_for_text("#total-images", WAIT, |t| t == "2").await;
+        browser.wait_for_text(r#"[data-zone="gate-1"] .zone-images"#, WAIT, |t| t == "2").await;
+        browser.wait_for_text("#connection", WAIT, |t| t == "live").await;
+        let png = browser.client.screenshot().await.unwrap();
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        let shot = image::load_from_memory(&png).unwrap();
+        assert!(shot.width() >= 800 && shot.height() >= 600, "{}×{}", shot.width(), shot.height());
+    });
+}

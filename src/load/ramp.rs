@@ -178,9 +178,15 @@ pub struct RampReport {
 }
 
 impl RampReport {
-    /// The good step with the most users.
+    /// The good step with the most users. The step the ramp stopped on for a failure or the
+    /// SLO is not good, even if answers that came back after the verdict pull its figures
+    /// under the bar.
     pub fn best_step(&self, slo: Duration) -> Option<&StepStats> {
-        self.steps.iter().filter(|s| s.good(slo)).max_by_key(|s| s.users)
+        let failed = match self.stop {
+            StopReason::FirstFailure { users, .. } | StopReason::SloExceeded { users, .. } => Some(users),
+            StopReason::MaxUsers | StopReason::TimeLimit => None,
+        };
+        self.steps.iter().filter(|s| s.good(slo) && Some(s.users) != failed).max_by_key(|s| s.users)
     }
 }
 
@@ -279,8 +285,9 @@ pub async fn run(
     records.sort_by_key(|r| r.index);
     let steps: Vec<StepStats> =
         steps.into_iter().map(|(users, length)| StepStats::of(&records, users, length)).collect();
-    let max_good_users = steps.iter().filter(|s| s.good(plan.slo)).map(|s| s.users).max().unwrap_or(0);
-    Ok((records, RampReport { steps, stop, max_good_users, wall_s }))
+    let mut report = RampReport { steps, stop, max_good_users: 0, wall_s };
+    report.max_good_users = report.best_step(plan.slo).map_or(0, |s| s.users);
+    Ok((records, report))
 }
 
 /// One closed-loop user: send, wait for the answer, think, until the ramp stops.
@@ -377,6 +384,9 @@ mod tests {
         let steps = vec![step(1, &[100.0], 0), step(3, &[300.0], 0), step(5, &[900.0], 1)];
         let report = RampReport { steps, stop: StopReason::MaxUsers, max_good_users: 3, wall_s: 30.0 };
         assert_eq!(report.best_step(slo).map(|s| s.users), Some(3));
+        // A step the ramp stopped on is not good, whatever late answers did to its figures.
+        let stopped = RampReport { stop: StopReason::SloExceeded { users: 3, p95_ms: 2100.0 }, ..report.clone() };
+        assert_eq!(stopped.best_step(slo).map(|s| s.users), Some(1));
         assert!(!step(2, &[], 0).good(slo), "a step without answers proves nothing");
     }
 

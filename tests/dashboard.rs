@@ -6,7 +6,7 @@ use fantoccini::Locator;
 
 use crate::support::browser::Browser;
 use crate::support::image;
-use crate::support::service::{image_bytes, one_at_a_time, Service};
+use crate::support::service::{image_bytes, one_at_a_time, start_up, Service};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -85,17 +85,8 @@ fn the_fleet_view_shows_the_controllers_pool_and_decisions() {
     let _heavy = one_at_a_time();
     // `up` without --workers: the controller scales the local pool, from scaling.min = 1.
     let data = tempfile::tempdir().unwrap();
-    let mut up = crate::support::skyburst()
-        .args(["--data-dir", data.path().to_str().unwrap(), "up", "--port", "0"])
-        .env("SKYBURST_DETECTOR__MODEL_DIR", crate::support::model_dir())
-        .env("SKYBURST_CONTROLLER__METRICS_PORT", "0")
-        .env("SKYBURST_CONTROLLER__TICK_SECONDS", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(up.stdout.take().unwrap()), &mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("up prints its URL").to_string();
+    let env = [("SKYBURST_CONTROLLER__METRICS_PORT", "0"), ("SKYBURST_CONTROLLER__TICK_SECONDS", "1")];
+    let (mut up, url) = start_up(data.path(), &[], &env);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let browser = runtime.block_on(Browser::start());
     runtime.block_on(async {

@@ -1,11 +1,10 @@
 //! `examples/locustfile.py`, run headless by the pinned Locust (scripts/install-locust.sh)
 //! against `skyburst up`.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::support::service::one_at_a_time;
-use crate::support::{image, model_dir, skyburst};
+use crate::support::image;
+use crate::support::service::{one_at_a_time, start_up};
 
 /// Locust from its venv, as scripts/install-locust.sh makes it.
 fn locust() -> std::path::PathBuf {
@@ -21,15 +20,7 @@ fn locust() -> std::path::PathBuf {
 fn the_locustfile_runs_headless_against_up_without_failures() {
     let _heavy = one_at_a_time();
     let data = tempfile::tempdir().unwrap();
-    let mut up = skyburst()
-        .args(["--data-dir", data.path().to_str().unwrap(), "up", "--workers", "2", "--port", "0"])
-        .env("SKYBURST_DETECTOR__MODEL_DIR", model_dir())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(up.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("up prints its URL").to_string();
+    let (mut up, url) = start_up(data.path(), &["--workers", "2"], &[]);
     let images = image("bus.jpg").parent().unwrap().to_path_buf();
     let locustfile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/locustfile.py");
     let csv = data.path().join("locust");

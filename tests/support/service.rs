@@ -315,3 +315,20 @@ pub fn detect_body(id: &str, name: &str) -> Value {
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
 }
+
+/// `skyburst up` with `args` (after `up`) on a free port, its data in `data`: the child and the
+/// URL it prints first. Stop it with SIGINT, as Ctrl-C would.
+pub fn start_up(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut up = skyburst()
+        .args(["--data-dir", data.to_str().unwrap(), "up", "--port", "0"])
+        .args(args)
+        .env("SKYBURST_DETECTOR__MODEL_DIR", model_dir())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(up.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("up prints its URL").to_string();
+    (up, url)
+}

@@ -246,23 +246,22 @@ pub struct RampArgs {
 }
 
 impl RampArgs {
-    /// The plan these options describe.
+    /// The plan these options describe (`ramp::run` checks it).
     pub fn plan(&self) -> anyhow::Result<crate::load::ramp::RampPlan> {
         let seconds = |name: &str, s: f64| {
             anyhow::ensure!(s.is_finite() && s > 0.0, "--{name} must be a positive number of seconds");
             Ok(std::time::Duration::from_secs_f64(s))
         };
-        let plan = crate::load::ramp::RampPlan {
+        let step = seconds("step-seconds", self.step_seconds)?;
+        Ok(crate::load::ramp::RampPlan {
             start_users: self.users_start,
             step_users: self.users_step,
-            step_interval: seconds("step-seconds", self.step_seconds)?,
+            step_interval: step,
             max_users: self.users_max,
-            hold: seconds("step-seconds", self.step_seconds)?,
+            hold: step,
             think: std::time::Duration::from_millis(self.think_ms),
             slo: std::time::Duration::from_millis(self.slo_ms),
             max_duration: seconds("max-seconds", self.max_seconds)?,
-        };
-        plan.validate()?;
-        Ok(plan)
+        })
     }
 }

@@ -418,7 +418,8 @@ fn sorted_labels(mut labels: Vec<LabelCount>) -> Vec<LabelCount> {
     labels
 }
 
-fn head_count(labels: &[LabelCount]) -> u64 {
+/// People among `labels`: the `person` count.
+pub fn head_count(labels: &[LabelCount]) -> u64 {
     labels.iter().find(|l| l.label == PERSON).map_or(0, |l| l.count)
 }
 

@@ -114,12 +114,13 @@ async fn ramp_and_confirm(args: &ExperimentArgs, workers: usize, url: &str) -> a
     // Users added at 1 per second up to the level found, which is then held.
     let confirm_budget = budget - plan.max_duration;
     let climb = Duration::from_secs(found as u64 - 1);
+    let hold = confirm_budget.saturating_sub(climb).max(MIN_HOLD);
     let confirm = RampPlan {
         step_users: 1,
         step_interval: Duration::from_secs(1),
         max_users: found,
-        hold: confirm_budget.saturating_sub(climb).max(MIN_HOLD),
-        max_duration: climb + confirm_budget.saturating_sub(climb).max(MIN_HOLD),
+        hold,
+        max_duration: climb + hold,
         ..plan
     };
     let (records, confirmed) = ramp::run(&options, &confirm, |_: &Record| {}).await?;

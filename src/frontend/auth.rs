@@ -52,7 +52,7 @@ pub async fn require_token(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let tokens = req.app_data::<web::Data<Tokens>>().map(|t| t.get_ref().clone()).unwrap_or_default();
-    let open = OPEN_PATHS.contains(&req.path()) || super::dashboard::PATHS.contains(&req.path());
+    let open = OPEN_PATHS.contains(&req.path()) || super::dashboard::serves(req.path());
     if !tokens.enabled() || open {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }

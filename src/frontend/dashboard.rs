@@ -2,14 +2,26 @@
 //! then read the JSON API and `/api/events`. Served without a token, so that the page can load
 //! and ask for one; everything it reads is behind the token when tokens are on.
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 
-const INDEX: &str = include_str!("static/index.html");
-const SCRIPT: &str = include_str!("static/app.js");
-const STYLE: &str = include_str!("static/style.css");
+/// (path, content type, contents) of each file.
+const FILES: [(&str, &str, &str); 3] = [
+    ("/", "text/html; charset=utf-8", include_str!("static/index.html")),
+    ("/static/app.js", "text/javascript; charset=utf-8", include_str!("static/app.js")),
+    ("/static/style.css", "text/css; charset=utf-8", include_str!("static/style.css")),
+];
 
-/// The paths the dashboard's files are served at (open, like the probes).
-pub const PATHS: [&str; 3] = ["/", "/static/app.js", "/static/style.css"];
+/// Whether `path` is one of the dashboard's files (open, like the probes).
+pub fn serves(path: &str) -> bool {
+    FILES.iter().any(|(p, _, _)| *p == path)
+}
+
+/// Registers a GET route per file.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for (path, content_type, body) in FILES {
+        cfg.route(path, web::get().to(move || async move { file(content_type, body) }));
+    }
+}
 
 fn file(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -20,19 +32,4 @@ fn file(content_type: &str, body: &'static str) -> HttpResponse {
         .insert_header(("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:; style-src 'self'"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .body(body)
-}
-
-/// The dashboard page.
-pub async fn index() -> HttpResponse {
-    file("text/html; charset=utf-8", INDEX)
-}
-
-/// Its script.
-pub async fn script() -> HttpResponse {
-    file("text/javascript; charset=utf-8", SCRIPT)
-}
-
-/// Its style sheet.
-pub async fn style() -> HttpResponse {
-    file("text/css; charset=utf-8", STYLE)
 }

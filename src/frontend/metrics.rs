@@ -5,7 +5,6 @@
 //! Routes are labelled by their pattern (`/api/jobs/{job_id}`), never by the raw path, and
 //! unmatched paths share one label: a scanner probing random URLs cannot grow the series set.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -67,8 +66,8 @@ pub struct FrontendMetrics {
     jobs_queued: Counter,
     jobs_finished: Family<OutcomeLabel, Counter>,
     detector_seconds: Histogram,
-    waiting: Gauge<i64, std::sync::atomic::AtomicI64>,
-    scrape_errors: Counter<u64, AtomicU64>,
+    waiting: Gauge,
+    scrape_errors: Counter,
 }
 
 impl FrontendMetrics {

@@ -82,10 +82,8 @@ pub struct AppState {
 
 /// Registers every route; [`serve`] and tests share it.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(dashboard::index))
-        .route("/static/app.js", web::get().to(dashboard::script))
-        .route("/static/style.css", web::get().to(dashboard::style))
-        .route("/api/detect", web::post().to(api::detect))
+    dashboard::routes(cfg);
+    cfg.route("/api/detect", web::post().to(api::detect))
         .route("/upload", web::post().to(api::upload))
         .route("/upload/{zone}", web::post().to(api::upload_zone))
         .route("/api/jobs", web::post().to(api::create_job))

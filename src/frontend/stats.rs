@@ -6,7 +6,7 @@
 //! included: a chart draws it as is, and a client polling with the last bucket's start as `since`
 //! gets that bucket again, now complete, plus any newer ones.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::query::parse_time;
 use super::views::timestamp;
 use super::AppState;
-use crate::index::{BucketCounts, LabelCount, PERSON};
+use crate::index::{head_count, BucketCounts, LabelCount};
 
 /// The default bucket: the dashboard's bar chart.
 const DEFAULT_BUCKET: Duration = Duration::from_secs(30);
@@ -88,7 +88,7 @@ pub async fn stats(state: web::Data<AppState>, query: web::Query<StatsQuery>) ->
     let bucket_ms = bucket.as_millis() as i64;
     let until_ms = match &query.until {
         Some(text) => parse_time("until", "bad_until", text)?,
-        None => now_ms(),
+        None => crate::job::now_ms(),
     };
     let since_ms = match &query.since {
         Some(text) => parse_time("since", "bad_since", text)?,
@@ -113,10 +113,6 @@ fn parse_bucket(text: Option<&str>) -> Result<Duration, ApiError> {
         return Err(bad("must be whole seconds from 1s to 1 day".into()));
     }
     Ok(bucket)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The buckets one answer covers.
@@ -160,7 +156,7 @@ impl Window {
                 let found = counts.next_if(|c| c.start_ms == start_ms);
                 let (images, labels) = found.map_or((0, Vec::new()), |c| (c.images, c.labels));
                 let objects = labels.iter().map(|l| l.count).sum();
-                let head_count = labels.iter().find(|l| l.label == PERSON).map_or(0, |l| l.count);
+                let head_count = head_count(&labels);
                 BucketView { start: timestamp(start_ms), start_ms, images, objects, head_count, labels }
             })
             .collect()

@@ -260,15 +260,19 @@ pub async fn run(
             _ = tokio::time::sleep(length) => {}
             _ = shared.failed.notified() => {}
         }
-        let records = shared.records.lock().unwrap_or_else(|p| p.into_inner()).clone();
         steps.push((users, step_started.elapsed()));
-        // A late answer of an earlier step may be the failure: it ends the ramp all the same.
-        if let Some(failed) = records.iter().find(|r| !r.ok()) {
-            let detail = format!("HTTP {} {}", failed.status, failed.error).trim().to_string();
-            break StopReason::FirstFailure { users: failed.users, detail };
-        }
-        let step = StepStats::of(&records, users, step_started.elapsed());
-        match judge(plan, &step, shared.started.elapsed()) {
+        let verdict = {
+            let records = shared.records.lock().unwrap_or_else(|p| p.into_inner());
+            // A late answer of an earlier step may be the failure: it ends the ramp all the same.
+            match records.iter().find(|r| !r.ok()) {
+                Some(failed) => {
+                    let detail = format!("HTTP {} {}", failed.status, failed.error).trim().to_string();
+                    Verdict::Stop(StopReason::FirstFailure { users: failed.users, detail })
+                }
+                None => judge(plan, &StepStats::of(&records, users, step_started.elapsed()), shared.started.elapsed()),
+            }
+        };
+        match verdict {
             Verdict::Continue(next) => {
                 users = next;
                 shared.users.store(users, Ordering::SeqCst);

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use skyburst_providers::local::{LocalProvider, LocalSettings};
 use skyburst_providers::Provider;
 
-use crate::config::{Config, DeviceKind, PoolConfig, ProviderKind};
+use crate::config::{Config, DeviceKind, PoolConfig, ProviderKind, QueueBackend, StoreBackend};
 use crate::controller::{Controller, ControllerSettings, Pool};
 use crate::detector::{self, ConvPath, Detector, DetectorOptions};
 use crate::frontend::auth::Tokens;
@@ -61,9 +61,9 @@ pub fn detector(config: &Config) -> anyhow::Result<Detector> {
     Ok(detector)
 }
 
-// === the embedded deployment: SQLite queue, filesystem store, SQLite index ===
+// === queues and store: embedded (SQLite, files) or AWS (SQS, S3) ===
 
-/// The queues a process uses, all in `<data_dir>/queue.db`.
+/// The queues a process uses.
 pub struct Queues {
     /// The shared request queue, with its dead-letter redrive.
     pub requests: Arc<dyn Queue>,
@@ -73,8 +73,73 @@ pub struct Queues {
     pub open: OpenQueue,
 }
 
-/// Opens the embedded queues named by the config.
-pub fn queues(config: &Config) -> anyhow::Result<Queues> {
+/// What a process reads and writes: its queues and its object store.
+pub struct Backends {
+    /// The queues `queue.backend` names.
+    pub queues: Queues,
+    /// The store `store.backend` names.
+    pub store: Arc<dyn ObjectStore>,
+    /// The AWS session, when the config uses AWS at all.
+    #[cfg(feature = "aws")]
+    pub aws: Option<skyburst_providers::aws::AwsSession>,
+}
+
+/// Opens the queues and the store the config names. `role` names the process in the AWS call
+/// log (`serve`, `worker`, `controller`, ...). Checks that the request queue exists, so a
+/// wrong endpoint or a missing bootstrap is reported at start-up.
+pub async fn backends(config: &Config, role: &str) -> anyhow::Result<Backends> {
+    #[cfg(feature = "aws")]
+    let aws = aws_session(config, role).await?;
+    #[cfg(not(feature = "aws"))]
+    let _ = role;
+    let queues = match config.queue.backend {
+        QueueBackend::Embedded => embedded_queues(config)?,
+        #[cfg(feature = "aws")]
+        QueueBackend::Sqs => sqs_queues(config, aws.as_ref().expect("loaded for sqs")).await?,
+        #[cfg(not(feature = "aws"))]
+        QueueBackend::Sqs => anyhow::bail!("queue.backend = \"sqs\" needs a build with `--features aws`"),
+    };
+    let store = open_store(
+        config,
+        #[cfg(feature = "aws")]
+        aws.as_ref(),
+    )?;
+    Ok(Backends {
+        queues,
+        store,
+        #[cfg(feature = "aws")]
+        aws,
+    })
+}
+
+/// The store alone (commands that need no queue).
+pub async fn store(config: &Config, role: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    #[cfg(feature = "aws")]
+    let aws = aws_session(config, role).await?;
+    #[cfg(not(feature = "aws"))]
+    let _ = role;
+    open_store(
+        config,
+        #[cfg(feature = "aws")]
+        aws.as_ref(),
+    )
+}
+
+fn open_store(
+    config: &Config,
+    #[cfg(feature = "aws")] aws: Option<&skyburst_providers::aws::AwsSession>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Ok(match config.store.backend {
+        StoreBackend::Embedded => Arc::new(LocalStore::new(config.embedded.data_dir.join("store"))),
+        #[cfg(feature = "aws")]
+        StoreBackend::S3 => Arc::new(crate::store::s3::S3Store::new(aws.expect("loaded for s3"))),
+        #[cfg(not(feature = "aws"))]
+        StoreBackend::S3 => anyhow::bail!("store.backend = \"s3\" needs a build with `--features aws`"),
+    })
+}
+
+/// The embedded queues, all in `<data_dir>/queue.db`.
+fn embedded_queues(config: &Config) -> anyhow::Result<Queues> {
     let path = config.embedded.data_dir.join("queue.db");
     let q = &config.queue;
     let db = LocalQueues::open(&path, Duration::from_millis(q.poll_interval_ms))
@@ -86,18 +151,83 @@ pub fn queues(config: &Config) -> anyhow::Result<Queues> {
     Ok(Queues { requests, dead_letters, open })
 }
 
-/// The embedded object store, `<data_dir>/store`.
-pub fn store(config: &Config) -> Arc<dyn ObjectStore> {
-    Arc::new(LocalStore::new(config.embedded.data_dir.join("store")))
+/// Whether any part of the config lives on AWS.
+#[cfg(feature = "aws")]
+fn uses_aws(config: &Config) -> bool {
+    config.queue.backend == QueueBackend::Sqs
+        || config.store.backend == StoreBackend::S3
+        || config.pools.iter().any(|p| p.provider == ProviderKind::Ec2)
+}
+
+/// The AWS session, when the config uses AWS; `None` otherwise.
+#[cfg(feature = "aws")]
+pub async fn aws_session(config: &Config, role: &str) -> anyhow::Result<Option<skyburst_providers::aws::AwsSession>> {
+    if !uses_aws(config) {
+        return Ok(None);
+    }
+    let a = &config.aws;
+    let settings = skyburst_providers::aws::AwsSettings {
+        region: a.region.clone(),
+        endpoint_url: a.endpoint_url.clone(),
+        operation_timeout: Duration::from_secs_f64(a.operation_timeout_seconds),
+        attempt_timeout: Duration::from_secs_f64(a.attempt_timeout_seconds),
+        connect_timeout: Duration::from_secs_f64(a.connect_timeout_seconds),
+        max_attempts: a.max_attempts,
+        call_log: a.call_log.clone(),
+        role: role.to_string(),
+    };
+    let session = skyburst_providers::aws::AwsSession::load(&settings).await?;
+    Ok(Some(session))
+}
+
+/// The SQS queues; fails if the request queue cannot be found, naming the endpoint.
+#[cfg(feature = "aws")]
+async fn sqs_queues(config: &Config, session: &skyburst_providers::aws::AwsSession) -> anyhow::Result<Queues> {
+    let sqs = crate::queue::sqs::SqsQueues::new(session, Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
+    let q = &config.queue;
+    let requests = sqs.queue(&q.requests);
+    requests.url().await.with_context(|| format!("cannot open the request queue on SQS at {}", endpoint(config)))?;
+    let dead_letters = Arc::new(sqs.queue(&format!("{}-dlq", q.requests)));
+    let open: OpenQueue = Arc::new(move |name: &str| Arc::new(sqs.queue(name)) as Arc<dyn Queue>);
+    Ok(Queues { requests: Arc::new(requests), dead_letters, open })
+}
+
+/// The AWS endpoint in messages: the override, or the region's own.
+#[cfg(feature = "aws")]
+fn endpoint(config: &Config) -> String {
+    match (&config.aws.endpoint_url, &config.aws.region) {
+        (Some(url), _) => url.clone(),
+        (None, Some(region)) => format!("AWS region {region}"),
+        (None, None) => "AWS (region from the environment)".into(),
+    }
+}
+
+/// The front end's own response queue, `<responses_prefix>-<instance_id>`; on SQS it is created
+/// if missing (each front-end instance owns one).
+async fn response_queue(config: &Config, backends: &Backends) -> anyhow::Result<Arc<dyn Queue>> {
+    let name = format!("{}-{}", config.queue.responses_prefix, config.frontend.instance_id);
+    #[cfg(feature = "aws")]
+    if let (QueueBackend::Sqs, Some(session)) = (config.queue.backend, &backends.aws) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let sqs = crate::queue::sqs::SqsQueues::new(session, Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
+        // Answers older than a day have no one waiting for them (SQS keeps 4 days by default).
+        let attributes = [(A::MessageRetentionPeriod, "86400".to_string())].into_iter().collect();
+        let queue = sqs
+            .create(&name, attributes)
+            .await
+            .with_context(|| format!("cannot create the response queue {name} on SQS at {}", endpoint(config)))?;
+        return Ok(Arc::new(queue));
+    }
+    Ok((backends.queues.open)(&name))
 }
 
 /// The front end's state, with `shutdown` turning true when it should stop.
-pub fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<AppState> {
-    let queues = queues(config)?;
+pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<AppState> {
+    let backends = backends(config, "serve").await?;
     let f = &config.frontend;
     let index_path = config.embedded.data_dir.join("index.db");
     let index = ResultIndex::open(&index_path)?;
-    let responses = (queues.open)(&format!("{}-{}", config.queue.responses_prefix, f.instance_id));
+    let responses = response_queue(config, &backends).await?;
     let settings = Settings {
         wait: Duration::from_secs(f.wait_seconds),
         max_body: f.max_body_bytes,
@@ -109,10 +239,10 @@ pub fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     };
     Ok(AppState {
         settings,
-        requests: queues.requests,
-        dead_letters: queues.dead_letters,
+        requests: backends.queues.requests,
+        dead_letters: backends.queues.dead_letters,
         responses,
-        store: store(config),
+        store: backends.store,
         index,
         waiters: Default::default(),
         shutdown,
@@ -136,8 +266,8 @@ pub fn tokens(config: &Config) -> anyhow::Result<Tokens> {
 }
 
 /// A worker with its detector loaded.
-pub fn worker(config: &Config, instance: String) -> anyhow::Result<Worker> {
-    let queues = queues(config)?;
+pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker> {
+    let Backends { queues, store, .. } = backends(config, "worker").await?;
     let settings = WorkerSettings {
         instance,
         pool: config.worker.pool.clone(),
@@ -148,7 +278,6 @@ pub fn worker(config: &Config, instance: String) -> anyhow::Result<Worker> {
         output_bucket: config.store.output_bucket.clone(),
     };
     let detector = Arc::new(detector(config)?);
-    let store = store(config);
     let heartbeats = Arc::new(Heartbeats::new(
         store.clone(),
         config.store.output_bucket.clone(),
@@ -163,9 +292,12 @@ pub fn worker(config: &Config, instance: String) -> anyhow::Result<Worker> {
 
 /// The controller with every configured pool's provider. `config_file` is passed on to the
 /// worker processes the `local` pool starts.
-pub fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
-    let queues = queues(config)?;
-    let pools = config.pools.iter().map(|p| pool(config, p, config_file)).collect::<anyhow::Result<Vec<_>>>()?;
+pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
+    let backends = backends(config, "controller").await?;
+    let mut pools = Vec::new();
+    for p in &config.pools {
+        pools.push(pool(config, p, config_file, &backends).await?);
+    }
     let sc = &config.scaling;
     let settings = ControllerSettings {
         id: format!("controller-{}", crate::cmd::worker::default_instance_id()),
@@ -179,24 +311,52 @@ pub fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) ->
         unavailable_grace: Duration::from_secs_f64(sc.unavailable_grace_seconds),
         lease_ttl: Duration::from_secs_f64(config.controller.lease_seconds),
     };
-    Ok(Controller::new(settings, sc.policy(), pools, queues.requests, store(config)))
+    Ok(Controller::new(settings, sc.policy(), pools, backends.queues.requests, backends.store))
 }
 
-fn pool(config: &Config, pool: &PoolConfig, config_file: Option<&Path>) -> anyhow::Result<Pool> {
-    let provider: Arc<dyn Provider> = match pool.provider {
-        ProviderKind::Local => Arc::new(local_provider(config, pool, config_file)?),
+async fn pool(config: &Config, pool: &PoolConfig, config_file: Option<&Path>, backends: &Backends) -> anyhow::Result<Pool> {
+    let (provider, user_data): (Arc<dyn Provider>, String) = match pool.provider {
+        ProviderKind::Local => (Arc::new(local_provider(config, pool, config_file)?), String::new()),
         ProviderKind::Nova => anyhow::bail!(
             "pool {} uses provider \"nova\": this build has no OpenStack support; build with `--features openstack`",
             pool.name
         ),
+        #[cfg(feature = "aws")]
         ProviderKind::Ec2 => {
+            let session = backends.aws.as_ref().expect("loaded for ec2 pools");
+            let release = crate::boot::fetch_release(config, backends.store.as_ref()).await?;
+            let user_data = crate::boot::render_user_data(config, pool, &release);
+            (Arc::new(ec2_provider(config, pool, session)), user_data)
+        }
+        #[cfg(not(feature = "aws"))]
+        ProviderKind::Ec2 => {
+            let _ = backends;
             anyhow::bail!(
                 "pool {} uses provider \"ec2\": this build has no AWS support; build with `--features aws`",
                 pool.name
             )
         }
     };
-    Ok(Pool { config: pool.clone(), provider, user_data: String::new() })
+    Ok(Pool { config: pool.clone(), provider, user_data })
+}
+
+/// An `ec2` pool's provider.
+#[cfg(feature = "aws")]
+pub fn ec2_provider(
+    config: &Config,
+    pool: &PoolConfig,
+    session: &skyburst_providers::aws::AwsSession,
+) -> skyburst_providers::ec2::Ec2Provider {
+    let settings = skyburst_providers::ec2::Ec2Settings {
+        pool: pool.name.clone(),
+        deployment: config.controller.deployment.clone(),
+        subnets: pool.subnets.clone(),
+        security_groups: pool.security_groups.clone(),
+        key_name: pool.key_name.clone(),
+        instance_profile: pool.instance_profile.clone(),
+        root_volume_gb: pool.root_volume_gb,
+    };
+    skyburst_providers::ec2::Ec2Provider::new(settings, session)
 }
 
 /// The `local` pool: `skyburst worker` processes of this very binary, with the same config

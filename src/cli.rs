@@ -44,6 +44,61 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print the cloud-init user-data an instance of a cloud pool is launched with.
+    RenderUserData(RenderUserDataArgs),
+    /// AWS tools: create the queues and buckets, publish the worker release (`--features aws`).
+    #[command(subcommand)]
+    Aws(AwsCommand),
+    /// Run the cloud deployments on one machine (`--features dev-tools`; never in production).
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+/// `skyburst render-user-data`.
+#[derive(Debug, Args)]
+pub struct RenderUserDataArgs {
+    /// The pool (an `ec2` or `nova` entry of `[[pools]]`).
+    #[arg(long, value_name = "NAME")]
+    pub pool: String,
+}
+
+/// `skyburst aws ...`.
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Create the request queue with its dead-letter queue and the buckets with their lifecycle
+    /// rule; running it again changes nothing (or brings settings in line with the config).
+    Bootstrap,
+    /// Upload the worker binary and the model files to `releases/<boot.version>/` in the release
+    /// bucket with a manifest of their sha256 sums (scripts/publish-worker.sh runs this).
+    PublishWorker(PublishWorkerArgs),
+}
+
+/// `skyburst aws publish-worker`.
+#[derive(Debug, Args)]
+pub struct PublishWorkerArgs {
+    /// The worker binary to publish; default: this program.
+    #[arg(long, value_name = "FILE")]
+    pub binary: Option<PathBuf>,
+}
+
+/// `skyburst dev ...`.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Play the hypervisor for an emulated cloud: start a local `skyburst worker` for each
+    /// running instance of this deployment, from the worker config in its user-data, after the
+    /// pool's `boot_seconds`; stop it when the instance goes.
+    FleetAgent(FleetAgentArgs),
+}
+
+/// `skyburst dev fleet-agent`.
+#[derive(Debug, Args)]
+pub struct FleetAgentArgs {
+    /// Where each instance's config and log go.
+    #[arg(long, value_name = "DIR", default_value = "fleet-agent")]
+    pub work_dir: PathBuf,
+    /// Seconds between looks at the cloud.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    pub interval_seconds: f64,
 }
 
 /// `skyburst detect`.

@@ -6,18 +6,20 @@
 //! - [`detector`]: YOLOv3-tiny from darknet's files: parse, load, preprocess, run, decode.
 //! - [`result`]: the result JSON shape shared by every entry point.
 //! - [`job`]: job requests and responses, and where jobs' images and results are stored.
-//! - [`queue`]: the `Queue` seam and the embedded SQLite queue; [`store`]: the `ObjectStore`
-//!   seam and the filesystem store; [`index`]: the SQLite result index.
+//! - [`queue`]: the `Queue` seam, the embedded SQLite queue and SQS; [`store`]: the
+//!   `ObjectStore` seam, the filesystem store and S3; [`index`]: the SQLite result index.
 //! - [`frontend`]: the actix-web front end (`skyburst serve`); [`worker`]: the detector worker.
 //! - [`control`]: heartbeats, drain requests, the lease and the fleet status in the store;
 //!   [`controller`]: the reconcile loop (`skyburst controller`).
 //! - [`load`]: the workload generator (`skyburst load`); [`simulate`]: the discrete-event policy
 //!   simulator (`skyburst simulate`).
+//! - [`boot`]: what a cloud worker receives at boot (cloud-init user-data, the pinned release).
 //! - [`config`]: the typed, layered, validated configuration.
 //! - [`cli`]: the command-line definition; [`cmd`]: one module per subcommand.
 //! - [`app`]: the composition root, the only place that turns config into concrete parts.
 
 pub mod app;
+pub mod boot;
 pub mod cli;
 pub mod cmd;
 pub mod config;

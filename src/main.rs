@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         Command::Experiment(args) => skyburst::cmd::experiment::run(args, cli.config.as_deref()),
         Command::Detect(args) => skyburst::cmd::detect::run(&config, args),
         Command::Config(ConfigCommand::Check) => skyburst::cmd::config_check::run(&config),
+        Command::RenderUserData(args) => skyburst::cmd::render_user_data::run(&config, args),
+        Command::Aws(command) => skyburst::cmd::aws::run(&config, command),
+        Command::Dev(command) => skyburst::cmd::dev::run(&config, command, cli.config.as_deref()),
     };
     match outcome {
         Ok(code) => code,

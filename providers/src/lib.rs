@@ -5,7 +5,13 @@
 //! # Layout
 //! - this file: the trait, [`LaunchSpec`], [`Instance`], [`Limits`], [`ProviderError`].
 //! - [`local`]: instances are `skyburst worker` processes on this machine (the embedded default).
+//! - [`ec2`] (feature `aws`): EC2 instances; [`aws`] sets up the SDK session every AWS client
+//!   of the process shares.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "aws")]
+pub mod ec2;
 pub mod local;
 
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@ use crate::{app, controller, shutdown};
 pub fn run(config: &Config, args: &ControllerArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     app::runtime()?.block_on(async {
         let (_signal, stop) = shutdown::on_signal();
-        let controller = app::controller(config, config_file, args.dry_run)?;
+        let controller = app::controller(config, config_file, args.dry_run).await?;
         let c = &config.controller;
         let addr = format!("{}:{}", c.metrics_bind, c.metrics_port);
         let (server, bound) = controller::serve::metrics_server(&addr, controller.metrics.clone())?;

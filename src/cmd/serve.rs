@@ -16,7 +16,7 @@ pub fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let url = format!("http://{}", listener.local_addr()?);
     app::runtime()?.block_on(async {
         let (_signal, stop) = shutdown::on_signal();
-        let state = app::frontend(config, stop)?;
+        let state = app::frontend(config, stop).await?;
         println!("skyburst serve: listening on {url}");
         frontend::serve(state, listener, tokens).await
     })?;

@@ -22,7 +22,7 @@ pub fn run(config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
                 _ = tokio::time::sleep(boot) => {}
             }
         }
-        let worker = app::worker(&config, instance)?;
+        let worker = app::worker(&config, instance).await?;
         worker.run(stop).await;
         anyhow::Ok(())
     })?;

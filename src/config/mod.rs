@@ -2,6 +2,7 @@
 //! environment (`SKYBURST_` + path with `__` between levels, e.g. `SKYBURST_DETECTOR__THRESHOLD`).
 //! Unknown keys are rejected; [`validate`] then checks every value and reports all problems.
 
+mod cloud;
 mod scaling;
 mod service;
 mod validate;
@@ -10,8 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use cloud::{AwsConfig, BootConfig};
 pub use scaling::{ControllerConfig, Distribution, PoolConfig, ProviderKind, ScalingConfig, SimulateConfig};
-pub use service::{default_data_dir, EmbeddedConfig, FrontendConfig, QueueConfig, StoreConfig, WorkerConfig};
+pub use service::{
+    default_data_dir, EmbeddedConfig, FrontendConfig, QueueBackend, QueueConfig, StoreBackend, StoreConfig, WorkerConfig,
+};
 pub use validate::validate;
 
 use crate::detector::ResizeMode;
@@ -43,6 +47,10 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// The simulator's workload model.
     pub simulate: SimulateConfig,
+    /// How to reach AWS (SQS, S3, EC2).
+    pub aws: AwsConfig,
+    /// What a cloud worker installs when it boots.
+    pub boot: BootConfig,
 }
 
 impl Default for Config {
@@ -58,6 +66,8 @@ impl Default for Config {
             controller: ControllerConfig::default(),
             pools: vec![PoolConfig::local_default()],
             simulate: SimulateConfig::default(),
+            aws: AwsConfig::default(),
+            boot: BootConfig::default(),
         }
     }
 }
@@ -175,6 +185,7 @@ impl Config {
         config.detector.model_dir = expand_home(&config.detector.model_dir);
         config.embedded.data_dir = expand_home(&config.embedded.data_dir);
         config.frontend.tokens_file = config.frontend.tokens_file.as_deref().map(expand_home);
+        config.aws.call_log = config.aws.call_log.as_deref().map(expand_home);
         validate(&config).map_err(ConfigError::Invalid)?;
         Ok(config)
     }

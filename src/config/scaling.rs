@@ -186,9 +186,32 @@ pub struct PoolConfig {
     /// Cloud pools: instance type or Nova flavor.
     #[serde(default)]
     pub flavor: String,
-    /// Cloud pools: subnet or network.
+    /// `nova` pools: the network the servers join.
     #[serde(default)]
     pub network: String,
+    /// `ec2` pools: subnet ids, tried in order when one has no capacity. Empty (the default):
+    /// the default VPC.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Cloud pools: security groups (ids on EC2, names on Nova). The worker needs no inbound
+    /// port: it only calls out to the queue and the store.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Cloud pools: key pair for SSH. Unset (the default): none.
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// `ec2` pools: instance profile whose role grants the worker SQS and S3 (the worker policy
+    /// in images/iam/). Unset: none, and the worker finds no credentials.
+    #[serde(default)]
+    pub instance_profile: Option<String>,
+    /// `ec2` pools: GiB of the encrypted root volume, 8..=1024. Default 16 (Debian + binary +
+    /// model take about 3).
+    #[serde(default = "root_volume_gb")]
+    pub root_volume_gb: u32,
+}
+
+fn root_volume_gb() -> u32 {
+    16
 }
 
 fn worker_memory_mb() -> u64 {
@@ -223,6 +246,11 @@ impl PoolConfig {
             image: String::new(),
             flavor: String::new(),
             network: String::new(),
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            key_name: None,
+            instance_profile: None,
+            root_volume_gb: root_volume_gb(),
         }
     }
 }

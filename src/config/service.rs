@@ -50,6 +50,9 @@ impl Default for FrontendConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
+    /// `embedded` (SQLite in the data directory; the default) or `sqs` (build with
+    /// `--features aws`; create the queues with `skyburst aws bootstrap`).
+    pub backend: QueueBackend,
     /// The request queue every worker reads. Its dead-letter queue is `<requests>-dlq`.
     pub requests: String,
     /// Prefix of each front end's response queue.
@@ -71,6 +74,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
+            backend: QueueBackend::Embedded,
             requests: "skyburst-requests".into(),
             responses_prefix: "skyburst-responses".into(),
             visibility_timeout_seconds: 30,
@@ -81,19 +85,52 @@ impl Default for QueueConfig {
     }
 }
 
+/// Which queue service holds the queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// SQLite in `embedded.data_dir` (one machine).
+    #[default]
+    Embedded,
+    /// Amazon SQS.
+    Sqs,
+}
+
+/// Which object store holds the buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Directories under `embedded.data_dir/store` (one machine).
+    #[default]
+    Embedded,
+    /// Amazon S3.
+    S3,
+}
+
 /// `[store]`: where images and results are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `embedded` (files in the data directory; the default) or `s3` (build with
+    /// `--features aws`; create the buckets with `skyburst aws bootstrap`).
+    pub backend: StoreBackend,
     /// Bucket for uploaded images (`images/<job id>`).
     pub input_bucket: String,
     /// Bucket for results (`results/<job id>.json`) and control records.
     pub output_bucket: String,
+    /// S3: days after which images and results expire (the lifecycle rule `skyburst aws
+    /// bootstrap` sets), 1..=3650. Default 30. Control records and releases never expire.
+    pub retention_days: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { input_bucket: "skyburst-input".into(), output_bucket: "skyburst-output".into() }
+        Self {
+            backend: StoreBackend::Embedded,
+            input_bucket: "skyburst-input".into(),
+            output_bucket: "skyburst-output".into(),
+            retention_days: 30,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Range checks on a deserialized [`Config`]: pure (no I/O, no environment), collecting every
 //! problem so an operator fixes them in one pass.
 
-use super::{Config, DeviceKind};
+use super::{Config, DeviceKind, PoolConfig, ProviderKind};
 
 /// Longest queue or bucket name; SQS allows 80 characters, S3 63.
 const MAX_NAME: usize = 63;
@@ -27,6 +27,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<String>> {
     check(!d.model_dir.as_os_str().is_empty(), "detector.model_dir must not be empty".to_string());
     service(config, &mut check);
     fleet(config, &mut check);
+    cloud(config, &mut check);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -157,6 +158,73 @@ fn fleet(config: &Config, check: &mut impl FnMut(bool, String)) {
     check(
         sim.service_sigma.is_finite() && sim.service_sigma >= 0.0,
         "simulate.service_sigma must be zero or more".into(),
+    );
+}
+
+fn cloud(config: &Config, check: &mut impl FnMut(bool, String)) {
+    let a = &config.aws;
+    for (key, v, range) in [
+        ("operation_timeout_seconds", a.operation_timeout_seconds, 0.5..=120.0),
+        ("attempt_timeout_seconds", a.attempt_timeout_seconds, 0.5..=60.0),
+        ("connect_timeout_seconds", a.connect_timeout_seconds, 0.1..=30.0),
+    ] {
+        check(range.contains(&v), format!("aws.{key} = {v} must be in {}..={}", range.start(), range.end()));
+    }
+    check((1..=10).contains(&a.max_attempts), format!("aws.max_attempts = {} must be in 1..=10", a.max_attempts));
+    check(
+        a.endpoint_url.as_deref().is_none_or(|u| u.starts_with("http://") || u.starts_with("https://")),
+        format!("aws.endpoint_url = {:?} must start with http:// or https://", a.endpoint_url.as_deref().unwrap_or("")),
+    );
+    check(a.region.as_deref().is_none_or(|r| !r.trim().is_empty()), "aws.region must not be empty when set".into());
+    let days = config.store.retention_days;
+    check((1..=3650).contains(&days), format!("store.retention_days = {days} must be in 1..=3650"));
+    let b = &config.boot;
+    check(!b.version.trim().is_empty(), "boot.version must not be empty".into());
+    check(b.model_dir.is_absolute(), format!("boot.model_dir = {} must be an absolute path", b.model_dir.display()));
+    if let Some(bucket) = &b.release_bucket {
+        check(is_resource_name(bucket), format!("boot.release_bucket = {bucket:?} must be a bucket name"));
+    }
+    for pool in &config.pools {
+        pool_settings(pool, check);
+    }
+}
+
+/// Each provider's required settings are set, and none meant for another provider is.
+fn pool_settings(p: &PoolConfig, check: &mut impl FnMut(bool, String)) {
+    let name = &p.name;
+    let required: &[(&str, bool)] = match p.provider {
+        ProviderKind::Local => &[],
+        ProviderKind::Ec2 => &[("image", p.image.is_empty()), ("flavor", p.flavor.is_empty())],
+        ProviderKind::Nova => {
+            &[("image", p.image.is_empty()), ("flavor", p.flavor.is_empty()), ("network", p.network.is_empty())]
+        }
+    };
+    for (key, missing) in required {
+        check(!missing, format!("pools.{name}.{key} must be set for a {:?} pool", p.provider).to_lowercase());
+    }
+    let foreign: &[(&str, bool)] = match p.provider {
+        ProviderKind::Local => &[
+            ("image", !p.image.is_empty()),
+            ("flavor", !p.flavor.is_empty()),
+            ("network", !p.network.is_empty()),
+            ("subnets", !p.subnets.is_empty()),
+            ("security_groups", !p.security_groups.is_empty()),
+            ("key_name", p.key_name.is_some()),
+            ("instance_profile", p.instance_profile.is_some()),
+        ],
+        ProviderKind::Ec2 => &[("network", !p.network.is_empty()), ("boot_delay_seconds", p.boot_delay_seconds > 0.0)],
+        ProviderKind::Nova => &[
+            ("subnets", !p.subnets.is_empty()),
+            ("instance_profile", p.instance_profile.is_some()),
+            ("boot_delay_seconds", p.boot_delay_seconds > 0.0),
+        ],
+    };
+    for (key, set) in foreign {
+        check(!set, format!("pools.{name}.{key} does not apply to a {:?} pool; remove it", p.provider).to_lowercase());
+    }
+    check(
+        (8..=1024).contains(&p.root_volume_gb),
+        format!("pools.{name}.root_volume_gb = {} must be in 8..=1024", p.root_volume_gb),
     );
 }
 

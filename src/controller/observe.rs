@@ -171,9 +171,15 @@ fn view(instance: &Instance, records: &WorkerRecords, now: i64) -> InstanceView 
     } else {
         reported
     };
+    // A cloud reports an instance running once it has booted, before its worker has started
+    // (moto at once, EC2 a minute early): until the first heartbeat it is still pending.
+    let state = match (instance.state, beat) {
+        (InstanceState::Running, None) => InstanceState::Pending,
+        (state, _) => state,
+    };
     InstanceView {
         id: instance.id.clone(),
-        state: instance.state,
+        state,
         activity,
         heartbeat_age_s: beat.map(|b| ((now - b.at_ms) as f64 / 1000.0).max(0.0)),
         age_s: ((now - instance.launched_at_ms as i64) as f64 / 1000.0).max(0.0),

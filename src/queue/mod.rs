@@ -4,6 +4,8 @@
 
 mod doorbell;
 pub mod local;
+#[cfg(feature = "aws")]
+pub mod sqs;
 
 use std::time::Duration;
 
@@ -58,6 +60,12 @@ pub enum QueueError {
         queue: String,
         /// What the backend said.
         detail: String,
+    },
+    /// No queue of that name (SQS): it has to be created.
+    #[error("queue {queue} does not exist; create it with `skyburst aws bootstrap`")]
+    Missing {
+        /// Queue name.
+        queue: String,
     },
     /// The receipt no longer names the latest receive (the visibility timeout passed and
     /// someone else received the message); the holder has lost the message.

@@ -2,6 +2,8 @@
 //! records all live here; queue messages carry only their keys.
 
 pub mod local;
+#[cfg(feature = "aws")]
+pub mod s3;
 
 use std::time::SystemTime;
 

@@ -1,0 +1,244 @@
+//! The `ec2` provider: a pool's instances are EC2 instances, tagged with the deployment, the pool
+//! and the launch id. Launches require IMDSv2, encrypt the root volume, tag instances and
+//! volumes, and try the configured subnets in order when one has no capacity.
+
+pub mod errors;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceAttributeName, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, ResourceType,
+    Tag, TagSpecification, VolumeType,
+};
+use base64::Engine;
+use tokio::sync::Mutex;
+
+use crate::aws::AwsSession;
+use crate::{Instance, LaunchSpec, Limits, Provider, ProviderError, Result, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL};
+
+/// A pool's EC2-only settings; the image, instance type and user-data come with each
+/// [`LaunchSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Settings {
+    /// The pool: named in errors, matched by `list`.
+    pub pool: String,
+    /// The deployment: matched by `list`.
+    pub deployment: String,
+    /// Subnet ids, tried in order when one has no capacity; empty: the default VPC.
+    pub subnets: Vec<String>,
+    /// Security group ids.
+    pub security_groups: Vec<String>,
+    /// EC2 key pair for SSH; `None`: no key (the worker needs none).
+    pub key_name: Option<String>,
+    /// Instance profile whose role the worker uses for SQS and S3.
+    pub instance_profile: Option<String>,
+    /// Size of the encrypted root volume, GiB.
+    pub root_volume_gb: u32,
+}
+
+/// Runs a pool's instances on EC2.
+#[derive(Debug)]
+pub struct Ec2Provider {
+    settings: Ec2Settings,
+    client: aws_sdk_ec2::Client,
+    /// (AMI, its root device name): the encrypted-root mapping must name the AMI's own device.
+    root_device: Mutex<Option<(String, String)>>,
+}
+
+impl Ec2Provider {
+    /// A provider on `session`'s region, credentials and endpoint.
+    pub fn new(settings: Ec2Settings, session: &AwsSession) -> Self {
+        Self { settings, client: session.ec2(), root_device: Mutex::new(None) }
+    }
+
+    /// The user-data an instance was launched with (what cloud-init on it reads). The local
+    /// fleet agent reads it back to start the worker it describes.
+    pub async fn user_data(&self, id: &str) -> Result<String> {
+        let answer = self
+            .client
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(InstanceAttributeName::UserData)
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        let encoded = answer.user_data().and_then(|v| v.value()).unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| self.invalid(format!("user-data of {id} is not base64: {e}")))?;
+        String::from_utf8(bytes).map_err(|e| self.invalid(format!("user-data of {id} is not UTF-8: {e}")))
+    }
+
+    fn error<E, R>(&self, error: &aws_sdk_ec2::error::SdkError<E, R>) -> ProviderError
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        errors::from_sdk(&self.settings.pool, error)
+    }
+
+    fn invalid(&self, detail: String) -> ProviderError {
+        ProviderError::Invalid { pool: self.settings.pool.clone(), detail }
+    }
+
+    /// Instances of this pool in `states`, with more filters; every page.
+    async fn describe(&self, states: &[&str], extra: Vec<Filter>) -> Result<Vec<Instance>> {
+        let filter = |name: &str, values: &[&str]| {
+            Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
+        };
+        let mut request = self
+            .client
+            .describe_instances()
+            .filters(filter(&format!("tag:{TAG_DEPLOYMENT}"), &[&self.settings.deployment]))
+            .filters(filter(&format!("tag:{TAG_POOL}"), &[&self.settings.pool]))
+            .filters(filter("instance-state-name", states));
+        for f in extra {
+            request = request.filters(f);
+        }
+        let mut pages = request.into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(&e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                found.extend(self.instance(instance));
+            }
+        }
+        Ok(found)
+    }
+
+    fn instance(&self, described: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+        let state = described.state().and_then(|s| s.name()).and_then(errors::instance_state)?;
+        let tags = described
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect();
+        Some(Instance {
+            id: described.instance_id()?.to_string(),
+            state,
+            launched_at_ms: described.launch_time().map_or(0, |t| t.to_millis().unwrap_or(0).max(0) as u64),
+            tags,
+        })
+    }
+
+    /// The AMI's root device name (`/dev/xvda` on Amazon Linux, `/dev/sda1` on Debian's).
+    async fn root_device(&self, image: &str) -> Result<String> {
+        let mut cached = self.root_device.lock().await;
+        if let Some((ami, device)) = cached.as_ref() {
+            if ami == image {
+                return Ok(device.clone());
+            }
+        }
+        let answer = self.client.describe_images().image_ids(image).send().await.map_err(|e| self.error(&e))?;
+        let device = answer
+            .images()
+            .first()
+            .and_then(|i| i.root_device_name())
+            .ok_or_else(|| self.invalid(format!("AMI {image} is not visible in this region; check the pool's image")))?
+            .to_string();
+        *cached = Some((image.to_string(), device.clone()));
+        Ok(device)
+    }
+
+    /// One RunInstances in one subnet (`None`: the default VPC).
+    async fn run(&self, spec: &LaunchSpec, count: u32, subnet: Option<&str>, attempt: usize) -> Result<Vec<Instance>> {
+        let s = &self.settings;
+        let root = self.root_device(&spec.image).await?;
+        let mut tags: BTreeMap<String, String> = spec.tags.clone();
+        tags.insert(TAG_LAUNCH_ID.into(), spec.launch_id.clone());
+        tags.entry("Name".into()).or_insert_with(|| format!("{}-{}", s.deployment, s.pool));
+        let tagged = |kind: ResourceType| {
+            let tags = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
+            TagSpecification::builder().resource_type(kind).set_tags(Some(tags.collect())).build()
+        };
+        let volume = EbsBlockDevice::builder()
+            .encrypted(true)
+            .volume_size(s.root_volume_gb as i32)
+            .volume_type(VolumeType::Gp3)
+            .delete_on_termination(true)
+            .build();
+        // IMDSv2 only, one hop: a container on the worker cannot reach the instance's role.
+        let metadata = InstanceMetadataOptionsRequest::builder()
+            .http_tokens(HttpTokensState::Required)
+            .http_endpoint(InstanceMetadataEndpointState::Enabled)
+            .http_put_response_hop_limit(1)
+            .build();
+        let answer = self
+            .client
+            .run_instances()
+            .image_id(&spec.image)
+            .instance_type(InstanceType::from(spec.flavor.as_str()))
+            // Fewer than asked is fine: the controller re-plans the rest onto the next pool.
+            .min_count(1)
+            .max_count(count as i32)
+            .set_subnet_id(subnet.map(str::to_string))
+            .set_security_group_ids((!s.security_groups.is_empty()).then(|| s.security_groups.clone()))
+            .set_key_name(s.key_name.clone())
+            .set_iam_instance_profile(
+                s.instance_profile.as_ref().map(|name| IamInstanceProfileSpecification::builder().name(name).build()),
+            )
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
+            // EC2 answers a retried request with the same token with the same instances.
+            .client_token(format!("{}-{attempt}", spec.launch_id))
+            .metadata_options(metadata)
+            .block_device_mappings(BlockDeviceMapping::builder().device_name(root).ebs(volume).build())
+            .tag_specifications(tagged(ResourceType::Instance))
+            .tag_specifications(tagged(ResourceType::Volume))
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(answer.instances().iter().filter_map(|i| self.instance(i)).collect())
+    }
+}
+
+#[async_trait]
+impl Provider for Ec2Provider {
+    async fn launch(&self, spec: &LaunchSpec, count: u32) -> Result<Vec<Instance>> {
+        // A retried launch (same launch id) returns what the first one started.
+        let launch_tag = Filter::builder().name(format!("tag:{TAG_LAUNCH_ID}")).values(&spec.launch_id).build();
+        let started = self.describe(&["pending", "running"], vec![launch_tag]).await?;
+        if !started.is_empty() {
+            tracing::info!(pool = %self.settings.pool, launch_id = %spec.launch_id, found = started.len(), "launch already done");
+            return Ok(started);
+        }
+        let subnets: Vec<Option<&str>> = match self.settings.subnets.as_slice() {
+            [] => vec![None],
+            subnets => subnets.iter().map(|s| Some(s.as_str())).collect(),
+        };
+        let mut full = None;
+        for (attempt, subnet) in subnets.into_iter().enumerate() {
+            match self.run(spec, count, subnet, attempt).await {
+                Ok(instances) => return Ok(instances),
+                Err(e @ ProviderError::Capacity { .. }) => {
+                    tracing::warn!(pool = %self.settings.pool, subnet = ?subnet, error = %e, "no capacity; trying the next subnet");
+                    full = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(full.expect("at least one subnet was tried"))
+    }
+
+    async fn terminate(&self, id: &str) -> Result<()> {
+        match self.client.terminate_instances().instance_ids(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidInstanceID.NotFound") => {
+                Ok(())
+            }
+            Err(e) => Err(self.error(&e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>> {
+        self.describe(&errors::LISTED_STATES, Vec::new()).await
+    }
+
+    /// EC2's limits are vCPU quotas (Service Quotas), which this provider does not read: a launch
+    /// past them answers `VcpuLimitExceeded`, mapped to `Quota`. `in_use` is this pool's count.
+    async fn limits(&self) -> Result<Limits> {
+        let in_use = self.describe(&["pending", "running"], Vec::new()).await?.len() as u32;
+        Ok(Limits { max_instances: None, in_use })
+    }
+}

@@ -1,0 +1,72 @@
+//! The config sections of the cloud deployments: how to reach AWS (`[aws]`) and what a cloud
+//! worker installs when it boots (`[boot]`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[aws]`: how every AWS client of the process reaches AWS. Region and credentials come from
+/// the SDK's default chain (environment, profile, web identity, ECS, instance metadata), never
+/// from this file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Region, e.g. `eu-west-1`. Unset (the default): `AWS_REGION`, the profile's region, or the
+    /// instance's own (metadata).
+    pub region: Option<String>,
+    /// One endpoint for SQS, S3 and EC2: an emulator (`http://127.0.0.1:5000`) or a private
+    /// endpoint. Unset (the default): AWS's own endpoints. S3 is addressed path-style when set.
+    pub endpoint_url: Option<String>,
+    /// Longest one AWS call may take, retries included, 0.5..=120 s. Default 10: past it the
+    /// front end answers 503 with Retry-After instead of holding the request.
+    pub operation_timeout_seconds: f64,
+    /// Longest one attempt may take, 0.5..=60 s. Default 4 (an SQS send or an S3 put of a
+    /// 10 MiB image takes well under a second in-region). Long polls get their wait on top.
+    pub attempt_timeout_seconds: f64,
+    /// Longest a connection may take to open, 0.1..=30 s. Default 2.
+    pub connect_timeout_seconds: f64,
+    /// Attempts per call with the SDK's standard backoff, 1..=10. Default 3.
+    pub max_attempts: u32,
+    /// Append one line per AWS call, `<role> <service>:<Operation>`, to this file: what each
+    /// process needs from IAM. Unset (the default): off.
+    pub call_log: Option<PathBuf>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            operation_timeout_seconds: 10.0,
+            attempt_timeout_seconds: 4.0,
+            connect_timeout_seconds: 2.0,
+            max_attempts: 3,
+            call_log: None,
+        }
+    }
+}
+
+/// `[boot]`: what a cloud instance installs at boot (`skyburst render-user-data`). The release
+/// (binary and model) is published by `scripts/publish-worker.sh` under
+/// `releases/<version>/` with a manifest of sha256 sums; the user-data pins the version and the
+/// sums, so an instance never runs a binary other than the one rendered for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootConfig {
+    /// Bucket holding `releases/<version>/`. Unset (the default): `store.output_bucket`.
+    pub release_bucket: Option<String>,
+    /// Release the workers run. Default: this binary's version.
+    pub version: String,
+    /// Where the instance keeps the model files. Default `/var/lib/skyburst/models`.
+    pub model_dir: PathBuf,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        Self {
+            release_bucket: None,
+            version: env!("CARGO_PKG_VERSION").into(),
+            model_dir: PathBuf::from("/var/lib/skyburst/models"),
+        }
+    }
+}

@@ -27,7 +27,10 @@ use crate::worker::{Heartbeats, ReplyQueues, Worker, WorkerSettings};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`). Stdout stays free for results.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // aws_config logs each credential source that found nothing as a warning; the error a
+    // missing credential gives names them all.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=error".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -209,7 +212,8 @@ async fn response_queue(config: &Config, backends: &Backends) -> anyhow::Result<
     #[cfg(feature = "aws")]
     if let (QueueBackend::Sqs, Some(session)) = (config.queue.backend, &backends.aws) {
         use aws_sdk_sqs::types::QueueAttributeName as A;
-        let sqs = crate::queue::sqs::SqsQueues::new(session, Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
+        let sqs =
+            crate::queue::sqs::SqsQueues::new(session, Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
         // Answers older than a day have no one waiting for them (SQS keeps 4 days by default).
         let attributes = [(A::MessageRetentionPeriod, "86400".to_string())].into_iter().collect();
         let queue = sqs
@@ -314,7 +318,12 @@ pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bo
     Ok(Controller::new(settings, sc.policy(), pools, backends.queues.requests, backends.store))
 }
 
-async fn pool(config: &Config, pool: &PoolConfig, config_file: Option<&Path>, backends: &Backends) -> anyhow::Result<Pool> {
+async fn pool(
+    config: &Config,
+    pool: &PoolConfig,
+    config_file: Option<&Path>,
+    backends: &Backends,
+) -> anyhow::Result<Pool> {
     let (provider, user_data): (Arc<dyn Provider>, String) = match pool.provider {
         ProviderKind::Local => (Arc::new(local_provider(config, pool, config_file)?), String::new()),
         ProviderKind::Nova => anyhow::bail!(

@@ -5,6 +5,8 @@
 
 mod support;
 
+#[cfg(feature = "aws")]
+mod aws;
 mod bad_input;
 mod config_examples;
 mod controller;

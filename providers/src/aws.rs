@@ -16,7 +16,7 @@ use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::config::{ConfigBag, Intercept, ProvideCredentials};
+use aws_sdk_ec2::config::{ConfigBag, Intercept, ProvideCredentials, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -85,19 +85,18 @@ impl AwsSession {
     /// Loads region and credentials from the default chain and checks that credentials resolve,
     /// so a missing or broken source is reported at start-up, not on the first request.
     pub async fn load(settings: &AwsSettings) -> Result<Self, AwsSetupError> {
-        let imds = imds::Client::builder()
-            .max_attempts(1)
-            .connect_timeout(IMDS_TIMEOUT)
-            .read_timeout(IMDS_TIMEOUT)
-            .build();
+        let imds =
+            imds::Client::builder().max_attempts(1).connect_timeout(IMDS_TIMEOUT).read_timeout(IMDS_TIMEOUT).build();
         let region = match &settings.region {
             Some(region) => Some(Region::new(region.clone())),
             // The default chain's order, with the short IMDS probe.
-            None => RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
-                .or_else(ProfileFileRegionProvider::new())
-                .or_else(ImdsRegionProvider::builder().imds_client(imds.clone()).build())
-                .region()
-                .await,
+            None => {
+                RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                    .or_else(ProfileFileRegionProvider::new())
+                    .or_else(ImdsRegionProvider::builder().imds_client(imds.clone()).build())
+                    .region()
+                    .await
+            }
         };
         let region = region.ok_or(AwsSetupError::NoRegion)?;
         let credentials = DefaultCredentialsChain::builder().region(region.clone()).imds_client(imds).build().await;
@@ -180,9 +179,10 @@ impl Intercept for CallLog {
         "SkyburstCallLog"
     }
 
-    fn read_before_execution(
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(call) = cfg.load::<Metadata>() {

@@ -103,18 +103,23 @@ mod enabled {
     /// retention, and unfinished uploads aborted after one day.
     async fn bucket(s3: &S3Store, region: &str, name: &str, retention: Retention) -> anyhow::Result<()> {
         let client = s3.client();
+        // Asked first: S3 in us-east-1 answers a repeated CreateBucket with success.
+        let exists = match client.head_bucket().bucket(name).send().await {
+            Ok(_) => true,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => false,
+            Err(e) => anyhow::bail!("cannot look up bucket {name}: {}", error_chain(&e)),
+        };
         let mut request = client.create_bucket().bucket(name);
         // us-east-1 takes no location constraint (and refuses one).
         if region != "us-east-1" && !region.is_empty() {
             let location = BucketLocationConstraint::from(region);
-            request = request
-                .create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(location).build());
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder().location_constraint(location).build(),
+            );
         }
-        let created = match request.send().await {
-            Ok(_) => true,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => false,
-            Err(e) => anyhow::bail!("cannot create bucket {name}: {}", error_chain(&e)),
-        };
+        if !exists {
+            request.send().await.map_err(|e| anyhow::anyhow!("cannot create bucket {name}: {}", error_chain(&e)))?;
+        }
         let block = PublicAccessBlockConfiguration::builder()
             .block_public_acls(true)
             .ignore_public_acls(true)
@@ -132,7 +137,9 @@ mod enabled {
             .id("skyburst-abort-uploads")
             .status(ExpirationStatus::Enabled)
             .filter(LifecycleRuleFilter::builder().prefix("").build())
-            .abort_incomplete_multipart_upload(AbortIncompleteMultipartUpload::builder().days_after_initiation(1).build())
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder().days_after_initiation(1).build(),
+            )
             .build()?;
         let (expiring, what) = match retention {
             Retention::Everything(days) => (Some(("", days)), format!("objects expire after {days} days")),
@@ -156,7 +163,7 @@ mod enabled {
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("cannot set the lifecycle rule of bucket {name}: {}", error_chain(&e)))?;
-        say(name, created, &format!("bucket, {what}"));
+        say(name, !exists, &format!("bucket, {what}"));
         Ok(())
     }
 

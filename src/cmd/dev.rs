@@ -162,13 +162,19 @@ mod agent {
                 .stdin(std::process::Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SKYBURST_") && !PASSED_ON.contains(&k.as_str())) {
+            for (key, _) in
+                std::env::vars().filter(|(k, _)| k.starts_with("SKYBURST_") && !PASSED_ON.contains(&k.as_str()))
+            {
                 command.env_remove(key);
             }
             // The instance's model directory is this machine's.
             command.env("SKYBURST_DETECTOR__MODEL_DIR", &self.model_dir);
             let child = command.spawn().context("cannot start skyburst worker")?;
-            println!("skyburst dev fleet-agent: instance {id} of pool {} booted; worker pid {:?}", pool.name, child.id());
+            println!(
+                "skyburst dev fleet-agent: instance {id} of pool {} booted; worker pid {:?}",
+                pool.name,
+                child.id()
+            );
             self.workers.insert(id.to_string(), child);
             Ok(())
         }

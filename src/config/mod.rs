@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use cloud::{AwsConfig, BootConfig};
 pub use scaling::{ControllerConfig, Distribution, PoolConfig, ProviderKind, ScalingConfig, SimulateConfig};
 pub use service::{
-    default_data_dir, EmbeddedConfig, FrontendConfig, QueueBackend, QueueConfig, StoreBackend, StoreConfig, WorkerConfig,
+    default_data_dir, EmbeddedConfig, FrontendConfig, QueueBackend, QueueConfig, StoreBackend, StoreConfig,
+    WorkerConfig,
 };
 pub use validate::validate;
 

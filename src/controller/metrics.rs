@@ -40,6 +40,8 @@ pub struct Metrics {
     terminations: Family<PoolReason, Counter>,
     provider_errors: Family<PoolReason, Counter>,
     throughput: Gauge<f64, AtomicU64>,
+    blind_checks: Counter,
+    backoff_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -57,6 +59,8 @@ impl Metrics {
             terminations: Family::default(),
             provider_errors: Family::default(),
             throughput: Gauge::default(),
+            blind_checks: Counter::default(),
+            backoff_seconds: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("controller_ticks", "Checks made", m.ticks.clone());
@@ -68,6 +72,16 @@ impl Metrics {
         r.register("launches", "Instances launched", m.launches.clone());
         r.register("terminations", "Instances terminated, by reason", m.terminations.clone());
         r.register("provider_errors", "Provider calls that failed, by kind", m.provider_errors.clone());
+        r.register(
+            "controller_blind_checks",
+            "Checks skipped because the queue or the store could not be read",
+            m.blind_checks.clone(),
+        );
+        r.register(
+            "controller_backoff_seconds",
+            "Wait before the next check (grows while checks fail)",
+            m.backoff_seconds.clone(),
+        );
         r.register(
             "instance_throughput_jobs_per_second",
             "Median jobs per second of one busy instance",
@@ -93,6 +107,17 @@ impl Metrics {
         if let Some(rate) = o.throughput_per_instance {
             self.throughput.set(rate);
         }
+    }
+
+    /// Records a check that could not see the queue or the store, and the wait before the next.
+    pub fn blind(&self, next_in: std::time::Duration) {
+        self.blind_checks.inc();
+        self.backoff_seconds.set(next_in.as_secs_f64());
+    }
+
+    /// Records a check that saw everything: the next one comes after one tick.
+    pub fn sighted(&self, tick: std::time::Duration) {
+        self.backoff_seconds.set(tick.as_secs_f64());
     }
 
     /// Counts launched instances.

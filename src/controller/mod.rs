@@ -101,6 +101,13 @@ struct Backoff {
     ticks: u32,
 }
 
+/// The wait before the next check after `blind` checks in a row could not see the queue or the
+/// store: one tick, doubling per blind check up to 8 ticks (40 s at the default 5 s tick), so
+/// an outage is not met with a request every tick, and recovery is noticed within 8 ticks.
+fn backoff(tick: Duration, blind: u32) -> Duration {
+    tick * 2u32.pow(blind.min(3))
+}
+
 /// Longest backoff, in ticks.
 const MAX_BACKOFF_TICKS: u32 = 32;
 
@@ -158,29 +165,38 @@ impl Controller {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut memory = self.resume().await;
         let mut leading = false;
+        let mut blind = 0u32;
         tracing::info!(controller = %self.settings.id, policy = self.policy.name(), dry_run = self.settings.dry_run, "controller started");
         loop {
-            match self.lease.hold().await {
+            let seen = match self.lease.hold().await {
                 Ok(true) => {
                     if !leading {
                         tracing::info!(controller = %self.settings.id, "holding the lease: acting for this deployment");
                     }
                     leading = true;
-                    if let Err(e) = self.check(&mut memory).await {
-                        tracing::warn!(error = %format!("{e:#}"), "check skipped: cannot observe; trying again next tick");
-                    }
+                    self.check(&mut memory).await.map_err(|e| format!("cannot observe: {e:#}"))
                 }
                 Ok(false) => {
                     if leading {
                         tracing::warn!("lost the lease to another controller; standing by");
                     }
                     leading = false;
+                    Ok(())
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the lease; standing by this tick"),
+                Err(e) => Err(format!("cannot read the lease: {e}")),
+            };
+            blind = if seen.is_ok() { 0 } else { blind + 1 };
+            let wait = backoff(self.settings.tick, blind);
+            match seen {
+                Ok(()) => self.metrics.sighted(wait),
+                Err(e) => {
+                    self.metrics.blind(wait);
+                    tracing::warn!(error = %e, next_check_s = wait.as_secs_f64(), "check skipped; backing off");
+                }
             }
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
-                _ = tokio::time::sleep(self.settings.tick) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         if leading {
@@ -342,6 +358,13 @@ mod tests {
             instances: Vec::new(),
         };
         Observation { pools: vec![pool("private"), pool("public")], ..Observation::default() }
+    }
+
+    #[test]
+    fn blind_checks_back_off_to_eight_ticks() {
+        let tick = Duration::from_secs(5);
+        let waits: Vec<u64> = (0..6).map(|blind| backoff(tick, blind).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 40, 40]);
     }
 
     #[test]

@@ -61,16 +61,17 @@ impl SqsQueues {
 
     /// Creates `name` with `attributes`, or sets them on the queue of that name that exists
     /// with others (`skyburst aws bootstrap` after a config change). True if it was created.
-    pub async fn ensure(&self, name: &str, attributes: HashMap<QueueAttributeName, String>) -> Result<(SqsQueue, bool)> {
-        let exists = match self.queue(name).url().await {
-            Ok(_) => true,
-            Err(QueueError::Missing { .. }) => false,
-            Err(e) => return Err(e),
-        };
-        if !exists {
-            return Ok((self.create(name, attributes).await?, true));
-        }
+    pub async fn ensure(
+        &self,
+        name: &str,
+        attributes: HashMap<QueueAttributeName, String>,
+    ) -> Result<(SqsQueue, bool)> {
         let queue = self.queue(name);
+        match queue.url().await {
+            Ok(_) => {}
+            Err(QueueError::Missing { .. }) => return Ok((self.create(name, attributes).await?, true)),
+            Err(e) => return Err(e),
+        }
         self.client
             .set_queue_attributes()
             .queue_url(queue.url().await?)
@@ -118,14 +119,13 @@ impl SqsQueue {
         let url = self
             .url
             .get_or_try_init(|| async {
-                let answer =
-                    self.client().get_queue_url().queue_name(&self.name).send().await.map_err(|e| {
-                        if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) {
-                            QueueError::Missing { queue: self.name.clone() }
-                        } else {
-                            unavailable(&self.name, &e)
-                        }
-                    })?;
+                let answer = self.client().get_queue_url().queue_name(&self.name).send().await.map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) {
+                        QueueError::Missing { queue: self.name.clone() }
+                    } else {
+                        unavailable(&self.name, &e)
+                    }
+                })?;
                 answer.queue_url().map(str::to_string).ok_or_else(|| QueueError::Unavailable {
                     queue: self.name.clone(),
                     detail: "SQS answered GetQueueUrl without a URL".into(),

@@ -41,7 +41,9 @@ impl S3Store {
         match request.send().await {
             Ok(_) => Ok(true),
             // Another writer got there first (412), or deleted the object we meant to replace.
-            Err(e) if matches!(code(&e), "PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey") => Ok(false),
+            Err(e) if matches!(code(&e), "PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey") => {
+                Ok(false)
+            }
             Err(e) => Err(unavailable(bucket, &e)),
         }
     }

@@ -68,4 +68,6 @@ pub fn run(command: &mut Command) -> (i32, String, String) {
     )
 }
 pub mod browser;
+#[cfg(feature = "aws")]
+pub mod moto;
 pub mod service;

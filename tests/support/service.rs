@@ -29,8 +29,10 @@ pub struct Service {
     pub workers: Vec<Child>,
     /// The controller, once started.
     pub controller: Option<Child>,
+    /// Fleet agents (`dev fleet-agent`): stopped with SIGTERM, so they stop their workers.
+    pub agents: Vec<Child>,
     /// `--config` file given to every process, if any.
-    config: Option<tempfile::NamedTempFile>,
+    pub config: Option<tempfile::NamedTempFile>,
     /// Config overrides given to every process, as `SKYBURST_*` pairs.
     env: Vec<(String, String)>,
     data: tempfile::TempDir,
@@ -64,6 +66,7 @@ impl Service {
             serve: dummy(),
             workers: Vec::new(),
             controller: None,
+            agents: Vec::new(),
             config,
             env: all,
             data,
@@ -82,6 +85,7 @@ impl Service {
             serve: dummy(),
             workers: Vec::new(),
             controller: None,
+            agents: Vec::new(),
             config: None,
             env: Vec::new(),
             data,
@@ -132,6 +136,14 @@ impl Service {
         let url = url.unwrap_or_else(|| panic!("controller printed {line:?}")).to_string();
         self.controller = Some(child);
         url
+    }
+
+    /// Starts `skyburst dev fleet-agent`, which runs a local worker for each emulated instance.
+    pub fn start_fleet_agent(&mut self) {
+        let dir = self.data.path().join("fleet-agent");
+        let args = ["dev", "fleet-agent", "--interval-seconds", "0.3", "--work-dir", dir.to_str().unwrap()];
+        let child = self.command(&args).stdout(Stdio::null()).spawn().unwrap();
+        self.agents.push(child);
     }
 
     /// SIGKILLs the controller (its workers live on).
@@ -249,6 +261,9 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        for agent in &mut self.agents {
+            stop_gracefully(agent, Duration::from_secs(20));
+        }
         self.kill_controller();
         for child in self.workers.iter_mut().chain(std::iter::once(&mut self.serve)) {
             let _ = child.kill();
@@ -256,6 +271,20 @@ impl Drop for Service {
         }
         kill_local_pools(self.data.path());
     }
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited within `timeout`.
+pub fn stop_gracefully(child: &mut Child, timeout: Duration) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// SIGKILLs every worker the controller's `local` pools started (they outlive the controller

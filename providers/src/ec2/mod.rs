@@ -170,8 +170,9 @@ impl Ec2Provider {
             .run_instances()
             .image_id(&spec.image)
             .instance_type(InstanceType::from(spec.flavor.as_str()))
-            // Fewer than asked is fine: the controller re-plans the rest onto the next pool.
-            .min_count(1)
+            // All or nothing: EC2 then answers InsufficientInstanceCapacity and the next subnet
+            // (another zone) gets the whole request, instead of a few here and the rest nowhere.
+            .min_count(count as i32)
             .max_count(count as i32)
             .set_subnet_id(subnet.map(str::to_string))
             .set_security_group_ids((!s.security_groups.is_empty()).then(|| s.security_groups.clone()))

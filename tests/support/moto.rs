@@ -1,0 +1,166 @@
+//! The AWS emulator the AWS tests run against: the moto server scripts/test.sh starts once per
+//! run (`MOTO_ENDPOINT`), or a private one a test may freeze. Every test uses its own queue,
+//! bucket and deployment names, so tests share the server without seeing each other.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use skyburst_providers::aws::{AwsSession, AwsSettings};
+
+/// One of moto's built-in AMIs in us-east-1 (Ubuntu, root device `/dev/sda1`).
+pub const AMI: &str = "ami-1e749f67";
+
+/// The shared moto server's URL. A missing server is a failure with the command that starts one.
+pub fn endpoint() -> String {
+    let credentials = std::env::var("AWS_ACCESS_KEY_ID").is_ok() && std::env::var("AWS_SECRET_ACCESS_KEY").is_ok();
+    match std::env::var("MOTO_ENDPOINT") {
+        Ok(url) if credentials => url,
+        _ => panic!(
+            "the AWS tests need a moto server and fake credentials: run scripts/test.sh, or \
+             `eval \"$(scripts/moto-server.sh)\"` first (it sets MOTO_ENDPOINT and AWS_* test values)"
+        ),
+    }
+}
+
+/// A name no other test uses: lowercase letters, digits and '-', valid for queues and buckets.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// An SDK session on `endpoint`, with the test process's fake credentials.
+pub async fn session(endpoint: &str) -> AwsSession {
+    let settings = AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.into()),
+        operation_timeout: Duration::from_secs(20),
+        attempt_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        max_attempts: 3,
+        call_log: None,
+        role: "test".into(),
+    };
+    AwsSession::load(&settings).await.expect("test credentials are in the environment")
+}
+
+/// A test copy of `examples/configs/aws.toml` on `endpoint`: fresh names under `name`, test
+/// knobs (cap 4, tick 0.5 s, visibility 3 s), moto's AMI in the default VPC.
+pub fn aws_config(endpoint: &str, name: &str) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/aws.toml");
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
+    let mut set = |section: &str, key: &str, value: toml::Value| {
+        let table = config.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
+        table.as_table_mut().unwrap().insert(key.into(), value);
+    };
+    let text = |s: &str| toml::Value::String(s.into());
+    set("queue", "requests", text(&format!("{name}-requests")));
+    set("queue", "responses_prefix", text(&format!("{name}-responses")));
+    set("queue", "visibility_timeout_seconds", 3.into());
+    set("queue", "long_poll_seconds", 1.into());
+    set("store", "input_bucket", text(&format!("{name}-input")));
+    set("store", "output_bucket", text(&format!("{name}-output")));
+    set("aws", "region", text("us-east-1"));
+    set("aws", "endpoint_url", text(endpoint));
+    set("detector", "model_dir", text(&super::model_dir().display().to_string()));
+    set("scaling", "max", 4.into());
+    set("scaling", "debounce_checks", 2.into());
+    set("controller", "deployment", text(name));
+    set("controller", "tick_seconds", 0.5.into());
+    set("controller", "lease_seconds", 2.0.into());
+    set("controller", "metrics_port", 0.into());
+    let pool = config["pools"].as_array_mut().unwrap()[0].as_table_mut().unwrap();
+    pool.insert("quota".into(), 4.into());
+    pool.insert("boot_seconds".into(), 1.0.into());
+    pool.insert("image".into(), text(AMI));
+    pool.insert("flavor".into(), text("t3.medium"));
+    for key in ["subnets", "security_groups", "instance_profile"] {
+        pool.remove(key);
+    }
+    toml::to_string(&config).unwrap()
+}
+
+/// Writes a config to a temporary file.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+/// `skyburst --config FILE aws bootstrap`, then `aws publish-worker` with a stand-in binary
+/// (the fleet agent runs this machine's build, not the published one): what an operator does
+/// before starting the service.
+pub fn bootstrap_and_publish(config: &Path) {
+    for args in [vec!["aws", "bootstrap"], vec!["aws", "publish-worker", "--binary", "/bin/true"]] {
+        let (code, stdout, stderr) = super::run(super::skyburst().arg("--config").arg(config).args(&args));
+        assert_eq!(code, 0, "{args:?}: {stdout}\n{stderr}");
+    }
+}
+
+/// A moto server of the test's own, for faults that would disturb other tests (SIGSTOP).
+pub struct MotoServer {
+    /// Its URL.
+    pub endpoint: String,
+    /// The server process.
+    pub child: Child,
+}
+
+impl MotoServer {
+    /// Starts one on a free port and waits until it answers (about 1 s; EC2's first call takes
+    /// 1-2 s more).
+    pub fn start() -> Self {
+        let venv = std::env::var_os("MOTO_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| skyburst::config::cache_dir().join("moto-venv"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto is installed (scripts/install-moto.sh)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        let http = reqwest::blocking::Client::new();
+        while http.get(format!("{endpoint}/moto-api/data.json")).send().is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { endpoint, child }
+    }
+
+    /// The server's process id (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One EC2 Query API call straight to moto (which checks no signature), for facts the provider
+/// does not expose: the launch settings EC2 recorded. Returns the XML answer.
+pub async fn ec2_query(endpoint: &str, params: &[(&str, &str)]) -> String {
+    let mut all = vec![("Version", "2016-11-15")];
+    all.extend_from_slice(params);
+    reqwest::Client::new()
+        .post(endpoint)
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .form(&all)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -3,9 +3,11 @@
 # loopback port, waits until it answers, and prints the shell lines that point the AWS tests
 # at it:
 #
-#   eval "$(scripts/moto-server.sh)"      # sets MOTO_ENDPOINT and MOTO_PID
+#   eval "$(scripts/moto-server.sh)"      # sets MOTO_ENDPOINT, MOTO_PID and fake AWS_* keys
 #   cargo test --features cloud,dev-tools
 #   kill "$MOTO_PID"
+#
+# The fake keys replace any real ones in that shell, so no test call can reach AWS itself.
 #
 # scripts/test.sh does this itself. Installs moto first if needed (scripts/install-moto.sh).
 set -euo pipefail
@@ -25,6 +27,8 @@ for _ in $(seq 1 300); do
     curl -sf -o /dev/null "http://127.0.0.1:$port/?Action=DescribeRegions&Version=2016-11-15" \
       -H "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0" || true
     echo "export MOTO_ENDPOINT=http://127.0.0.1:$port MOTO_PID=$pid"
+    echo "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1"
+    echo "unset AWS_PROFILE AWS_SESSION_TOKEN"
     exit 0
   fi
   kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "error: moto_server exited" >&2; exit 1; }

@@ -4,9 +4,10 @@
 #   scripts/test.sh
 #
 # Phases (each under its own `timeout`, so an overrun says where it happened), with a timing
-# table at the end: model files and test images are fetched in the background while the first
-# compile runs; then rustfmt, clippy (warnings are errors) and `cargo test` (unit tests plus the
-# integration harness in tests/, which runs the real binary).
+# table at the end: model files, test images, Chromium, Locust and moto are installed in the
+# background while the first compile runs; then rustfmt, clippy (warnings are errors) and
+# `cargo test` (unit tests plus the integration harness in tests/, which runs the real binary)
+# with every cloud feature, against one moto server (the AWS emulator) started for the run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,8 +39,9 @@ print_table() {
 scripts/setup.sh --check-toolchain
 
 # Downloads overlap the first compile: the model and images (~20 s: a 66 MB sdist and a 1.4 MB
-# wheel), Chromium and chromedriver from Debian for the dashboard's browser test (~100 MB), and
-# the pinned Locust in a venv for examples/locustfile.py (~20 s).
+# wheel), Chromium and chromedriver from Debian for the dashboard's browser test (~100 MB), the
+# pinned Locust in a venv for examples/locustfile.py (~20 s), and the pinned moto server in a
+# venv for the AWS tests (~80 s).
 declare -A pids logs
 background_start=$SECONDS
 background() { # name, command...
@@ -61,12 +63,27 @@ await() { # name, script to retry
 background "fetch model and images" scripts/fetch-assets.sh
 background "install the browser" scripts/install-browser.sh
 background "install locust" scripts/install-locust.sh
+background "install moto" scripts/install-moto.sh
+
+# The one feature set every phase builds (../shared/DESIGN.md): all clouds, plus the fleet agent
+# the end-to-end tests use in place of a hypervisor.
+features=(--features "cloud,dev-tools")
 
 phase "format (cargo fmt --check)" 5 cargo fmt --all -- --check
-phase "lint (cargo clippy)" 30 cargo clippy --locked --workspace --all-targets -- -D warnings
-phase "build tests" 30 cargo test --locked --workspace --no-run
+phase "lint (cargo clippy)" 30 cargo clippy --locked --workspace --all-targets "${features[@]}" -- -D warnings
+phase "build tests" 30 cargo test --locked --workspace --no-run "${features[@]}"
 await "fetch model and images" scripts/fetch-assets.sh
 await "install the browser" scripts/install-browser.sh
 await "install locust" scripts/install-locust.sh
-phase "test (cargo test)" 30 cargo test --locked --workspace
+await "install moto" scripts/install-moto.sh
+
+# One moto server for the run, on a free port; the tests give every queue, bucket and
+# deployment a unique name. Its fake credentials keep every AWS call on the emulator.
+moto_start=$SECONDS
+moto_env=$(scripts/moto-server.sh) || fail "start moto" "$moto_start" "failed (scripts/moto-server.sh)"
+eval "$moto_env"
+trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+phases+=("start moto|$((SECONDS - moto_start))|ok")
+
+phase "test (cargo test)" 30 cargo test --locked --workspace "${features[@]}"
 print_table

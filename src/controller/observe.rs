@@ -225,6 +225,15 @@ mod tests {
     }
 
     #[test]
+    fn a_running_instance_is_pending_until_its_worker_reports() {
+        let records = WorkerRecords { heartbeats: HashMap::new(), drains: Vec::new() };
+        let booted = view(&instance("new", InstanceState::Running), &records, 10_000);
+        assert_eq!(booted.state, InstanceState::Pending, "the cloud says running; no worker has reported yet");
+        let stopping = view(&instance("old", InstanceState::Stopping), &records, 10_000);
+        assert_eq!(stopping.state, InstanceState::Stopping);
+    }
+
+    #[test]
     fn an_unreachable_cloud_keeps_its_instances_as_pending_for_the_grace_period() {
         let down = ProviderError::Unavailable { pool: "p".into(), detail: "timeout".into() };
         let last = LastKnown { instances: vec![instance("a", InstanceState::Running)], at_ms: 0 };

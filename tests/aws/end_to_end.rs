@@ -9,6 +9,7 @@ use skyburst_providers::Provider;
 
 use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, unique};
 use crate::support::service::{detect_body, one_at_a_time, Service};
+use crate::support::{run, skyburst};
 
 const IMAGES: usize = 30;
 
@@ -31,6 +32,12 @@ fn thirty_images_on_the_emulated_cloud() {
     let metrics_url = service.start_controller(&[]);
     service.start_fleet_agent();
 
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config_copy = config_file(&text);
+    let config = skyburst::config::Config::load_with_env(Some(config_copy.path()), Vec::new()).unwrap();
+    let session = runtime.block_on(moto::session(&endpoint));
+    let ec2 = skyburst::app::ec2_provider(&config, &config.pools[0], &session);
+
     let jobs: Vec<String> = (0..IMAGES)
         .map(|i| {
             let image = if i % 2 == 0 { "bus.jpg" } else { "zidane.jpg" };
@@ -41,6 +48,15 @@ fn thirty_images_on_the_emulated_cloud() {
         .collect();
     for (i, job) in jobs.iter().enumerate() {
         let answer = service.wait_for_job(job, Duration::from_secs(240));
+        if i == 0 {
+            // An instance was launched with exactly what `render-user-data` prints.
+            let instance = answer["worker"].as_str().unwrap();
+            let launched_with = runtime.block_on(ec2.user_data(instance)).unwrap();
+            let (code, rendered, stderr) =
+                run(skyburst().arg("--config").arg(config_copy.path()).args(["render-user-data", "--pool", "public"]));
+            assert_eq!(code, 0, "{stderr}");
+            assert_eq!(rendered, launched_with);
+        }
         assert_eq!(answer["status"], "done", "{answer}");
         let labels: Vec<&str> =
             answer["result"]["objects"].as_array().unwrap().iter().map(|o| o["label"].as_str().unwrap()).collect();
@@ -52,13 +68,6 @@ fn thirty_images_on_the_emulated_cloud() {
     assert_eq!(service.queued(), 0, "nothing left in the request queue");
 
     // The queue is empty: the controller scales in to min 0 and terminates every instance.
-    let ec2 = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let session = moto::session(&endpoint).await;
-        let config: skyburst::config::Config =
-            skyburst::config::Config::load_with_env(Some(config_file(&text).path()), Vec::new()).unwrap();
-        skyburst::app::ec2_provider(&config, &config.pools[0], &session)
-    });
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     service.wait_until(Duration::from_secs(90), |_| runtime.block_on(ec2.list()).unwrap().is_empty());
     let metrics = service.get_text(&metrics_url);
     let (launched, terminated) =

@@ -44,7 +44,8 @@ pub async fn session(endpoint: &str) -> AwsSession {
 }
 
 /// A test copy of `examples/configs/aws.toml` on `endpoint`: fresh names under `name`, test
-/// knobs (cap 4, tick 0.5 s, visibility 3 s), moto's AMI in the default VPC.
+/// knobs (cap 4, tick 0.5 s, visibility 2 s and a 1 s long poll as `Service` sets them), moto's AMI in
+/// the default VPC.
 pub fn aws_config(endpoint: &str, name: &str) -> String {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/aws.toml");
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
@@ -55,7 +56,7 @@ pub fn aws_config(endpoint: &str, name: &str) -> String {
     let text = |s: &str| toml::Value::String(s.into());
     set("queue", "requests", text(&format!("{name}-requests")));
     set("queue", "responses_prefix", text(&format!("{name}-responses")));
-    set("queue", "visibility_timeout_seconds", 3.into());
+    set("queue", "visibility_timeout_seconds", 2.into());
     set("queue", "long_poll_seconds", 1.into());
     set("store", "input_bucket", text(&format!("{name}-input")));
     set("store", "output_bucket", text(&format!("{name}-output")));

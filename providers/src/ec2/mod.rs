@@ -194,6 +194,27 @@ impl Ec2Provider {
     }
 }
 
+/// Tries `launch` in each subnet in order until one is not out of capacity; every other error
+/// ends the launch. `Capacity` from the last subnet if all were full.
+async fn in_order<'a, F, Fut>(subnets: &[Option<&'a str>], mut launch: F) -> Result<Vec<Instance>>
+where
+    F: FnMut(usize, Option<&'a str>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Instance>>>,
+{
+    let mut full = None;
+    for (attempt, subnet) in subnets.iter().enumerate() {
+        match launch(attempt, *subnet).await {
+            Ok(instances) => return Ok(instances),
+            Err(e @ ProviderError::Capacity { .. }) => {
+                tracing::warn!(subnet = ?subnet, error = %e, "no capacity; trying the next subnet");
+                full = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(full.expect("at least one subnet was tried"))
+}
+
 #[async_trait]
 impl Provider for Ec2Provider {
     async fn launch(&self, spec: &LaunchSpec, count: u32) -> Result<Vec<Instance>> {
@@ -208,18 +229,7 @@ impl Provider for Ec2Provider {
             [] => vec![None],
             subnets => subnets.iter().map(|s| Some(s.as_str())).collect(),
         };
-        let mut full = None;
-        for (attempt, subnet) in subnets.into_iter().enumerate() {
-            match self.run(spec, count, subnet, attempt).await {
-                Ok(instances) => return Ok(instances),
-                Err(e @ ProviderError::Capacity { .. }) => {
-                    tracing::warn!(pool = %self.settings.pool, subnet = ?subnet, error = %e, "no capacity; trying the next subnet");
-                    full = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(full.expect("at least one subnet was tried"))
+        in_order(&subnets, |attempt, subnet| self.run(spec, count, subnet, attempt)).await
     }
 
     async fn terminate(&self, id: &str) -> Result<()> {
@@ -241,5 +251,53 @@ impl Provider for Ec2Provider {
     async fn limits(&self) -> Result<Limits> {
         let in_use = self.describe(&["pending", "running"], Vec::new()).await?.len() as u32;
         Ok(Limits { max_instances: None, in_use })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InstanceState;
+
+    fn started(subnet: &str) -> Instance {
+        Instance { id: format!("i-{subnet}"), state: InstanceState::Pending, launched_at_ms: 1, tags: BTreeMap::new() }
+    }
+
+    fn run(answers: &[(&str, &str)]) -> (Result<Vec<Instance>>, Vec<usize>) {
+        let subnets: Vec<Option<&str>> = answers.iter().map(|(s, _)| Some(*s)).collect();
+        let tried = std::sync::Mutex::new(Vec::new());
+        let outcome = block_on(in_order(&subnets, |attempt, subnet| {
+            tried.lock().unwrap().push(attempt);
+            let answer = answers[attempt].1;
+            let subnet = subnet.unwrap().to_string();
+            async move {
+                match answer {
+                    "ok" => Ok(vec![started(&subnet)]),
+                    code => Err(errors::from_code("public", code, "from a test")),
+                }
+            }
+        }));
+        (outcome, tried.into_inner().unwrap())
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn a_full_subnet_hands_the_launch_to_the_next() {
+        let (outcome, tried) = run(&[("a", "InsufficientInstanceCapacity"), ("b", "ok"), ("c", "ok")]);
+        assert_eq!(outcome.unwrap()[0].id, "i-b");
+        assert_eq!(tried, [0, 1], "c is not tried once b launched");
+    }
+
+    #[test]
+    fn every_subnet_full_is_capacity_and_other_errors_stop_at_once() {
+        let (outcome, tried) = run(&[("a", "InsufficientInstanceCapacity"), ("b", "InsufficientInstanceCapacity")]);
+        assert_eq!(outcome.unwrap_err().kind(), "capacity");
+        assert_eq!(tried, [0, 1]);
+        let (outcome, tried) = run(&[("a", "VcpuLimitExceeded"), ("b", "ok")]);
+        assert_eq!(outcome.unwrap_err().kind(), "quota", "a quota is the account's, not the subnet's");
+        assert_eq!(tried, [0]);
     }
 }

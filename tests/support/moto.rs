@@ -44,8 +44,8 @@ pub async fn session(endpoint: &str) -> AwsSession {
 }
 
 /// A test copy of `examples/configs/aws.toml` on `endpoint`: fresh names under `name`, test
-/// knobs (cap 4, tick 0.5 s, visibility 2 s and a 1 s long poll as `Service` sets them), moto's AMI in
-/// the default VPC.
+/// knobs (cap 4, tick 0.5 s, visibility 2 s and a 1 s long poll as `Service` sets them), moto's
+/// AMI in the default VPC.
 pub fn aws_config(endpoint: &str, name: &str) -> String {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/aws.toml");
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();

@@ -95,8 +95,10 @@ pub struct DetectorConfig {
     /// `letterbox` (keep aspect, pad with gray; the default) or `stretch`.
     pub resize: ResizeMode,
     /// Minimum objectness × class probability to report, in (0, 1]. Default 0.25.
+    #[serde(serialize_with = "shortest_f32")]
     pub threshold: f32,
     /// IoU above which NMS drops the weaker of two boxes of one class, in (0, 1]. Default 0.45.
+    #[serde(serialize_with = "shortest_f32")]
     pub nms_iou: f32,
     /// Images declaring more pixels than this are refused before decoding. Default 40 M
     /// (a 50000×50000 PNG header is a few bytes but would decode into 7.5 GB).
@@ -123,6 +125,14 @@ impl Default for DetectorConfig {
             device: DeviceKind::Cpu,
         }
     }
+}
+
+/// Writes an `f32` as the shortest decimal that reads back to it (`0.45`, not the
+/// `0.44999998807907104` its widening to `f64` would print): configs are printed for people
+/// (`config check`) and rendered into workers' user-data.
+fn shortest_f32<S: serde::Serializer>(value: &f32, serializer: S) -> Result<S::Ok, S::Error> {
+    let shortest: f64 = value.to_string().parse().expect("a float's own text parses");
+    serializer.serialize_f64(shortest)
 }
 
 /// `~/.cache/skyburst/models`, honouring `XDG_CACHE_HOME` as the fetch script does.
@@ -278,6 +288,14 @@ mod tests {
         assert_eq!(config.pools[0].provider, ProviderKind::Local);
         assert_eq!(config.scaling.caps().max(), 4);
         assert_eq!(config.scaling.policy().name(), "seed-hybrid");
+    }
+
+    #[test]
+    fn printed_floats_read_as_written() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert!(text.contains("nms_iou = 0.45\n") && text.contains("threshold = 0.25\n"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.detector.nms_iou, 0.45);
     }
 
     #[test]

@@ -44,10 +44,10 @@ scripts/setup.sh --check-toolchain
 # venv for the AWS tests (~80 s).
 declare -A pids logs
 background_start=$SECONDS
-background() { # name, command...
-  local name=$1; shift
+background() { # name, minutes, command...
+  local name=$1 minutes=$2; shift 2
   logs[$name]=$(mktemp)
-  timeout 10m "$@" >"${logs[$name]}" 2>&1 &
+  timeout "${minutes}m" "$@" >"${logs[$name]}" 2>&1 &
   pids[$name]=$!
 }
 await() { # name, script to retry
@@ -60,10 +60,13 @@ await() { # name, script to retry
     fail "$1" "$background_start" "failed (log above); run $2 to retry"
   fi
 }
-background "fetch model and images" scripts/fetch-assets.sh
-background "install the browser" scripts/install-browser.sh
-background "install locust" scripts/install-locust.sh
-background "install moto" scripts/install-moto.sh
+background "fetch model and images" 10 scripts/fetch-assets.sh
+background "install the browser" 10 scripts/install-browser.sh
+background "install locust" 10 scripts/install-locust.sh
+background "install moto" 10 scripts/install-moto.sh
+# Debian's OpenStack packages and the plane's initialised state (~4 min of apt + ~1.5-2.5 min
+# of database set-up on a fresh machine; a no-op once done).
+background "install OpenStack" 20 scripts/openstack-local/setup.sh
 
 # The one feature set every phase builds (../shared/DESIGN.md): all clouds, plus the fleet agent
 # the end-to-end tests use in place of a hypervisor.
@@ -76,14 +79,24 @@ await "fetch model and images" scripts/fetch-assets.sh
 await "install the browser" scripts/install-browser.sh
 await "install locust" scripts/install-locust.sh
 await "install moto" scripts/install-moto.sh
+await "install OpenStack" scripts/openstack-local/setup.sh
 
 # One moto server for the run, on a free port; the tests give every queue, bucket and
 # deployment a unique name. Its fake credentials keep every AWS call on the emulator.
 moto_start=$SECONDS
 moto_env=$(scripts/moto-server.sh) || fail "start moto" "$moto_start" "failed (scripts/moto-server.sh)"
 eval "$moto_env"
-trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+trap 'kill "$MOTO_PID" 2>/dev/null || true; scripts/openstack-local/stop.sh >/dev/null 2>&1 || true' EXIT
 phases+=("start moto|$((SECONDS - moto_start))|ok")
+
+# One OpenStack plane for the run (~30 s from its snapshot), after stopping any an earlier run
+# left behind; its OS_* variables (admin) point the Nova tests at it.
+openstack_start=$SECONDS
+scripts/openstack-local/stop.sh >/dev/null 2>&1 || true
+openstack_env=$(timeout 5m scripts/openstack-local/start.sh) ||
+  fail "start OpenStack" "$openstack_start" "failed (logs in /tmp/oslocal/state/logs)"
+eval "$(grep '^export ' <<<"$openstack_env")"
+phases+=("start OpenStack|$((SECONDS - openstack_start))|ok")
 
 phase "test (cargo test)" 30 cargo test --locked --workspace "${features[@]}"
 print_table

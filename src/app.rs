@@ -326,6 +326,13 @@ async fn pool(
 ) -> anyhow::Result<Pool> {
     let (provider, user_data): (Arc<dyn Provider>, String) = match pool.provider {
         ProviderKind::Local => (Arc::new(local_provider(config, pool, config_file)?), String::new()),
+        #[cfg(feature = "openstack")]
+        ProviderKind::Nova => {
+            let provider = nova_provider(config, pool)?;
+            let release = crate::boot::fetch_release(config, backends.store.as_ref()).await?;
+            (Arc::new(provider), crate::boot::render_user_data(config, pool, &release))
+        }
+        #[cfg(not(feature = "openstack"))]
         ProviderKind::Nova => anyhow::bail!(
             "pool {} uses provider \"nova\": this build has no OpenStack support; build with `--features openstack`",
             pool.name
@@ -347,6 +354,20 @@ async fn pool(
         }
     };
     Ok(Pool { config: pool.clone(), provider, user_data })
+}
+
+/// A `nova` pool's provider, on the cloud `OS_CLOUD` (clouds.yaml) or the `OS_*` variables name.
+#[cfg(feature = "openstack")]
+pub fn nova_provider(config: &Config, pool: &PoolConfig) -> anyhow::Result<skyburst_providers::nova::NovaProvider> {
+    let cloud = skyburst_providers::nova::cloud_config().map_err(anyhow::Error::msg)?;
+    let settings = skyburst_providers::nova::NovaSettings {
+        pool: pool.name.clone(),
+        deployment: config.controller.deployment.clone(),
+        network: pool.network.clone(),
+        security_groups: pool.security_groups.clone(),
+        key_name: pool.key_name.clone(),
+    };
+    Ok(skyburst_providers::nova::NovaProvider::new(settings, cloud))
 }
 
 /// An `ec2` pool's provider.

@@ -16,3 +16,5 @@ mod detector_reference;
 mod embedded;
 mod faults;
 mod locust;
+#[cfg(feature = "openstack")]
+mod openstack;

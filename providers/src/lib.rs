@@ -7,12 +7,15 @@
 //! - [`local`]: instances are `skyburst worker` processes on this machine (the embedded default).
 //! - [`ec2`] (feature `aws`): EC2 instances; [`aws`] sets up the SDK session every AWS client
 //!   of the process shares.
+//! - [`nova`] (feature `openstack`): OpenStack Nova servers.
 
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod ec2;
 pub mod local;
+#[cfg(feature = "openstack")]
+pub mod nova;
 
 use std::collections::BTreeMap;
 

@@ -186,7 +186,8 @@ pub struct PoolConfig {
     /// Cloud pools: instance type or Nova flavor.
     #[serde(default)]
     pub flavor: String,
-    /// `nova` pools: the network the servers join.
+    /// `nova` pools: the id of the network the servers join, or `none` for servers without a NIC
+    /// (a control plane without an L2 agent, as in the tests).
     #[serde(default)]
     pub network: String,
     /// `ec2` pools: subnet ids, tried in order when one has no capacity. Empty (the default):

@@ -127,6 +127,8 @@ mod tests {
             ("AuthFailure", "auth"),
             ("InternalError", "unavailable"),
             ("InvalidAMIID.NotFound", "invalid"),
+            // A token reused with other parameters: a bug, never retried as is.
+            ("IdempotentParameterMismatch", "invalid"),
         ];
         for (code, kind) in cases {
             let mapped = from_sdk("public", &service_error(code));

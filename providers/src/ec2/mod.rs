@@ -181,8 +181,7 @@ impl Ec2Provider {
                 s.instance_profile.as_ref().map(|name| IamInstanceProfileSpecification::builder().name(name).build()),
             )
             .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
-            // EC2 answers a retried request with the same token with the same instances.
-            .client_token(format!("{}-{attempt}", spec.launch_id))
+            .client_token(client_token(&spec.launch_id, attempt))
             .metadata_options(metadata)
             .block_device_mappings(BlockDeviceMapping::builder().device_name(root).ebs(volume).build())
             .tag_specifications(tagged(ResourceType::Instance))
@@ -192,6 +191,15 @@ impl Ec2Provider {
             .map_err(|e| self.error(&e))?;
         Ok(answer.instances().iter().filter_map(|i| self.instance(i)).collect())
     }
+}
+
+/// The idempotency token of one launch in its `attempt`-th subnet. EC2 answers a request
+/// repeated with the same token with the instances the first one started, so an SDK retry after a
+/// lost answer starts nothing more; another subnet is another request (a reused token with other
+/// parameters is refused), so it gets its own token. EC2 takes at most 64 ASCII characters.
+fn client_token(launch_id: &str, attempt: usize) -> String {
+    let token = format!("skyburst-{launch_id}-{attempt}");
+    token.chars().filter(char::is_ascii).take(64).collect()
 }
 
 /// Tries `launch` in each subnet in order until one is not out of capacity; every other error
@@ -282,6 +290,14 @@ mod tests {
 
     fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn a_retry_reuses_the_token_and_another_subnet_gets_its_own() {
+        assert_eq!(client_token("abc123", 0), client_token("abc123", 0));
+        assert_ne!(client_token("abc123", 0), client_token("abc123", 1));
+        assert_ne!(client_token("abc123", 0), client_token("abd123", 0));
+        assert!(client_token(&"x".repeat(100), 3).len() <= 64);
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub async fn aws_session(config: &Config, role: &str) -> anyhow::Result<Option<s
 /// The SQS queues; fails if the request queue cannot be found, naming the endpoint.
 #[cfg(feature = "aws")]
 async fn sqs_queues(config: &Config, session: &skyburst_providers::aws::AwsSession) -> anyhow::Result<Queues> {
-    let sqs = crate::queue::sqs::SqsQueues::new(session, Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
+    let sqs = crate::queue::sqs::SqsQueues::new(session);
     let q = &config.queue;
     let requests = sqs.queue(&q.requests);
     requests.url().await.with_context(|| format!("cannot open the request queue on SQS at {}", endpoint(config)))?;
@@ -212,8 +212,7 @@ async fn response_queue(config: &Config, backends: &Backends) -> anyhow::Result<
     #[cfg(feature = "aws")]
     if let (QueueBackend::Sqs, Some(session)) = (config.queue.backend, &backends.aws) {
         use aws_sdk_sqs::types::QueueAttributeName as A;
-        let sqs =
-            crate::queue::sqs::SqsQueues::new(session, Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
+        let sqs = crate::queue::sqs::SqsQueues::new(session);
         // Answers older than a day have no one waiting for them (SQS keeps 4 days by default).
         let attributes = [(A::MessageRetentionPeriod, "86400".to_string())].into_iter().collect();
         let queue = sqs
@@ -298,9 +297,18 @@ pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker>
 /// worker processes the `local` pool starts.
 pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
     let backends = backends(config, "controller").await?;
+    // Every cloud pool's user-data pins the same release: its manifest is read once.
+    let release = match config.pools.iter().any(|p| p.provider != ProviderKind::Local) {
+        true => Some(crate::boot::fetch_release(config, backends.store.as_ref()).await?),
+        false => None,
+    };
     let mut pools = Vec::new();
     for p in &config.pools {
-        pools.push(pool(config, p, config_file, &backends).await?);
+        let user_data = match &release {
+            Some(release) if p.provider != ProviderKind::Local => crate::boot::render_user_data(config, p, release),
+            _ => String::new(),
+        };
+        pools.push(Pool { config: p.clone(), provider: provider(config, p, config_file, &backends)?, user_data });
     }
     let sc = &config.scaling;
     let settings = ControllerSettings {
@@ -318,32 +326,23 @@ pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bo
     Ok(Controller::new(settings, sc.policy(), pools, backends.queues.requests, backends.store))
 }
 
-async fn pool(
+fn provider(
     config: &Config,
     pool: &PoolConfig,
     config_file: Option<&Path>,
     backends: &Backends,
-) -> anyhow::Result<Pool> {
-    let (provider, user_data): (Arc<dyn Provider>, String) = match pool.provider {
-        ProviderKind::Local => (Arc::new(local_provider(config, pool, config_file)?), String::new()),
+) -> anyhow::Result<Arc<dyn Provider>> {
+    Ok(match pool.provider {
+        ProviderKind::Local => Arc::new(local_provider(config, pool, config_file)?),
         #[cfg(feature = "openstack")]
-        ProviderKind::Nova => {
-            let provider = nova_provider(config, pool)?;
-            let release = crate::boot::fetch_release(config, backends.store.as_ref()).await?;
-            (Arc::new(provider), crate::boot::render_user_data(config, pool, &release))
-        }
+        ProviderKind::Nova => Arc::new(nova_provider(config, pool)?),
         #[cfg(not(feature = "openstack"))]
         ProviderKind::Nova => anyhow::bail!(
             "pool {} uses provider \"nova\": this build has no OpenStack support; build with `--features openstack`",
             pool.name
         ),
         #[cfg(feature = "aws")]
-        ProviderKind::Ec2 => {
-            let session = backends.aws.as_ref().expect("loaded for ec2 pools");
-            let release = crate::boot::fetch_release(config, backends.store.as_ref()).await?;
-            let user_data = crate::boot::render_user_data(config, pool, &release);
-            (Arc::new(ec2_provider(config, pool, session)), user_data)
-        }
+        ProviderKind::Ec2 => Arc::new(ec2_provider(config, pool, backends.aws.as_ref().expect("loaded for ec2 pools"))),
         #[cfg(not(feature = "aws"))]
         ProviderKind::Ec2 => {
             let _ = backends;
@@ -352,8 +351,7 @@ async fn pool(
                 pool.name
             )
         }
-    };
-    Ok(Pool { config: pool.clone(), provider, user_data })
+    })
 }
 
 /// A `nova` pool's provider, on the cloud `OS_CLOUD` (clouds.yaml) or the `OS_*` variables name.

@@ -70,7 +70,7 @@ mod enabled {
 
     async fn queues(config: &Config, session: &AwsSession) -> anyhow::Result<()> {
         let q = &config.queue;
-        let sqs = SqsQueues::new(session, std::time::Duration::from_secs_f64(config.aws.attempt_timeout_seconds));
+        let sqs = SqsQueues::new(session);
         let dlq_name = format!("{}-dlq", q.requests);
         let attributes = HashMap::from([(A::MessageRetentionPeriod, DLQ_RETENTION_SECONDS.to_string())]);
         let (dlq, created) = sqs.ensure(&dlq_name, attributes).await?;

@@ -102,7 +102,7 @@ mod agent {
                 let instances = match provider.list().await {
                     Ok(instances) => instances,
                     Err(e) => {
-                        // The cloud did not answer: leave this pool's workers as they are.
+                        // The cloud did not answer: stop no worker on its say-so this look.
                         tracing::warn!(pool = %pool.name, error = %e, "cannot list instances");
                         alive.extend(self.workers.keys().cloned());
                         continue;

@@ -27,8 +27,10 @@ pub struct SqsQueues {
 }
 
 impl SqsQueues {
-    /// A client on `session`'s region, credentials and endpoint.
-    pub fn new(session: &AwsSession, attempt_timeout: Duration) -> Self {
+    /// A client on `session`'s region, credentials, endpoint and timeouts.
+    pub fn new(session: &AwsSession) -> Self {
+        let attempt_timeout =
+            session.sdk.timeout_config().and_then(|t| t.operation_attempt_timeout()).unwrap_or(Duration::from_secs(4));
         let mut config = aws_sdk_sqs::config::Builder::from(&session.sdk);
         if let Some(log) = &session.call_log {
             config = config.interceptor(log.clone());

@@ -30,7 +30,7 @@ async fn sqs_redelivers_dead_letters_and_counts() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("{name}-requests: exists")), "a second bootstrap finds everything: {stdout}");
 
-    let sqs = SqsQueues::new(&moto::session(&endpoint).await, Duration::from_secs(10));
+    let sqs = SqsQueues::new(&moto::session(&endpoint).await);
     let jobs = sqs.queue(&format!("{name}-requests"));
     let second = Duration::from_secs(1);
     let id = jobs.send("poison", NOW).await.unwrap();
@@ -57,7 +57,7 @@ async fn sqs_redelivers_dead_letters_and_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_extends_visibility_and_spots_stale_receipts() {
     let endpoint = endpoint();
-    let sqs = SqsQueues::new(&moto::session(&endpoint).await, Duration::from_secs(10));
+    let sqs = SqsQueues::new(&moto::session(&endpoint).await);
     let name = unique("vis");
     let queue = sqs.create(&name, Default::default()).await.unwrap();
     queue.send("job", NOW).await.unwrap();

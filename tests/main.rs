@@ -13,6 +13,8 @@ mod controller;
 mod dashboard;
 mod detect_cli;
 mod detector_reference;
+#[cfg(feature = "openstack")]
+mod devstack;
 mod embedded;
 mod faults;
 mod locust;

@@ -13,7 +13,7 @@ T0=$(now)
 # apache/libvirt/qemu and init scripts. Services are launched by our own
 # 3-line launchers (the same entry points the packaged /usr/bin scripts call).
 PKGS="python3-nova python3-keystone python3-placement python3-glance python3-neutron
-python3-psycopg2 python3-keystoneauth1 rabbitmq-server postgresql uwsgi-core uwsgi-plugin-python3 curl bc"
+python3-psycopg2 python3-keystoneauth1 rabbitmq-server postgresql uwsgi-core uwsgi-plugin-python3 curl bc python3-openstackclient"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -28,9 +28,18 @@ use crate::worker::{Heartbeats, ReplyQueues, Worker, WorkerSettings};
 /// Logs to stderr; `RUST_LOG` filters (default `info`). Stdout stays free for results.
 pub fn init_tracing() {
     // aws_config logs each credential source that found nothing as a warning; the error a
-    // missing credential gives names them all.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=error".into());
+    // missing credential gives names them all. openstack_sdk logs three errors per call to an
+    // unreachable Nova (one per version-discovery URL); the provider reports it once, as
+    // `Unavailable`. Either comes back when RUST_LOG names it.
+    let requested = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut directives = vec![requested.clone()];
+    for (target, level) in [("aws_config", "error"), ("openstack_sdk", "off")] {
+        if !requested.contains(target) {
+            directives.push(format!("{target}={level}"));
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(directives.join(","))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error,openstack_sdk=off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -361,6 +370,7 @@ pub fn nova_provider(config: &Config, pool: &PoolConfig) -> anyhow::Result<skybu
     let settings = skyburst_providers::nova::NovaSettings {
         pool: pool.name.clone(),
         deployment: config.controller.deployment.clone(),
+        flavor: pool.flavor.clone(),
         network: pool.network.clone(),
         security_groups: pool.security_groups.clone(),
         key_name: pool.key_name.clone(),

@@ -98,3 +98,55 @@ pub fn bar_chart<'a, 'b>(
     }))?;
     Ok(chart)
 }
+
+/// One line of a [`timeline_png`]: `(seconds, value)` points.
+pub struct Series {
+    /// Its legend.
+    pub label: String,
+    /// Its points, in time order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Instances per pool (left axis, in [`POOL_COLOURS`] order, drawn as steps) and the backlog
+/// (right axis, grey) over seconds, as a PNG at `path`: a hybrid run's timeline.
+pub fn timeline_png(path: &Path, title: &str, pools: &[Series], backlog: &Series) -> Result<(), String> {
+    let end = pools.iter().chain([backlog]).flat_map(|s| s.points.last()).map(|p| p.0).fold(1.0, f64::max);
+    let top = |series: &[&Series]| series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.15;
+    let (pool_top, backlog_top) = (top(&pools.iter().collect::<Vec<_>>()), top(&[backlog]));
+    save_png(path, (1000, 420), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .right_y_label_area_size(56)
+            .build_cartesian_2d(0.0..end, 0.0..pool_top)?
+            .set_secondary_coord(0.0..end, 0.0..backlog_top);
+        chart.configure_mesh().x_desc("seconds").y_desc("instances").label_style(("sans-serif", 13)).draw()?;
+        chart.configure_secondary_axes().y_desc("backlog (jobs)").label_style(("sans-serif", 13)).draw()?;
+        let grey = RGBColor(110, 110, 110);
+        chart
+            .draw_secondary_series(LineSeries::new(backlog.points.iter().copied(), grey))?
+            .label(backlog.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+        // Lowest priority first and widest, so a private count equal to the public one still
+        // shows on top of it.
+        let coloured: Vec<_> = pools.iter().zip(POOL_COLOURS.iter().copied()).collect();
+        for (rank, (series, colour)) in coloured.into_iter().enumerate().rev() {
+            // Steps: an instance count holds until the next sample.
+            let steps =
+                series.points.windows(2).flat_map(|w| [w[0], (w[1].0, w[0].1)]).chain(series.points.last().copied());
+            let width = 2 + 3 * rank as u32;
+            chart
+                .draw_series(LineSeries::new(steps, colour.stroke_width(width)))?
+                .label(series.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        Ok(())
+    })
+}
+
+/// Pool colours: the private pool first (blue), then the public one (red).
+pub const POOL_COLOURS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];

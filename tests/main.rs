@@ -17,6 +17,8 @@ mod detector_reference;
 mod devstack;
 mod embedded;
 mod faults;
+#[cfg(feature = "dev-tools")]
+mod hybrid;
 mod locust;
 #[cfg(feature = "openstack")]
 mod openstack;

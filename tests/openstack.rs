@@ -20,6 +20,7 @@ fn provider(deployment: &str) -> NovaProvider {
     let settings = NovaSettings {
         pool: "private".into(),
         deployment: deployment.into(),
+        flavor: FLAVOR.into(),
         network: "none".into(),
         security_groups: Vec::new(),
         key_name: None,

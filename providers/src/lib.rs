@@ -71,6 +71,10 @@ pub struct Limits {
     pub max_instances: Option<u32>,
     /// Instances running now in the account or project (ours and others').
     pub in_use: u32,
+    /// How many more of this pool's instances the account or project can start now, by every
+    /// limit the cloud reports (for Nova: instances, vCPUs and RAM for the pool's flavor);
+    /// `None` where it reports none (EC2's vCPU quotas are in Service Quotas, `local` has none).
+    pub room: Option<u32>,
 }
 
 /// Why a provider call failed, in the taxonomy the controller acts on.

@@ -1,5 +1,5 @@
-//! `skyburst dev fleet-agent`: plays the hypervisor for an emulated cloud (moto's EC2 runs no
-//! machines). For each running instance of this deployment it reads the instance's real
+//! `skyburst dev fleet-agent`: plays the hypervisor for clouds that run no machines (moto's EC2,
+//! Nova's fake virt driver). For each running instance of this deployment it reads the instance's real
 //! user-data back from the cloud, takes the worker config cloud-init would write, and starts a
 //! local `skyburst worker` named after the instance once the pool's `boot_seconds` have passed;
 //! when the instance is terminated it stops the worker. A worker that exits is started again,
@@ -14,20 +14,20 @@ use crate::config::Config;
 /// Runs a `dev` subcommand.
 pub fn run(config: &Config, command: &DevCommand, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let _ = config_file;
-    #[cfg(all(feature = "dev-tools", feature = "aws"))]
+    #[cfg(feature = "dev-tools")]
     {
         let DevCommand::FleetAgent(args) = command;
         crate::app::runtime()?.block_on(agent::run(config, args))?;
         Ok(ExitCode::SUCCESS)
     }
-    #[cfg(not(all(feature = "dev-tools", feature = "aws")))]
+    #[cfg(not(feature = "dev-tools"))]
     {
         let _ = (config, command);
-        anyhow::bail!("`skyburst dev` needs a build with `--features dev-tools,aws`")
+        anyhow::bail!("`skyburst dev` needs a build with `--features dev-tools`")
     }
 }
 
-#[cfg(all(feature = "dev-tools", feature = "aws"))]
+#[cfg(feature = "dev-tools")]
 mod agent {
     use std::collections::{HashMap, HashSet};
     use std::path::PathBuf;
@@ -37,7 +37,8 @@ mod agent {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use skyburst_providers::ec2::Ec2Provider;
-    use skyburst_providers::{InstanceState, Provider};
+    use skyburst_providers::nova::NovaProvider;
+    use skyburst_providers::{Instance, InstanceState, Provider};
     use tokio::process::{Child, Command};
 
     use crate::cli::FleetAgentArgs;
@@ -51,8 +52,31 @@ mod agent {
     /// `SKYBURST_*` would override the user-data's config, which a real instance never sees.
     const PASSED_ON: [&str; 1] = ["SKYBURST_AWS__CALL_LOG"];
 
+    /// A pool's cloud, with the one call the agent needs beyond [`Provider`]: the user-data an
+    /// instance was started with.
+    enum Cloud {
+        Ec2(Ec2Provider),
+        Nova(NovaProvider),
+    }
+
+    impl Cloud {
+        async fn list(&self) -> skyburst_providers::Result<Vec<Instance>> {
+            match self {
+                Cloud::Ec2(ec2) => ec2.list().await,
+                Cloud::Nova(nova) => nova.list().await,
+            }
+        }
+
+        async fn user_data(&self, id: &str) -> skyburst_providers::Result<String> {
+            match self {
+                Cloud::Ec2(ec2) => ec2.user_data(id).await,
+                Cloud::Nova(nova) => nova.user_data(id).await,
+            }
+        }
+    }
+
     struct Agent {
-        pools: Vec<(PoolConfig, Ec2Provider)>,
+        pools: Vec<(PoolConfig, Cloud)>,
         work_dir: PathBuf,
         program: PathBuf,
         model_dir: PathBuf,
@@ -62,14 +86,17 @@ mod agent {
     }
 
     pub(super) async fn run(config: &Config, args: &FleetAgentArgs) -> anyhow::Result<()> {
-        let session = app::aws_session(config, "fleet-agent").await?.context("this config has no ec2 pool")?;
-        let pools: Vec<_> = config
-            .pools
-            .iter()
-            .filter(|p| p.provider == ProviderKind::Ec2)
-            .map(|p| (p.clone(), app::ec2_provider(config, p, &session)))
-            .collect();
-        anyhow::ensure!(!pools.is_empty(), "this config has no ec2 pool: nothing to play the hypervisor for");
+        let session = app::aws_session(config, "fleet-agent").await?;
+        let mut pools = Vec::new();
+        for pool in &config.pools {
+            let cloud = match (&pool.provider, &session) {
+                (ProviderKind::Ec2, Some(session)) => Cloud::Ec2(app::ec2_provider(config, pool, session)),
+                (ProviderKind::Nova, _) => Cloud::Nova(app::nova_provider(config, pool)?),
+                _ => continue,
+            };
+            pools.push((pool.clone(), cloud));
+        }
+        anyhow::ensure!(!pools.is_empty(), "this config has no ec2 or nova pool: nothing to play the hypervisor for");
         std::fs::create_dir_all(&args.work_dir)
             .with_context(|| format!("cannot create {}", args.work_dir.display()))?;
         let mut agent = Agent {

@@ -5,11 +5,13 @@
 //!
 //! # Layout
 //! - [`observe`]: queue + providers + heartbeats → `Observation`.
+//! - [`ceiling`]: each pool's quota lowered to what the cloud's own limits leave room for.
 //! - [`act`]: plan → launches, terminations, drain requests; re-plans on a full pool.
 //! - [`lease`]: one acting controller per deployment.
 //! - [`metrics`]: Prometheus counters and gauges; [`serve`]: `/metrics`.
 
 pub mod act;
+pub mod ceiling;
 pub mod lease;
 pub mod metrics;
 pub mod observe;
@@ -28,6 +30,7 @@ use crate::control::{DecisionRecord, FleetStatus, STATUS};
 use crate::job;
 use crate::store::{ObjectStore, StoreError};
 use act::Actor;
+use ceiling::Ceilings;
 use lease::LeaseKeeper;
 use metrics::Metrics;
 use observe::{LastKnown, Observer};
@@ -91,6 +94,8 @@ struct Memory {
     last_desired: Option<u32>,
     /// Pools that answered `Throttled`: no launches there (and no burst past them) until then.
     backoff: HashMap<String, Backoff>,
+    /// What the clouds' limits leave room for, per pool.
+    ceilings: Ceilings,
 }
 
 /// A throttled pool's pause: one tick after the first `Throttled`, doubling while the cloud
@@ -222,6 +227,7 @@ impl Controller {
     async fn check(&self, memory: &mut Memory) -> anyhow::Result<()> {
         let observed = self.observer.observe(&self.pools, &mut memory.last_known).await?;
         let mut observation = observed.observation;
+        memory.ceilings.apply(&self.pools, &mut observation, job::now_ms()).await;
         let throttled_now = throttled(&observation);
         memory.hold_back(&mut observation, job::now_ms());
         let decision = decide(self.policy.as_ref(), &self.settings.caps, &observation, &memory.policy);
@@ -237,6 +243,10 @@ impl Controller {
             (acted.plan, acted.errors, ok, acted.observation)
         };
         errors.splice(0..0, observed.errors);
+        // A pool found full while acting has its limits read again next check.
+        for pool in after.pools.iter().filter(|p| p.health == PoolHealth::Full) {
+            memory.ceilings.forget(&pool.name);
+        }
         let held: Vec<String> = memory.backoff.keys().cloned().collect();
         let mut throttled_now = throttled_now;
         throttled_now.extend(throttled(&after).into_iter().filter(|p| !held.contains(p)));

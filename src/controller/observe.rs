@@ -62,7 +62,16 @@ impl Observer {
             let (health, instances) = match pool.provider.list().await {
                 Ok(instances) => {
                     last.insert(pool.config.name.clone(), LastKnown { instances: instances.clone(), at_ms: now });
-                    (PoolHealth::Ok, instances)
+                    let failed = failed_launches(&instances);
+                    if !failed.is_empty() {
+                        errors.push(format!(
+                            "{}: {} went to an error state (a cloud that cannot place servers, such as Nova's \
+                             NoValidHost); deleting them and bursting past the pool this check",
+                            pool.config.name,
+                            failed.join(", ")
+                        ));
+                    }
+                    (if failed.is_empty() { PoolHealth::Ok } else { PoolHealth::Full }, instances)
                 }
                 Err(e) => {
                     errors.push(e.to_string());
@@ -128,6 +137,13 @@ impl Observer {
             let _ = self.store.delete(&self.bucket, &control::drain_key(id)).await;
         }
     }
+}
+
+/// The instances in an error state. A server goes to ERROR when the cloud accepted it but could
+/// not place it (Nova's NoValidHost: no compute host with room, or none enabled), so launching
+/// more there this check would only make more of them: the pool counts as full.
+fn failed_launches(instances: &[Instance]) -> Vec<String> {
+    instances.iter().filter(|i| i.state == InstanceState::Error).map(|i| i.id.clone()).collect()
 }
 
 /// What to assume about a pool whose provider failed (DESIGN.md, "Provider errors"): its
@@ -222,6 +238,17 @@ mod tests {
         let booting = view(&instance("new", InstanceState::Pending), &records, 10_000);
         assert_eq!((booting.activity, booting.heartbeat_age_s, booting.age_s), (Activity::Unknown, None, 9.0));
         assert_eq!(view(&instance("busy", InstanceState::Running), &records, 10_000).heartbeat_age_s, Some(1.0));
+    }
+
+    #[test]
+    fn servers_in_an_error_state_are_failed_launches() {
+        let listed = [
+            instance("ok", InstanceState::Running),
+            instance("no-valid-host", InstanceState::Error),
+            instance("booting", InstanceState::Pending),
+        ];
+        assert_eq!(failed_launches(&listed), ["no-valid-host"]);
+        assert!(failed_launches(&listed[..1]).is_empty());
     }
 
     #[test]

@@ -6,14 +6,12 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{Error, Report, Result};
-use crate::plot::{save_png, Area};
+use crate::plot::{save_png, Area, POOL_COLOURS};
 
 /// Pixels per panel: 1200 wide gives each 5 s check about a pixel over 90 minutes.
 const PANEL: (u32, u32) = (1200, 320);
 
-/// Series colours: pools in scenario order, then the backlog in grey.
-const POOL_COLOURS: [RGBColor; 4] =
-    [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+/// The backlog's colour (pools take [`POOL_COLOURS`] in scenario order).
 const BACKLOG_COLOUR: RGBColor = RGBColor(110, 110, 110);
 
 /// Draws one panel per report (stacked) and writes the PNG to `path`.

@@ -70,4 +70,6 @@ pub fn run(command: &mut Command) -> (i32, String, String) {
 pub mod browser;
 #[cfg(feature = "aws")]
 pub mod moto;
+#[cfg(feature = "openstack")]
+pub mod openstack;
 pub mod service;

@@ -93,6 +93,13 @@ impl Service {
         }
     }
 
+    /// Sets an environment variable (a full name, such as `OS_USERNAME`) for every process
+    /// started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// (Re)starts the front end on a new free port.
     pub fn restart_serve(&mut self) {
         self.restart_serve_on("0");

@@ -258,7 +258,7 @@ impl Provider for Ec2Provider {
     /// past them answers `VcpuLimitExceeded`, mapped to `Quota`. `in_use` is this pool's count.
     async fn limits(&self) -> Result<Limits> {
         let in_use = self.describe(&["pending", "running"], Vec::new()).await?.len() as u32;
-        Ok(Limits { max_instances: None, in_use })
+        Ok(Limits { max_instances: None, in_use, room: None })
     }
 }
 

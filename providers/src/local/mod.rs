@@ -334,7 +334,7 @@ impl Provider for LocalProvider {
     async fn limits(&self) -> Result<Limits> {
         let _children = self.children.lock().await;
         let in_use = self.registry.load()?.instances.len();
-        Ok(Limits { max_instances: None, in_use: u32::try_from(in_use).unwrap_or(u32::MAX) })
+        Ok(Limits { max_instances: None, in_use: u32::try_from(in_use).unwrap_or(u32::MAX), room: None })
     }
 }
 

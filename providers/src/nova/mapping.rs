@@ -1,7 +1,8 @@
 //! Nova's answers mapped to Skyburst's: server statuses to [`InstanceState`], HTTP statuses and
 //! messages to [`ProviderError`]. Pure functions, each tested on every case.
 
-use crate::{InstanceState, ProviderError};
+use super::{AbsoluteLimits, FlavorSize};
+use crate::{InstanceState, Limits, ProviderError};
 
 /// A server's `status` as ours; `None` for one that is gone (`DELETED`, `SOFT_DELETED`).
 /// `SHUTOFF`, `PAUSED`, `SUSPENDED` and `SHELVED*` serve nothing but hold quota: `Error`, so the
@@ -36,6 +37,34 @@ pub fn from_status(pool: &str, status: u16, message: &str) -> ProviderError {
         }
         500..=599 => ProviderError::Unavailable { pool, detail },
         _ => ProviderError::Invalid { pool, detail },
+    }
+}
+
+/// The project's limits as ours: its instance quota and use, and the servers of `flavor` it has
+/// room for, by the tightest of instances, vCPUs and RAM (-1 is unlimited; a flavor of size 0
+/// is limited by nothing but instances).
+pub fn limits(absolute: &AbsoluteLimits, flavor: FlavorSize) -> Limits {
+    let left = |max: i64, used: i64, each: u64| -> Option<u64> {
+        if max < 0 {
+            return None;
+        }
+        let left = (max - used).max(0) as u64;
+        Some(left.checked_div(each).unwrap_or(u64::MAX))
+    };
+    let a = absolute;
+    let room = [
+        left(a.max_total_instances, a.total_instances_used, 1),
+        left(a.max_total_cores, a.total_cores_used, flavor.vcpus),
+        left(a.max_total_ram_size, a.total_ram_used, flavor.ram),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    Limits {
+        max_instances: u32::try_from(a.max_total_instances).ok(),
+        in_use: u32::try_from(a.total_instances_used.max(0)).unwrap_or(u32::MAX),
+        room,
     }
 }
 
@@ -78,5 +107,37 @@ mod tests {
             assert_eq!(mapped.kind(), kind, "{status} {message}");
             assert!(mapped.to_string().contains("private"), "{mapped}");
         }
+    }
+
+    fn absolute(instances: (i64, i64), cores: (i64, i64), ram: (i64, i64)) -> AbsoluteLimits {
+        AbsoluteLimits {
+            max_total_instances: instances.0,
+            total_instances_used: instances.1,
+            max_total_cores: cores.0,
+            total_cores_used: cores.1,
+            max_total_ram_size: ram.0,
+            total_ram_used: ram.1,
+        }
+    }
+
+    #[test]
+    fn room_is_the_tightest_of_instances_cores_and_ram() {
+        let flavor = FlavorSize { vcpus: 2, ram: 4096 };
+        // Instances: 10 - 2 = 8; cores: (20 - 4) / 2 = 8; RAM: (51200 - 8192) / 4096 = 10.
+        assert_eq!(limits(&absolute((10, 2), (20, 4), (51200, 8192)), flavor).room, Some(8));
+        // Cores bind: (9 - 4) / 2 = 2 (a half server left over does not count).
+        assert_eq!(limits(&absolute((10, 2), (9, 4), (51200, 8192)), flavor).room, Some(2));
+        // RAM binds: (20480 - 8192) / 4096 = 3.
+        assert_eq!(limits(&absolute((10, 2), (20, 4), (20480, 8192)), flavor).room, Some(3));
+        // Quota 0 (the fault the hybrid test makes): no room.
+        let zero = limits(&absolute((0, 0), (20, 0), (51200, 0)), flavor);
+        assert_eq!((zero.room, zero.max_instances), (Some(0), Some(0)));
+        // Over quota (lowered under a running fleet): no room, never negative.
+        assert_eq!(limits(&absolute((2, 5), (-1, 10), (-1, 0)), flavor).room, Some(0));
+        // Unlimited everywhere.
+        let unlimited = limits(&absolute((-1, 7), (-1, 14), (-1, 0)), flavor);
+        assert_eq!((unlimited.room, unlimited.max_instances, unlimited.in_use), (None, None, 7));
+        // A zero-size flavor is limited by instances alone.
+        assert_eq!(limits(&absolute((4, 1), (0, 0), (0, 0)), FlavorSize { vcpus: 0, ram: 0 }).room, Some(3));
     }
 }

@@ -13,19 +13,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
+use openstack_sdk::api::compute::v2::flavor::get_20 as flavor;
 use openstack_sdk::api::compute::v2::limit::list_21 as limits;
-use openstack_sdk::api::compute::v2::server::{create_252, delete, list_detailed_21};
+use openstack_sdk::api::compute::v2::server::{create_252, delete, get_20 as server, list_detailed_21};
 use openstack_sdk::api::{ignore, paged, ApiError, Pagination, QueryAsync};
-use openstack_sdk::config::{CloudConfig, ConfigFile};
+pub use openstack_sdk::config::CloudConfig;
+use openstack_sdk::config::ConfigFile;
 use openstack_sdk::types::ServiceType;
 use openstack_sdk::AsyncOpenStack;
 use serde::Deserialize;
 
 use crate::{Instance, LaunchSpec, Limits, Provider, ProviderError, Result, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL};
 
-/// The compute microversion of every listing: 2.52 added server tags at create (tag filters
-/// came in 2.26).
+/// The compute microversion of listings and reads: 2.52 added server tags at create (tag
+/// filters came in 2.26; `OS-EXT-SRV-ATTR:user_data` in 2.3).
 const MICROVERSION: &str = "compute 2.52";
+
+fn microversion() -> (http::HeaderName, http::HeaderValue) {
+    (http::HeaderName::from_static("openstack-api-version"), http::HeaderValue::from_static(MICROVERSION))
+}
 
 /// A pool's Nova-only settings; image, flavor and user-data come with each [`LaunchSpec`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub struct NovaSettings {
     pub pool: String,
     /// The deployment: matched by `list`.
     pub deployment: String,
+    /// The flavor's id: its vCPUs and RAM size the project's room in [`Provider::limits`].
+    pub flavor: String,
     /// The network's id, or `none` for servers without a NIC (a control plane without an L2
     /// agent, as in the tests).
     pub network: String,
@@ -50,6 +58,37 @@ pub struct NovaProvider {
     /// Authenticated on first use and again after any answer that refuses the token (expired or
     /// revoked), so an unreachable Keystone at start-up is `Unavailable`, not a failed start.
     session: tokio::sync::Mutex<Option<Arc<AsyncOpenStack>>>,
+    /// The flavor's size, read once.
+    flavor: tokio::sync::OnceCell<FlavorSize>,
+}
+
+/// What one server of the pool's flavor takes from the project's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct FlavorSize {
+    /// Virtual CPUs.
+    pub vcpus: u64,
+    /// Memory, MiB.
+    pub ram: u64,
+}
+
+/// The `absolute` part of Nova's `GET /limits`; -1 means unlimited.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbsoluteLimits {
+    /// Servers the project may run.
+    pub max_total_instances: i64,
+    /// Servers it runs.
+    pub total_instances_used: i64,
+    /// vCPUs it may use.
+    pub max_total_cores: i64,
+    /// vCPUs it uses.
+    pub total_cores_used: i64,
+    /// RAM it may use, MiB.
+    #[serde(rename = "maxTotalRAMSize")]
+    pub max_total_ram_size: i64,
+    /// RAM it uses, MiB.
+    #[serde(rename = "totalRAMUsed")]
+    pub total_ram_used: i64,
 }
 
 impl std::fmt::Debug for NovaProvider {
@@ -59,12 +98,19 @@ impl std::fmt::Debug for NovaProvider {
 }
 
 /// The cloud to use: `OS_CLOUD`'s entry of `clouds.yaml` (+ `secure.yaml`), else the `OS_*`
-/// variables.
+/// variables, from this process's environment.
 pub fn cloud_config() -> std::result::Result<CloudConfig, String> {
-    if let Ok(name) = std::env::var("OS_CLOUD") {
+    cloud_config_from(std::env::vars())
+}
+
+/// As [`cloud_config`], from the given variables (a process acting for another project).
+pub fn cloud_config_from(vars: impl IntoIterator<Item = (String, String)>) -> std::result::Result<CloudConfig, String> {
+    let vars: std::collections::HashMap<String, String> =
+        vars.into_iter().filter(|(k, _)| k.starts_with("OS_")).collect();
+    if let Some(name) = vars.get("OS_CLOUD") {
         let files = ConfigFile::new().map_err(|e| format!("cannot read clouds.yaml: {e}"))?;
         return files
-            .get_cloud_config(&name)
+            .get_cloud_config(name)
             .map_err(|e| format!("cannot read cloud {name:?} from clouds.yaml: {e}"))?
             .ok_or_else(|| {
                 format!(
@@ -73,12 +119,24 @@ pub fn cloud_config() -> std::result::Result<CloudConfig, String> {
                 )
             });
     }
-    if std::env::var("OS_AUTH_URL").is_err() {
+    if !vars.contains_key("OS_AUTH_URL") {
         return Err("no OpenStack credentials: set OS_CLOUD (an entry of clouds.yaml) or the OS_* variables \
                     (OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, ...)"
             .into());
     }
-    CloudConfig::from_env().map_err(|e| format!("cannot read the OS_* variables: {e}"))
+    // What openstack_sdk's `CloudConfig::from_env` does, on these variables: OS_REGION_NAME,
+    // OS_INTERFACE and OS_CACERT set the cloud; the rest (OS_AUTH_URL, OS_USERNAME,
+    // OS_APPLICATION_CREDENTIAL_ID, ...) its auth.
+    let source = || {
+        config::Config::builder()
+            .add_source(config::Environment::with_prefix("os").source(Some(vars.clone().into_iter().collect())))
+            .build()
+            .map_err(|e| format!("cannot read the OS_* variables: {e}"))
+    };
+    let mut cloud: CloudConfig =
+        source()?.try_deserialize().map_err(|e| format!("cannot read the OS_* variables: {e}"))?;
+    cloud.auth = Some(source()?.try_deserialize().map_err(|e| format!("cannot read the OS_* auth variables: {e}"))?);
+    Ok(cloud)
 }
 
 #[derive(Deserialize)]
@@ -94,7 +152,86 @@ struct Server {
 impl NovaProvider {
     /// A provider for `cloud`; nothing is contacted until the first call.
     pub fn new(settings: NovaSettings, cloud: CloudConfig) -> Self {
-        Self { settings, cloud, session: Default::default() }
+        Self { settings, cloud, session: Default::default(), flavor: Default::default() }
+    }
+
+    /// Runs `query` on the session (see [`Self::query_found`]); a missing resource is `Invalid`.
+    async fn query<Q, T>(&self, query: &Q) -> Result<T>
+    where
+        Q: QueryAsync<T, AsyncOpenStack> + Sync,
+        T: Send,
+    {
+        self.query_found(query).await?.ok_or_else(|| self.invalid("HTTP 404: not found".into()))
+    }
+
+    /// Runs `query` on the session: `None` if Nova answers 404. A refused token (expired or
+    /// revoked: HTTP 401) is renewed by authenticating again from the credentials, and the
+    /// query is sent once more.
+    async fn query_found<Q, T>(&self, query: &Q) -> Result<Option<T>>
+    where
+        Q: QueryAsync<T, AsyncOpenStack> + Sync,
+        T: Send,
+    {
+        let mut renewed = false;
+        loop {
+            let session = self.session().await?;
+            match query.query_async(session.as_ref()).await {
+                Ok(answer) => return Ok(Some(answer)),
+                Err(e) if status(&e) == Some(404) => return Ok(None),
+                Err(e) if !renewed && status(&e) == Some(401) => {
+                    tracing::info!(pool = %self.settings.pool, "OpenStack token refused; authenticating again");
+                    *self.session.lock().await = None;
+                    renewed = true;
+                }
+                Err(e) => return self.checked(Err(self.error(&e))).await,
+            }
+        }
+    }
+
+    /// The user-data a server was created with (admin only: `OS-EXT-SRV-ATTR:user_data`,
+    /// microversion 2.3 and later). The fleet agent reads it as a booting server would.
+    pub async fn user_data(&self, id: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "OS-EXT-SRV-ATTR:user_data", default)]
+            user_data: Option<String>,
+        }
+        let request = server::Request::builder()
+            .id(id)
+            .headers([microversion()].into_iter().map(|(k, v)| (Some(k), v)))
+            .build()
+            .map_err(|e| self.invalid(e.to_string()))?;
+        let answer: Answer = self.query(&request).await?;
+        let encoded = answer
+            .user_data
+            .ok_or_else(|| self.invalid(format!("server {id} shows no user-data: reading it needs an admin role")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| self.invalid(format!("user-data of {id} is not base64: {e}")))?;
+        String::from_utf8(bytes).map_err(|e| self.invalid(format!("user-data of {id} is not UTF-8: {e}")))
+    }
+
+    /// The pool flavor's vCPUs and RAM, read once.
+    async fn flavor_size(&self) -> Result<FlavorSize> {
+        self.flavor
+            .get_or_try_init(|| async {
+                #[derive(Deserialize)]
+                struct Answer {
+                    flavor: FlavorSize,
+                }
+                let request = flavor::Request::builder()
+                    .id(self.settings.flavor.as_str())
+                    .build()
+                    .map_err(|e| self.invalid(e.to_string()))?;
+                let answer: Answer = self.query(&request).await?;
+                Ok(answer.flavor)
+            })
+            .await
+            .copied()
+    }
+
+    fn invalid(&self, detail: String) -> ProviderError {
+        ProviderError::Invalid { pool: self.settings.pool.clone(), detail }
     }
 
     /// The session: Keystone v3 authentication and Nova from the catalog, made once and again
@@ -119,8 +256,8 @@ impl NovaProvider {
         Ok(session)
     }
 
-    /// Drops the session after a refused token: the next call authenticates afresh from the
-    /// credentials (a revoked token cannot renew itself).
+    /// Drops the session after a failure to authenticate or to reach the cloud: the next call
+    /// authenticates afresh from the credentials.
     async fn checked<T>(&self, outcome: Result<T>) -> Result<T> {
         if let Err(ProviderError::Auth { .. } | ProviderError::Unavailable { .. }) = &outcome {
             *self.session.lock().await = None;
@@ -150,18 +287,13 @@ impl NovaProvider {
         let mut tags = vec![Self::tag(TAG_DEPLOYMENT, &s.deployment), Self::tag(TAG_POOL, &s.pool)];
         tags.extend_from_slice(extra);
         // Nova ignores the `tags` filter below microversion 2.26; the generated request is 2.1.
+        let (name, value) = microversion();
         let request = list_detailed_21::Request::builder()
             .tags(tags.join(","))
-            .header(
-                http::HeaderName::from_static("openstack-api-version"),
-                http::HeaderValue::from_static(MICROVERSION),
-            )
+            .header(name, value)
             .build()
-            .map_err(|e| ProviderError::Invalid { pool: s.pool.clone(), detail: e.to_string() })?;
-        let session = self.session().await?;
-        let found: Vec<Server> = self
-            .checked(paged(request, Pagination::All).query_async(session.as_ref()).await.map_err(|e| self.error(&e)))
-            .await?;
+            .map_err(|e| self.invalid(e.to_string()))?;
+        let found: Vec<Server> = self.query(&paged(request, Pagination::All)).await?;
         Ok(found.into_iter().filter_map(|server| self.instance(server)).collect())
     }
 
@@ -229,9 +361,7 @@ impl NovaProvider {
         struct Created {
             id: String,
         }
-        let session = self.session().await?;
-        let created: Created =
-            self.checked(request.query_async(session.as_ref()).await.map_err(|e| self.error(&e))).await?;
+        let created: Created = self.query(&request).await?;
         Ok(created.id)
     }
 }
@@ -258,49 +388,35 @@ impl Provider for NovaProvider {
     }
 
     async fn terminate(&self, id: &str) -> Result<()> {
-        let request = delete::Request::builder()
-            .id(id)
-            .build()
-            .map_err(|e| ProviderError::Invalid { pool: self.settings.pool.clone(), detail: e.to_string() })?;
-        let session = self.session().await?;
-        match ignore(request).query_async(session.as_ref()).await {
-            Ok(()) => Ok(()),
-            // Already gone.
-            Err(ApiError::OpenStack { status, .. } | ApiError::OpenStackService { status, .. })
-                if status.as_u16() == 404 =>
-            {
-                Ok(())
-            }
-            Err(e) => self.checked(Err(self.error(&e))).await,
-        }
+        let request = delete::Request::builder().id(id).build().map_err(|e| self.invalid(e.to_string()))?;
+        // `None`: already gone.
+        self.query_found(&ignore(request)).await.map(|_| ())
     }
 
     async fn list(&self) -> Result<Vec<Instance>> {
         self.servers(&[]).await
     }
 
-    /// The project's instance quota and use (`GET /limits`).
+    /// The project's limits and use (`GET /limits`), and how many more servers of the pool's
+    /// flavor they leave room for.
     async fn limits(&self) -> Result<Limits> {
         #[derive(Deserialize)]
-        struct Absolute {
-            #[serde(rename = "maxTotalInstances")]
-            max_total_instances: i64,
-            #[serde(rename = "totalInstancesUsed")]
-            total_instances_used: i64,
-        }
-        #[derive(Deserialize)]
         struct Answer {
-            absolute: Absolute,
+            absolute: AbsoluteLimits,
         }
-        let request = limits::Request::builder()
-            .build()
-            .map_err(|e| ProviderError::Invalid { pool: self.settings.pool.clone(), detail: e.to_string() })?;
-        let session = self.session().await?;
-        let answer: Answer =
-            self.checked(request.query_async(session.as_ref()).await.map_err(|e| self.error(&e))).await?;
-        let a = answer.absolute;
-        // -1 is "unlimited".
-        let max_instances = u32::try_from(a.max_total_instances).ok();
-        Ok(Limits { max_instances, in_use: a.total_instances_used.max(0) as u32 })
+        let request = limits::Request::builder().build().map_err(|e| self.invalid(e.to_string()))?;
+        let answer: Answer = self.query(&request).await?;
+        let flavor = self.flavor_size().await?;
+        Ok(mapping::limits(&answer.absolute, flavor))
+    }
+}
+
+/// The HTTP status of a failed call, if Nova or Keystone answered.
+fn status<E: std::error::Error + Send + Sync + 'static>(e: &ApiError<E>) -> Option<u16> {
+    match e {
+        ApiError::OpenStack { status, .. }
+        | ApiError::OpenStackService { status, .. }
+        | ApiError::OpenStackUnrecognized { status, .. } => Some(status.as_u16()),
+        _ => None,
     }
 }

@@ -19,6 +19,7 @@ mod embedded;
 mod faults;
 #[cfg(feature = "dev-tools")]
 mod hybrid;
+mod images;
 mod locust;
 #[cfg(feature = "openstack")]
 mod openstack;

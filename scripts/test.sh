@@ -80,6 +80,9 @@ await "install the browser" scripts/install-browser.sh
 await "install locust" scripts/install-locust.sh
 await "install moto" scripts/install-moto.sh
 await "install OpenStack" scripts/openstack-local/setup.sh
+# cloud-init (its schema check), shellcheck and systemd-analyze for the image and devstack tests
+# (~12 s); after the OpenStack install, as both use apt and its policy-rc.d guard.
+phase "install image tools" 5 scripts/install-image-tools.sh
 
 # One moto server for the run, on a free port; the tests give every queue, bucket and
 # deployment a unique name. Its fake credentials keep every AWS call on the emulator.

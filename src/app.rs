@@ -100,10 +100,16 @@ pub struct Backends {
 /// log (`serve`, `worker`, `controller`, ...). Checks that the request queue exists, so a
 /// wrong endpoint or a missing bootstrap is reported at start-up.
 pub async fn backends(config: &Config, role: &str) -> anyhow::Result<Backends> {
+    backends_for(config, role, None).await
+}
+
+/// As [`backends`], for the worker of `instance`: with `credentials.token` set (a Nova
+/// worker), its AWS credentials are vended by the controller.
+pub async fn backends_for(config: &Config, role: &str, instance: Option<&str>) -> anyhow::Result<Backends> {
     #[cfg(feature = "aws")]
-    let aws = aws_session(config, role).await?;
+    let aws = aws_session_for(config, role, instance).await?;
     #[cfg(not(feature = "aws"))]
-    let _ = role;
+    let _ = (role, instance);
     let queues = match config.queue.backend {
         QueueBackend::Embedded => embedded_queues(config)?,
         #[cfg(feature = "aws")]
@@ -174,9 +180,36 @@ fn uses_aws(config: &Config) -> bool {
 /// The AWS session, when the config uses AWS; `None` otherwise.
 #[cfg(feature = "aws")]
 pub async fn aws_session(config: &Config, role: &str) -> anyhow::Result<Option<skyburst_providers::aws::AwsSession>> {
+    aws_session_for(config, role, None).await
+}
+
+/// As [`aws_session`], for the worker of `instance`: vended credentials when the config
+/// carries a one-time token (`credentials.token`, rendered into a Nova worker's user-data).
+#[cfg(feature = "aws")]
+async fn aws_session_for(
+    config: &Config,
+    role: &str,
+    instance: Option<&str>,
+) -> anyhow::Result<Option<skyburst_providers::aws::AwsSession>> {
     if !uses_aws(config) {
         return Ok(None);
     }
+    let c = &config.credentials;
+    let credentials = match (&c.token, &c.url, instance) {
+        (Some(token), Some(url), Some(instance)) => {
+            // Kept across restarts: the one-time token is spent after the first exchange.
+            let refresh_file = config.embedded.data_dir.join("credentials").join(format!("{instance}.refresh"));
+            let provider = crate::credentials::client::VendedCredentialsProvider::new(
+                url.clone(),
+                instance.to_string(),
+                token.clone(),
+                refresh_file,
+            );
+            Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+        }
+        (Some(_), None, _) => anyhow::bail!("credentials.token is set but credentials.url is not: set both or neither"),
+        _ => None,
+    };
     let a = &config.aws;
     let settings = skyburst_providers::aws::AwsSettings {
         region: a.region.clone(),
@@ -187,6 +220,7 @@ pub async fn aws_session(config: &Config, role: &str) -> anyhow::Result<Option<s
         max_attempts: a.max_attempts,
         call_log: a.call_log.clone(),
         role: role.to_string(),
+        credentials,
     };
     let session = skyburst_providers::aws::AwsSession::load(&settings).await?;
     Ok(Some(session))
@@ -279,7 +313,7 @@ pub fn tokens(config: &Config) -> anyhow::Result<Tokens> {
 
 /// A worker with its detector loaded.
 pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker> {
-    let Backends { queues, store, .. } = backends(config, "worker").await?;
+    let Backends { queues, store, .. } = backends_for(config, "worker", Some(&instance)).await?;
     let settings = WorkerSettings {
         instance,
         pool: config.worker.pool.clone(),
@@ -317,8 +351,12 @@ pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bo
             Some(release) if p.provider != ProviderKind::Local => crate::boot::render_user_data(config, p, release),
             _ => String::new(),
         };
-        pools.push(Pool { config: p.clone(), provider: provider(config, p, config_file, &backends)?, user_data });
+        let vends_credentials = p.provider == ProviderKind::Nova && config.credentials.role_arn.is_some();
+        let provider = provider(config, p, config_file, &backends)?;
+        pools.push(Pool { config: p.clone(), provider, user_data, vends_credentials });
     }
+    #[cfg(feature = "aws")]
+    let vendor = credential_vendor(config, &pools, &backends)?;
     let sc = &config.scaling;
     let settings = ControllerSettings {
         id: format!("controller-{}", crate::cmd::worker::default_instance_id()),
@@ -332,7 +370,37 @@ pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bo
         unavailable_grace: Duration::from_secs_f64(sc.unavailable_grace_seconds),
         lease_ttl: Duration::from_secs_f64(config.controller.lease_seconds),
     };
-    Ok(Controller::new(settings, sc.policy(), pools, backends.queues.requests, backends.store))
+    #[allow(unused_mut)]
+    let mut controller = Controller::new(settings, sc.policy(), pools, backends.queues.requests, backends.store);
+    #[cfg(feature = "aws")]
+    {
+        controller.vendor = vendor;
+    }
+    Ok(controller)
+}
+
+/// The vendor of Nova workers' AWS credentials, when `credentials.role_arn` is set.
+#[cfg(feature = "aws")]
+fn credential_vendor(
+    config: &Config,
+    pools: &[Pool],
+    backends: &Backends,
+) -> anyhow::Result<Option<Arc<crate::credentials::vendor::CredentialVendor>>> {
+    let Some(role_arn) = &config.credentials.role_arn else { return Ok(None) };
+    let session = backends.aws.as_ref().context(
+        "credentials.role_arn is set but this config uses no AWS queue or store: vended credentials are for SQS and S3",
+    )?;
+    let policy = crate::credentials::policy::worker_session_policy(config).to_string();
+    let vending: Vec<Arc<dyn Provider>> =
+        pools.iter().filter(|p| p.vends_credentials).map(|p| p.provider.clone()).collect();
+    Ok(Some(Arc::new(crate::credentials::vendor::CredentialVendor::new(
+        session,
+        role_arn.clone(),
+        Duration::from_secs(config.credentials.duration_seconds.into()),
+        policy,
+        (backends.store.clone(), config.store.output_bucket.clone()),
+        vending,
+    ))))
 }
 
 fn provider(

@@ -10,7 +10,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{AwsConfig, Config, DetectorConfig, PoolConfig, QueueConfig, StoreConfig, WorkerConfig};
+use crate::config::{
+    AwsConfig, Config, CredentialsConfig, DetectorConfig, PoolConfig, ProviderKind, QueueConfig, StoreConfig,
+    WorkerConfig,
+};
 use crate::store::ObjectStore;
 
 const TEMPLATE: &str = include_str!("../images/cloud-init/worker.yaml");
@@ -94,6 +97,8 @@ struct WorkerBootConfig {
     store: StoreConfig,
     worker: WorkerConfig,
     aws: AwsConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials: Option<CredentialsConfig>,
 }
 
 /// The config file a worker of `pool` runs with: this deployment's queue, store, detector and
@@ -105,6 +110,15 @@ pub fn worker_config(config: &Config, pool: &PoolConfig) -> String {
         store: config.store.clone(),
         worker: config.worker.clone(),
         aws: config.aws.clone(),
+        // Nova workers have no instance role: the controller vends their credentials for the
+        // one-time token each server's user-data gets in place of the placeholder.
+        credentials: (pool.provider == ProviderKind::Nova && config.credentials.role_arn.is_some()).then(|| {
+            CredentialsConfig {
+                url: config.credentials.url.clone(),
+                token: Some(skyburst_providers::TOKEN_PLACEHOLDER.into()),
+                ..CredentialsConfig::default()
+            }
+        }),
     };
     boot.detector.model_dir = config.boot.model_dir.clone();
     boot.worker.pool = pool.name.clone();

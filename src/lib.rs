@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod credentials;
 pub mod detector;
 pub mod frontend;
 pub mod index;

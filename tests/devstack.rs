@@ -146,8 +146,10 @@ fn openstack(args: &[&str]) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("openstack {args:?}: {e}: {stdout}"))
 }
 
-/// Fails (never skips) when the plane is not up, saying how to start it.
-fn require_plane() {
+/// A share of the plane (see `support::openstack`); fails (never skips) when it is not up,
+/// saying how to start it.
+fn require_plane() -> std::sync::RwLockReadGuard<'static, ()> {
+    let plane = crate::support::openstack::shared_plane();
     let (code, _, stderr) = if std::env::var_os("OS_AUTH_URL").is_some() || std::env::var_os("OS_CLOUD").is_some() {
         output(Command::new("openstack").args(["token", "issue", "-f", "value", "-c", "id"]))
     } else {
@@ -158,6 +160,7 @@ fn require_plane() {
         "the devstack tests need the local OpenStack plane: run scripts/test.sh, or \
          scripts/openstack-local/start.sh and eval its exports\n{stderr}"
     );
+    plane
 }
 
 fn unique(prefix: &str) -> String {
@@ -230,7 +233,7 @@ fn records(stdout: &str) -> BTreeMap<(String, String), (String, String)> {
 /// second run finds all of it and creates nothing (same ids, same counts).
 #[test]
 fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
-    require_plane();
+    let _plane = require_plane();
     let prefix = unique("bst");
     let _cleanup = Cleanup(prefix.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -319,7 +322,7 @@ fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
 /// which has none (no L3 service), it stops with what to pass, and no network is left behind.
 #[test]
 fn network_step_needs_an_external_network_and_makes_nothing_without_one() {
-    require_plane();
+    let _plane = require_plane();
     let prefix = unique("bsn");
     let (code, stdout, stderr) = output(
         Command::new("bash").arg(devstack().join("bootstrap.sh")).args(["--only", "network", "--prefix", &prefix]),

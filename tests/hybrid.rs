@@ -25,7 +25,7 @@ use serde_json::Value;
 use skyburst_providers::Provider;
 
 use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, unique, AMI};
-use crate::support::openstack::{nova_api, Admin, FLAVOR, IMAGE};
+use crate::support::openstack::{exclusive_plane, nova_api, Admin, FLAVOR, IMAGE};
 use crate::support::service::{detect_body, one_at_a_time, Service};
 
 /// Seconds an unreachable Nova's last listing stands in (phase 4).
@@ -55,7 +55,13 @@ fn hybrid_config(endpoint: &str, name: &str) -> String {
     set("controller", "deployment", text(name));
     set("controller", "tick_seconds", 0.5.into());
     set("controller", "lease_seconds", 2.0.into());
-    set("controller", "metrics_port", 0.into());
+    // Workers reach the vending endpoint at a URL rendered into their user-data: a port known
+    // before the controller starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    set("controller", "metrics_bind", text("127.0.0.1"));
+    set("controller", "metrics_port", i64::from(port).into());
+    set("credentials", "url", text(&format!("http://127.0.0.1:{port}/v1/credentials")));
+    set("credentials", "duration_seconds", 900.into());
     // The example waits up to 60 s for booting Nova servers before bursting; here the burst is
     // what is tested.
     config["scaling"].as_table_mut().unwrap().remove("latency_objective_seconds");
@@ -120,7 +126,7 @@ fn sample(url: String, start: Instant, stop: Arc<AtomicBool>, into: Arc<Mutex<Ti
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     while !stop.load(Ordering::Relaxed) {
         if let Ok(status) = http.get(format!("{url}/api/fleet")).send().and_then(|r| r.json::<Value>()) {
-            let mut timeline = into.lock().unwrap();
+            let mut timeline = into.lock().unwrap_or_else(|p| p.into_inner());
             timeline.samples.push(Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 backlog: status["observation"]["backlog"].as_u64().unwrap_or(0),
@@ -168,6 +174,55 @@ fn burst(service: &Service, count: usize, tag: &str) -> Vec<String> {
             answer["pool"].as_str().unwrap().to_string()
         })
         .collect()
+}
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// The vending endpoint refuses a spent token, a token on another server, a wrong refresh
+/// token and a malformed body; it renews with the worker's current refresh token once.
+fn check_vending(
+    service: &Service,
+    runtime: &tokio::runtime::Runtime,
+    nova: &skyburst_providers::nova::NovaProvider,
+    url: &str,
+) {
+    let servers = runtime.block_on(nova.list()).unwrap();
+    let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{servers:?}");
+    let user_data = runtime.block_on(nova.user_data(ids[0])).unwrap();
+    let worker_toml = skyburst::boot::worker_config_from_user_data(&user_data).unwrap();
+    let worker: toml::Table = toml::from_str(&worker_toml).unwrap();
+    let token = worker["credentials"]["token"].as_str().unwrap();
+    assert_eq!(token.len(), 64, "a server's own token, not the placeholder: {token}");
+    let http = reqwest::blocking::Client::new();
+    let post = |body: Value| {
+        let response = http.post(url).json(&body).send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, body) = post(serde_json::json!({"instance_id": ids[0], "token": token}));
+    assert_eq!(status, 403, "the worker spent its one-time token: {body}");
+    assert!(body["error"].as_str().unwrap().contains("already used"), "{body}");
+    let (status, body) = post(serde_json::json!({"instance_id": ids[1], "token": token}));
+    assert_eq!(status, 403, "bound to its server: {body}");
+    let (status, body) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": "0".repeat(64)}));
+    assert_eq!(status, 403, "{body}");
+    let response = http.post(url).header("content-type", "application/json").body("{not json").send().unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    // The worker keeps its refresh token where the fleet agent started it.
+    let refresh_file =
+        service.data_dir().join("fleet-agent").join(ids[0]).join("credentials").join(format!("{}.refresh", ids[0]));
+    let refresh = std::fs::read_to_string(&refresh_file).unwrap_or_else(|e| panic!("{}: {e}", refresh_file.display()));
+    let (status, renewed) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": refresh}));
+    assert_eq!(status, 200, "{renewed}");
+    assert!(renewed["access_key_id"].as_str().is_some_and(|k| !k.is_empty()), "{renewed}");
+    let (status, body) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": refresh}));
+    assert_eq!(status, 403, "a refresh token is good once: {body}");
+    // Hand the worker its next refresh token, as its own renewal would have.
+    std::fs::write(&refresh_file, renewed["refresh_token"].as_str().unwrap()).unwrap();
 }
 
 /// Starts nova-api again if a phase that killed it fails midway: other tests need it.
@@ -218,19 +273,23 @@ fn write_timeline(timeline: &Timeline) -> PathBuf {
 #[test]
 fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
     let _heavy = one_at_a_time();
+    // Phase 4 takes nova-api down.
+    let _plane = exclusive_plane();
     let endpoint = endpoint();
     let name = unique("hybrid");
     let admin = Admin::connect();
     let tenant = admin.create_tenant(&name);
     let _gone = TenantGone(&admin, &tenant);
     let text = hybrid_config(&endpoint, &name);
+    let credentials_url =
+        toml::from_str::<toml::Table>(&text).unwrap()["credentials"]["url"].as_str().unwrap().to_string();
     bootstrap_and_publish(config_file(&text).path());
 
     let mut service = Service::start_with_config(Some(&text), &[]);
     for (key, value) in tenant.env(admin.keystone()) {
         service.set_env(&key, &value);
     }
-    service.start_controller(&[]);
+    let metrics_url = service.start_controller(&[]);
     service.start_fleet_agent();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -295,8 +354,11 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
         assert_eq!((max(|s| s.private), max(|s| s.public)), (2, 2), "both pools filled to their caps");
         assert!(first_private <= first_public, "Nova first: {first_private} s, EC2 {first_public} s");
         let decisions = t.decisions_since(t1);
-        let first_launch = decisions.iter().find(|d| launched(d, "private") + launched(d, "public") > 0).unwrap();
-        assert_eq!(launched(first_launch, "private"), 2, "Nova up to its ceiling first: {first_launch}");
+        // Nova up to its ceiling before (or in the same check as) the first EC2 launch; uploads
+        // still arriving may make that more than one check.
+        let first_public = decisions.iter().position(|d| launched(d, "public") > 0).unwrap();
+        let private_by_then: u64 = decisions[..=first_public].iter().map(|d| launched(d, "private")).sum();
+        assert_eq!(private_by_then, 2, "Nova filled first: {:?}", &decisions[..=first_public]);
         // Draining: every EC2 instance is terminated before any Nova server.
         let terminated: Vec<String> = decisions
             .iter()
@@ -310,6 +372,10 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
         let csv = write_timeline(&t);
         eprintln!("hybrid timeline: {} and timeline.png beside it", csv.display());
     }
+    // The Nova workers had no AWS keys: each got its credentials from the controller.
+    let metrics = service.get_text(&metrics_url);
+    let vended = counter(&metrics, r#"skyburst_credential_requests_total{kind="token",outcome="vended"}"#);
+    assert!(vended >= 2.0, "each private worker exchanged its token: {metrics}");
 
     // 2. Revoked tokens, then no Nova quota: the check that wants Nova servers starts EC2
     //    instances instead.
@@ -381,6 +447,7 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
         assert!(started.elapsed() < Duration::from_secs(90), "two private workers within 90 s: {fleet}");
         std::thread::sleep(Duration::from_millis(250));
     }
+    check_vending(&service, &runtime, &nova, &credentials_url);
     nova_api("kill");
     let back = NovaApiBack(true);
     let killed = start.elapsed().as_secs_f64();

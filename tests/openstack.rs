@@ -35,7 +35,11 @@ fn unique(prefix: &str) -> String {
 /// Servers are created with the deployment, pool and launch-id tags and found by them; a retried
 /// launch id creates nothing; they go BUILD → ACTIVE; deleting them (twice) empties the list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The plane's lock is a std lock held for the whole test on purpose: nothing else in this
+// runtime takes it.
+#[allow(clippy::await_holding_lock)]
 async fn nova_launches_lists_retries_and_deletes_by_tag() {
+    let _plane = crate::support::openstack::shared_plane();
     let deployment = unique("nova");
     let nova = provider(&deployment);
     let tags =
@@ -47,6 +51,7 @@ async fn nova_launches_lists_retries_and_deletes_by_tag() {
         user_data: "#cloud-config\n".into(),
         tags,
         launch_id: unique("launch"),
+        instance_tokens: Vec::new(),
     };
     let launched = nova.launch(&spec, 2).await.unwrap();
     assert_eq!(launched.len(), 2, "{launched:?}");
@@ -70,6 +75,10 @@ async fn nova_launches_lists_retries_and_deletes_by_tag() {
     }
     let limits = nova.limits().await.unwrap();
     assert!(limits.in_use >= 2 && limits.max_instances.is_some_and(|max| max >= 2), "{limits:?}");
+    // Flavor 1 (1 vCPU, 512 MiB) under the default quotas (10 instances, 20 vCPUs, 50 GiB):
+    // instances bind first.
+    let room = limits.room.expect("the plane reports limits");
+    assert!(room <= limits.max_instances.unwrap() - limits.in_use, "{limits:?}");
 
     for id in &ids {
         nova.terminate(id).await.unwrap();

@@ -16,6 +16,7 @@ use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, ProvideCredentials, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
@@ -29,7 +30,7 @@ const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach AWS; from the `[aws]` config section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct AwsSettings {
     /// Region; `None`: the SDK's chain (`AWS_REGION`, the profile, instance metadata).
     pub region: Option<String>,
@@ -47,6 +48,9 @@ pub struct AwsSettings {
     pub call_log: Option<PathBuf>,
     /// Names this process in the call log (`serve`, `worker`, `controller`, ...).
     pub role: String,
+    /// Credentials from this provider instead of the default chain (a Nova worker's vended
+    /// credentials); `None`: the default chain.
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 /// Why the AWS session could not be set up. Each says what to do.
@@ -99,7 +103,12 @@ impl AwsSession {
             }
         };
         let region = region.ok_or(AwsSetupError::NoRegion)?;
-        let credentials = DefaultCredentialsChain::builder().region(region.clone()).imds_client(imds).build().await;
+        let credentials = match &settings.credentials {
+            Some(given) => given.clone(),
+            None => SharedCredentialsProvider::new(
+                DefaultCredentialsChain::builder().region(region.clone()).imds_client(imds).build().await,
+            ),
+        };
         match tokio::time::timeout(CREDENTIALS_TIMEOUT, credentials.provide_credentials()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(AwsSetupError::NoCredentials(error_chain(&e))),

@@ -31,6 +31,21 @@ pub const TAG_POOL: &str = "skyburst:pool";
 /// Tag naming the launch request, so a retried launch finds its instances.
 pub const TAG_LAUNCH_ID: &str = "skyburst:launch-id";
 
+/// Metadata holding the sha256 (hex) of an instance's one-time credentials token, by which the
+/// controller binds the token to the instance.
+pub const TAG_TOKEN_SHA256: &str = "skyburst:token-sha256";
+/// Stands in the user-data for the instance's one-time token; replaced per instance.
+pub const TOKEN_PLACEHOLDER: &str = "@@SKYBURST_INSTANCE_TOKEN@@";
+
+/// One instance's one-time credentials token (clouds without instance roles: Nova).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceToken {
+    /// The token: replaces [`TOKEN_PLACEHOLDER`] in that instance's user-data.
+    pub token: String,
+    /// Its sha256 (hex): set as the instance's [`TAG_TOKEN_SHA256`] metadata.
+    pub sha256: String,
+}
+
 /// `Result` with [`ProviderError`].
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 
@@ -49,6 +64,9 @@ pub struct LaunchSpec {
     pub tags: BTreeMap<String, String>,
     /// Unique per launch decision: a retry with the same id does not start more instances.
     pub launch_id: String,
+    /// One per instance, for providers whose instances get vended credentials (Nova); empty
+    /// elsewhere.
+    pub instance_tokens: Vec<InstanceToken>,
 }
 
 /// One instance as its cloud reports it.

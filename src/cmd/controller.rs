@@ -15,7 +15,11 @@ pub fn run(config: &Config, args: &ControllerArgs, config_file: Option<&Path>) -
         let controller = app::controller(config, config_file, args.dry_run).await?;
         let c = &config.controller;
         let addr = format!("{}:{}", c.metrics_bind, c.metrics_port);
-        let (server, bound) = controller::serve::metrics_server(&addr, controller.metrics.clone())?;
+        let extras = controller::serve::Extras {
+            #[cfg(feature = "aws")]
+            vendor: controller.vendor.clone(),
+        };
+        let (server, bound) = controller::serve::metrics_server(&addr, controller.metrics.clone(), extras)?;
         let handle = server.handle();
         tokio::spawn(server);
         println!("skyburst controller: metrics on http://{bound}/metrics");

@@ -55,8 +55,8 @@ mod agent {
     /// A pool's cloud, with the one call the agent needs beyond [`Provider`]: the user-data an
     /// instance was started with.
     enum Cloud {
-        Ec2(Ec2Provider),
-        Nova(NovaProvider),
+        Ec2(Box<Ec2Provider>),
+        Nova(Box<NovaProvider>),
     }
 
     impl Cloud {
@@ -90,8 +90,8 @@ mod agent {
         let mut pools = Vec::new();
         for pool in &config.pools {
             let cloud = match (&pool.provider, &session) {
-                (ProviderKind::Ec2, Some(session)) => Cloud::Ec2(app::ec2_provider(config, pool, session)),
-                (ProviderKind::Nova, _) => Cloud::Nova(app::nova_provider(config, pool)?),
+                (ProviderKind::Ec2, Some(session)) => Cloud::Ec2(Box::new(app::ec2_provider(config, pool, session))),
+                (ProviderKind::Nova, _) => Cloud::Nova(Box::new(app::nova_provider(config, pool)?)),
                 _ => continue,
             };
             pools.push((pool.clone(), cloud));
@@ -196,6 +196,13 @@ mod agent {
             }
             // The instance's model directory is this machine's.
             command.env("SKYBURST_DETECTOR__MODEL_DIR", &self.model_dir);
+            if let Cloud::Nova(_) = provider {
+                // A Nova server has no instance role and no keys: its worker gets AWS
+                // credentials from the controller's vending endpoint, or none.
+                for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"] {
+                    command.env_remove(key);
+                }
+            }
             let child = command.spawn().context("cannot start skyburst worker")?;
             println!(
                 "skyburst dev fleet-agent: instance {id} of pool {} booted; worker pid {:?}",

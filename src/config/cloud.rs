@@ -1,5 +1,6 @@
-//! The config sections of the cloud deployments: how to reach AWS (`[aws]`) and what a cloud
-//! worker installs when it boots (`[boot]`).
+//! The config sections of the cloud deployments: how to reach AWS (`[aws]`), what a cloud
+//! worker installs when it boots (`[boot]`), and the AWS credentials the controller vends to
+//! workers without an instance role (`[credentials]`).
 
 use std::path::PathBuf;
 
@@ -68,5 +69,36 @@ impl Default for BootConfig {
             version: env!("CARGO_PKG_VERSION").into(),
             model_dir: PathBuf::from("/var/lib/skyburst/models"),
         }
+    }
+}
+
+/// `[credentials]`: short-lived AWS credentials for workers that have no instance role (Nova
+/// servers reaching SQS and S3). The controller assumes `role_arn` with STS for each worker and
+/// serves the result at `url`; a worker calls it once with the one-time token from its
+/// user-data (bound to its server id), then with the refresh token each answer carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    /// Controller: the role assumed for workers; its permissions are further scoped to this
+    /// deployment's queues and buckets by a session policy. Unset (the default): no vending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// Controller: the vended credentials' lifetime, 900..=43200 s (STS's bounds). Default
+    /// 3600; workers renew them 5 minutes before they expire.
+    pub duration_seconds: u32,
+    /// The controller's `/v1/credentials` endpoint as workers reach it, e.g.
+    /// `http://10.0.0.5:9464/v1/credentials` (served on `controller.metrics_bind` and
+    /// `metrics_port`). Rendered into Nova workers' config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Worker: its one-time token, rendered into its user-data per server; useless once used
+    /// and on any other server. Never set by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        Self { role_arn: None, duration_seconds: 3600, url: None, token: None }
     }
 }

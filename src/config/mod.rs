@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use cloud::{AwsConfig, BootConfig};
+pub use cloud::{AwsConfig, BootConfig, CredentialsConfig};
 pub use scaling::{ControllerConfig, Distribution, PoolConfig, ProviderKind, ScalingConfig, SimulateConfig};
 pub use service::{
     default_data_dir, EmbeddedConfig, FrontendConfig, QueueBackend, QueueConfig, StoreBackend, StoreConfig,
@@ -52,6 +52,8 @@ pub struct Config {
     pub aws: AwsConfig,
     /// What a cloud worker installs when it boots.
     pub boot: BootConfig,
+    /// AWS credentials vended to workers without an instance role.
+    pub credentials: CredentialsConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             simulate: SimulateConfig::default(),
             aws: AwsConfig::default(),
             boot: BootConfig::default(),
+            credentials: CredentialsConfig::default(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Range checks on a deserialized [`Config`]: pure (no I/O, no environment), collecting every
 //! problem so an operator fixes them in one pass.
 
-use super::{Config, DeviceKind, PoolConfig, ProviderKind};
+use super::{Config, DeviceKind, PoolConfig, ProviderKind, QueueBackend, StoreBackend};
 
 /// Longest queue or bucket name; SQS allows 80 characters, S3 63.
 const MAX_NAME: usize = 63;
@@ -186,6 +186,42 @@ fn cloud(config: &Config, check: &mut impl FnMut(bool, String)) {
     }
     for pool in &config.pools {
         pool_settings(pool, check);
+    }
+    vending(config, check);
+}
+
+/// Nova workers reaching SQS or S3 need vended credentials: they have no instance role, and
+/// long-lived keys never go into user-data.
+fn vending(config: &Config, check: &mut impl FnMut(bool, String)) {
+    let c = &config.credentials;
+    check(
+        (900..=43200).contains(&c.duration_seconds),
+        format!("credentials.duration_seconds = {} must be in 900..=43200 (STS's bounds)", c.duration_seconds),
+    );
+    let on_aws = config.queue.backend == QueueBackend::Sqs || config.store.backend == StoreBackend::S3;
+    if let Some(pool) = config.pools.iter().find(|p| p.provider == ProviderKind::Nova).filter(|_| on_aws) {
+        for (key, set) in [("role_arn", c.role_arn.is_some()), ("url", c.url.is_some())] {
+            check(
+                set,
+                format!(
+                    "credentials.{key} must be set: workers of the nova pool {:?} reach SQS/S3 with credentials \
+                     the controller vends (they have no instance role)",
+                    pool.name
+                ),
+            );
+        }
+    }
+    if let Some(arn) = &c.role_arn {
+        check(
+            arn.starts_with("arn:") && arn.contains(":role/"),
+            format!("credentials.role_arn = {arn:?} is not a role ARN"),
+        );
+    }
+    if let Some(url) = &c.url {
+        check(
+            url.starts_with("http://") || url.starts_with("https://"),
+            format!("credentials.url = {url:?} must be an http(s) URL"),
+        );
     }
 }
 

@@ -77,7 +77,7 @@ impl Actor {
         match action {
             Action::Launch { pool, count } => {
                 let handle = find(pools, pool)?;
-                let spec = self.spec(handle);
+                let spec = self.spec(handle, *count);
                 match handle.provider.launch(&spec, *count).await {
                     Ok(started) => {
                         self.metrics.launched(pool, started.len() as u64);
@@ -114,6 +114,8 @@ impl Actor {
                 handle.provider.terminate(id).await.inspect_err(|e| self.metrics.provider_error(pool, e))?;
                 self.metrics.terminated(pool, reason);
                 let _ = self.store.delete(&self.bucket, &control::drain_key(id)).await;
+                // Its refresh token dies with it (the vendor also checks the server exists).
+                let _ = self.store.delete(&self.bucket, &crate::credentials::record_key(id)).await;
                 set(o, pool, id, |i| i.state = InstanceState::Stopping);
                 Ok(())
             }
@@ -134,7 +136,7 @@ impl Actor {
         }
     }
 
-    fn spec(&self, pool: &Pool) -> LaunchSpec {
+    fn spec(&self, pool: &Pool, count: u32) -> LaunchSpec {
         let c = &pool.config;
         let tags = [(TAG_DEPLOYMENT, self.deployment.as_str()), (TAG_POOL, c.name.as_str())]
             .into_iter()
@@ -148,6 +150,11 @@ impl Actor {
             tags,
             // Short and unique per decision; a retry of this same call reuses it.
             launch_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            instance_tokens: if pool.vends_credentials {
+                (0..count).map(|_| crate::credentials::new_token()).collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }

@@ -8,10 +8,12 @@ use skyburst_policies::{Observation, PoolHealth};
 
 use super::Pool;
 
-/// How long a pool's limits are trusted. They change only when an operator edits quotas or
-/// other tenants start or stop servers, and a launch past them is refused (`Quota`) and
-/// re-planned onto the next pool in the same check, so one `GET /limits` per 30 s per pool is
-/// enough (6 ticks at the default 5 s).
+/// How long a pool's limits are trusted while they leave the pool its configured quota. They
+/// change only when an operator edits quotas or other tenants start or stop servers, and a
+/// launch past them is refused (`Quota`) and re-planned onto the next pool in the same check,
+/// so one `GET /limits` per 30 s per pool is enough (6 ticks at the default 5 s). Limits that
+/// bind (below the configured quota) are read every check, so room that opens up is used at
+/// once rather than burst past for up to 30 s.
 pub const REFRESH_MS: i64 = 30_000;
 
 /// The pools' cloud ceilings, as last read.
@@ -35,7 +37,10 @@ impl Ceilings {
     pub async fn apply(&mut self, pools: &[Pool], observation: &mut Observation, now_ms: i64) {
         for view in &mut observation.pools {
             let Some(pool) = pools.iter().find(|p| p.config.name == view.name) else { continue };
-            let stale = self.known.get(&view.name).is_none_or(|k| now_ms - k.at_ms >= REFRESH_MS);
+            let stale = self.known.get(&view.name).is_none_or(|k| {
+                let binding = k.ceiling.is_some_and(|ceiling| ceiling < view.quota);
+                binding || now_ms - k.at_ms >= REFRESH_MS
+            });
             if stale && view.health == PoolHealth::Ok {
                 match pool.provider.limits().await {
                     Ok(limits) => {

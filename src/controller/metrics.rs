@@ -22,6 +22,12 @@ struct PoolState {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindOutcome {
+    kind: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolReason {
     pool: String,
     reason: String,
@@ -42,6 +48,7 @@ pub struct Metrics {
     throughput: Gauge<f64, AtomicU64>,
     blind_checks: Counter,
     backoff_seconds: Gauge<f64, AtomicU64>,
+    credentials: Family<KindOutcome, Counter>,
 }
 
 impl Metrics {
@@ -61,6 +68,7 @@ impl Metrics {
             throughput: Gauge::default(),
             blind_checks: Counter::default(),
             backoff_seconds: Gauge::default(),
+            credentials: Family::default(),
         };
         let r = &mut m.registry;
         r.register("controller_ticks", "Checks made", m.ticks.clone());
@@ -81,6 +89,11 @@ impl Metrics {
             "controller_backoff_seconds",
             "Wait before the next check (grows while checks fail)",
             m.backoff_seconds.clone(),
+        );
+        r.register(
+            "credential_requests",
+            "Requests for vended credentials, by kind (token, refresh) and outcome",
+            m.credentials.clone(),
         );
         r.register(
             "instance_throughput_jobs_per_second",
@@ -140,6 +153,11 @@ impl Metrics {
     /// Counts a failed provider call by its kind.
     pub fn provider_error(&self, pool: &str, e: &ProviderError) {
         self.provider_errors.get_or_create(&PoolReason { pool: pool.into(), reason: e.kind().into() }).inc();
+    }
+
+    /// Counts a request for vended credentials.
+    pub fn credentials(&self, kind: &str, outcome: &str) {
+        self.credentials.get_or_create(&KindOutcome { kind: kind.into(), outcome: outcome.into() }).inc();
     }
 
     /// The text exposition format.

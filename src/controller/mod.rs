@@ -43,6 +43,8 @@ pub struct Pool {
     pub provider: Arc<dyn Provider>,
     /// cloud-init user-data for its instances (empty for `local`).
     pub user_data: String,
+    /// Its instances get a one-time credentials token each (Nova workers reaching AWS).
+    pub vends_credentials: bool,
 }
 
 /// The controller's fixed settings.
@@ -81,6 +83,9 @@ pub struct Controller {
     bucket: String,
     /// Shared with the `/metrics` endpoint.
     pub metrics: Arc<Metrics>,
+    /// Vends Nova workers their AWS credentials at `/v1/credentials`, when configured.
+    #[cfg(feature = "aws")]
+    pub vendor: Option<Arc<crate::credentials::vendor::CredentialVendor>>,
 }
 
 /// What the loop carries between checks: the policy's state and the status history (both
@@ -163,7 +168,19 @@ impl Controller {
             metrics: metrics.clone(),
         };
         let lease = LeaseKeeper::new(store.clone(), bucket.clone(), settings.id.clone(), settings.lease_ttl);
-        Self { settings, policy, pools, observer, actor, lease, store, bucket, metrics }
+        Self {
+            settings,
+            policy,
+            pools,
+            observer,
+            actor,
+            lease,
+            store,
+            bucket,
+            metrics,
+            #[cfg(feature = "aws")]
+            vendor: None,
+        }
     }
 
     /// Checks every tick until `shutdown`; never stops on a cloud or store error.

@@ -138,6 +138,7 @@ async fn ec2_launches_lists_retries_and_terminates() {
         user_data: "#cloud-config\nruncmd: [[echo, hi]]\n".into(),
         tags,
         launch_id: unique("launch"),
+        instance_tokens: Vec::new(),
     };
     let launched = ec2.launch(&spec, 2).await.unwrap();
     assert_eq!(launched.len(), 2);

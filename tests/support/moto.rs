@@ -39,6 +39,7 @@ pub async fn session(endpoint: &str) -> AwsSession {
         max_attempts: 3,
         call_log: None,
         role: "test".into(),
+        credentials: None,
     };
     AwsSession::load(&settings).await.expect("test credentials are in the environment")
 }

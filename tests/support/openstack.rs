@@ -4,6 +4,7 @@
 //! faults are made the way an operator would make them, not through the code under test.
 
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,6 +16,19 @@ pub const FLAVOR: &str = "1";
 
 /// Nova, as the plane's catalog lists it.
 const NOVA: &str = "http://127.0.0.1:18774/v2.1";
+
+/// Tests that use the plane share it; the one that takes nova-api down has it alone.
+static PLANE: RwLock<()> = RwLock::new(());
+
+/// A share of the plane, for tests that need its services up (a failed test poisons nothing).
+pub fn shared_plane() -> RwLockReadGuard<'static, ()> {
+    PLANE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The plane alone, for a test that stops its services.
+pub fn exclusive_plane() -> RwLockWriteGuard<'static, ()> {
+    PLANE.write().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The administrator's session.
 pub struct Admin {

@@ -23,7 +23,10 @@ use openstack_sdk::types::ServiceType;
 use openstack_sdk::AsyncOpenStack;
 use serde::Deserialize;
 
-use crate::{Instance, LaunchSpec, Limits, Provider, ProviderError, Result, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL};
+use crate::{
+    Instance, LaunchSpec, Limits, Provider, ProviderError, Result, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL,
+    TAG_TOKEN_SHA256, TOKEN_PLACEHOLDER,
+};
 
 /// The compute microversion of listings and reads: 2.52 added server tags at create (tag
 /// filters came in 2.26; `OS-EXT-SRV-ATTR:user_data` in 2.3).
@@ -215,16 +218,12 @@ impl NovaProvider {
     async fn flavor_size(&self) -> Result<FlavorSize> {
         self.flavor
             .get_or_try_init(|| async {
-                #[derive(Deserialize)]
-                struct Answer {
-                    flavor: FlavorSize,
-                }
                 let request = flavor::Request::builder()
                     .id(self.settings.flavor.as_str())
                     .build()
                     .map_err(|e| self.invalid(e.to_string()))?;
-                let answer: Answer = self.query(&request).await?;
-                Ok(answer.flavor)
+                // openstack_sdk answers the `flavor` object itself.
+                self.query::<_, FlavorSize>(&request).await
             })
             .await
             .copied()
@@ -327,20 +326,22 @@ impl NovaProvider {
                 create_252::NetworksBuilder::default().uuid(s.network.clone()).build().map_err(|e| invalid(&e))?;
             create_252::ServerNetworks::F1(vec![network])
         };
+        let mut metadata: BTreeMap<String, String> = spec.tags.clone();
+        metadata.insert(TAG_LAUNCH_ID.into(), spec.launch_id.clone());
+        let mut user_data = spec.user_data.clone();
+        if let Some(token) = spec.instance_tokens.get(index as usize) {
+            user_data = user_data.replace(TOKEN_PLACEHOLDER, &token.token);
+            metadata.insert(TAG_TOKEN_SHA256.into(), token.sha256.clone());
+        }
         let mut server = create_252::ServerBuilder::default();
         server
             .name(format!("{}-{}-{}-{index}", s.deployment, s.pool, spec.launch_id))
             .image_ref(spec.image.clone())
             .flavor_ref(spec.flavor.clone())
             .networks(networks)
-            .user_data(base64::engine::general_purpose::STANDARD.encode(&spec.user_data))
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&user_data))
             .tags(tags.into_iter().map(Into::into).collect::<Vec<_>>())
-            .metadata(
-                spec.tags
-                    .iter()
-                    .chain([(&TAG_LAUNCH_ID.to_string(), &spec.launch_id)])
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
+            .metadata(metadata.into_iter());
         if let Some(key) = &s.key_name {
             server.key_name(key.clone());
         }

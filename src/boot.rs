@@ -249,6 +249,22 @@ mod tests {
         assert!(!text.contains("a-secret-token"), "front-end tokens never reach a worker");
     }
 
+    /// A Nova worker's config carries the endpoint and the token placeholder (each server's
+    /// own token replaces it at launch), never the role; an EC2 worker's carries neither.
+    #[test]
+    fn nova_workers_get_the_vending_endpoint_and_a_token_placeholder() {
+        let mut config = Config::default();
+        config.credentials.role_arn = Some("arn:aws:iam::1:role/nova-worker".into());
+        config.credentials.url = Some("http://10.0.0.5:9464/v1/credentials".into());
+        let nova = PoolConfig { name: "private".into(), provider: ProviderKind::Nova, ..ec2_pool() };
+        let text = worker_config(&config, &nova);
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed.credentials.url, config.credentials.url);
+        assert_eq!(parsed.credentials.token.as_deref(), Some(skyburst_providers::TOKEN_PLACEHOLDER));
+        assert_eq!(parsed.credentials.role_arn, None, "{text}");
+        assert!(!worker_config(&config, &ec2_pool()).contains("[credentials]"));
+    }
+
     #[test]
     fn placeholders_take_their_column_and_unknown_lines_stay() {
         let filled = fill("a:\n  b: |\n    {{x}}\n  {{unknown}}\n", &[("x", "one\n\ntwo\n".into())]);

@@ -24,44 +24,25 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skyburst_providers::Provider;
 
-use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, unique, AMI};
+use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, set, unique, AMI};
 use crate::support::openstack::{exclusive_plane, nova_api, Admin, FLAVOR, IMAGE};
-use crate::support::service::{detect_body, one_at_a_time, Service};
+use crate::support::service::{one_at_a_time, Service};
 
 /// Seconds an unreachable Nova's last listing stands in (phase 4).
 const GRACE_S: f64 = 6.0;
 
-/// A test copy of `examples/configs/hybrid.toml` on `endpoint` with fresh names under `name`.
+/// A test copy of `examples/configs/hybrid.toml` on `endpoint` ([`moto::test_config`]) with
+/// the test caps: private 2 and public 2.
 fn hybrid_config(endpoint: &str, name: &str) -> String {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/hybrid.toml");
-    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
-    let mut set = |section: &str, key: &str, value: toml::Value| {
-        let table = config.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
-        table.as_table_mut().unwrap().insert(key.into(), value);
-    };
+    let mut config = moto::test_config("hybrid.toml", endpoint, name);
     let text = |s: &str| toml::Value::String(s.into());
-    set("queue", "requests", text(&format!("{name}-requests")));
-    set("queue", "responses_prefix", text(&format!("{name}-responses")));
-    set("queue", "visibility_timeout_seconds", 2.into());
-    set("queue", "long_poll_seconds", 1.into());
-    set("store", "input_bucket", text(&format!("{name}-input")));
-    set("store", "output_bucket", text(&format!("{name}-output")));
-    set("aws", "region", text("us-east-1"));
-    set("aws", "endpoint_url", text(endpoint));
-    set("detector", "model_dir", text(&crate::support::model_dir().display().to_string()));
-    set("scaling", "max", 4.into());
-    set("scaling", "debounce_checks", 2.into());
-    set("scaling", "unavailable_grace_seconds", GRACE_S.into());
-    set("controller", "deployment", text(name));
-    set("controller", "tick_seconds", 0.5.into());
-    set("controller", "lease_seconds", 2.0.into());
+    set(&mut config, "scaling", "unavailable_grace_seconds", GRACE_S.into());
     // Workers reach the vending endpoint at a URL rendered into their user-data: a port known
     // before the controller starts.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    set("controller", "metrics_bind", text("127.0.0.1"));
-    set("controller", "metrics_port", i64::from(port).into());
-    set("credentials", "url", text(&format!("http://127.0.0.1:{port}/v1/credentials")));
-    set("credentials", "duration_seconds", 900.into());
+    set(&mut config, "controller", "metrics_port", i64::from(port).into());
+    set(&mut config, "credentials", "url", text(&format!("http://127.0.0.1:{port}/v1/credentials")));
+    set(&mut config, "credentials", "duration_seconds", 900.into());
     // The example waits up to 60 s for booting Nova servers before bursting; here the burst is
     // what is tested.
     config["scaling"].as_table_mut().unwrap().remove("latency_objective_seconds");
@@ -157,14 +138,7 @@ fn launched(decision: &Value, pool: &str) -> u64 {
 /// Uploads `count` images (bus and zidane in turn) and waits for every answer; returns the pool
 /// that answered each.
 fn burst(service: &Service, count: usize, tag: &str) -> Vec<String> {
-    let jobs: Vec<String> = (0..count)
-        .map(|i| {
-            let image = if i % 2 == 0 { "bus.jpg" } else { "zidane.jpg" };
-            let (status, body) = service.post_json("/api/jobs", &detect_body(&format!("{tag}-{i}"), image));
-            assert_eq!(status, 202, "{body}");
-            body["job_id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let jobs = service.post_images(count, tag);
     jobs.iter()
         .map(|job| {
             let answer = service.wait_for_job(job, Duration::from_secs(240));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use skyburst_providers::Provider;
 
 use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, unique};
-use crate::support::service::{detect_body, one_at_a_time, Service};
+use crate::support::service::{one_at_a_time, Service};
 use crate::support::{run, skyburst};
 
 const IMAGES: usize = 30;
@@ -38,14 +38,7 @@ fn thirty_images_on_the_emulated_cloud() {
     let session = runtime.block_on(moto::session(&endpoint));
     let ec2 = skyburst::app::ec2_provider(&config, &config.pools[0], &session);
 
-    let jobs: Vec<String> = (0..IMAGES)
-        .map(|i| {
-            let image = if i % 2 == 0 { "bus.jpg" } else { "zidane.jpg" };
-            let (status, body) = service.post_json("/api/jobs", &detect_body(&format!("img-{i}"), image));
-            assert_eq!(status, 202, "{body}");
-            body["job_id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let jobs = service.post_images(IMAGES, "img");
     for (i, job) in jobs.iter().enumerate() {
         let answer = service.wait_for_job(job, Duration::from_secs(240));
         if i == 0 {

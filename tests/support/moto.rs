@@ -44,37 +44,52 @@ pub async fn session(endpoint: &str) -> AwsSession {
     AwsSession::load(&settings).await.expect("test credentials are in the environment")
 }
 
-/// A test copy of `examples/configs/aws.toml` on `endpoint`: fresh names under `name`, test
-/// knobs (cap 4, tick 0.5 s, visibility 2 s and a 1 s long poll as `Service` sets them), moto's
-/// AMI in the default VPC.
-pub fn aws_config(endpoint: &str, name: &str) -> String {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/aws.toml");
-    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
-    let mut set = |section: &str, key: &str, value: toml::Value| {
-        let table = config.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
-        table.as_table_mut().unwrap().insert(key.into(), value);
-    };
+/// `examples/configs/<example>` with the test knobs every cloud test shares: fresh queue,
+/// bucket and deployment names under `name`, moto at `endpoint`, cap 4, tick 0.5 s, visibility
+/// 2 s and a 1 s long poll (as `Service` sets them).
+pub fn test_config(example: &str, endpoint: &str, name: &str) -> toml::Table {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs").join(example);
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let text = |s: &str| toml::Value::String(s.into());
-    set("queue", "requests", text(&format!("{name}-requests")));
-    set("queue", "responses_prefix", text(&format!("{name}-responses")));
-    set("queue", "visibility_timeout_seconds", 2.into());
-    set("queue", "long_poll_seconds", 1.into());
-    set("store", "input_bucket", text(&format!("{name}-input")));
-    set("store", "output_bucket", text(&format!("{name}-output")));
-    set("aws", "region", text("us-east-1"));
-    set("aws", "endpoint_url", text(endpoint));
-    set("detector", "model_dir", text(&super::model_dir().display().to_string()));
-    set("scaling", "max", 4.into());
-    set("scaling", "debounce_checks", 2.into());
-    set("controller", "deployment", text(name));
-    set("controller", "tick_seconds", 0.5.into());
-    set("controller", "lease_seconds", 2.0.into());
-    set("controller", "metrics_port", 0.into());
+    let settings: [(&str, &str, toml::Value); 16] = [
+        ("queue", "requests", text(&format!("{name}-requests"))),
+        ("queue", "responses_prefix", text(&format!("{name}-responses"))),
+        ("queue", "visibility_timeout_seconds", 2.into()),
+        ("queue", "long_poll_seconds", 1.into()),
+        ("store", "input_bucket", text(&format!("{name}-input"))),
+        ("store", "output_bucket", text(&format!("{name}-output"))),
+        ("aws", "region", text("us-east-1")),
+        ("aws", "endpoint_url", text(endpoint)),
+        ("detector", "model_dir", text(&super::model_dir().display().to_string())),
+        ("scaling", "max", 4.into()),
+        ("scaling", "debounce_checks", 2.into()),
+        ("controller", "deployment", text(name)),
+        ("controller", "tick_seconds", 0.5.into()),
+        ("controller", "lease_seconds", 2.0.into()),
+        ("controller", "metrics_bind", text("127.0.0.1")),
+        ("controller", "metrics_port", 0.into()),
+    ];
+    for (section, key, value) in settings {
+        set(&mut config, section, key, value);
+    }
+    config
+}
+
+/// Sets `[section] key = value` in `config`.
+pub fn set(config: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let table = config.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
+    table.as_table_mut().unwrap().insert(key.into(), value);
+}
+
+/// A test copy of `examples/configs/aws.toml` on `endpoint` ([`test_config`]): its pool capped
+/// at 4, moto's AMI in the default VPC.
+pub fn aws_config(endpoint: &str, name: &str) -> String {
+    let mut config = test_config("aws.toml", endpoint, name);
     let pool = config["pools"].as_array_mut().unwrap()[0].as_table_mut().unwrap();
     pool.insert("quota".into(), 4.into());
     pool.insert("boot_seconds".into(), 1.0.into());
-    pool.insert("image".into(), text(AMI));
-    pool.insert("flavor".into(), text("t3.medium"));
+    pool.insert("image".into(), toml::Value::String(AMI.into()));
+    pool.insert("flavor".into(), toml::Value::String("t3.medium".into()));
     for key in ["subnets", "security_groups", "instance_profile"] {
         pool.remove(key);
     }

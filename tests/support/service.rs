@@ -215,6 +215,19 @@ impl Service {
         ["visible", "in_flight", "delayed"].iter().map(|k| q["requests"][k].as_u64().unwrap()).sum()
     }
 
+    /// Posts `count` images (bus.jpg and zidane.jpg in turn, ids `<tag>-<i>`) to `/api/jobs`;
+    /// returns their job ids.
+    pub fn post_images(&self, count: usize, tag: &str) -> Vec<String> {
+        (0..count)
+            .map(|i| {
+                let image = if i % 2 == 0 { "bus.jpg" } else { "zidane.jpg" };
+                let (status, body) = self.post_json("/api/jobs", &detect_body(&format!("{tag}-{i}"), image));
+                assert_eq!(status, 202, "{body}");
+                body["job_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
     /// GET → (status, JSON body or Null).
     pub fn get(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(format!("{}{path}", self.url)).send().unwrap();

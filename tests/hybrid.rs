@@ -25,7 +25,7 @@ use serde_json::Value;
 use skyburst_providers::Provider;
 
 use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, set, unique, AMI};
-use crate::support::openstack::{exclusive_plane, nova_api, Admin, FLAVOR, IMAGE};
+use crate::support::openstack::{exclusive_plane, nova_api, Admin, TenantGone, FLAVOR, IMAGE};
 use crate::support::service::{one_at_a_time, Service};
 
 /// Seconds an unreachable Nova's last listing stands in (phase 4).
@@ -207,15 +207,6 @@ impl Drop for NovaApiBack {
         if self.0 {
             nova_api("start");
         }
-    }
-}
-
-/// Deletes the test's project, user and servers, whatever happens.
-struct TenantGone<'a>(&'a Admin, &'a crate::support::openstack::Tenant);
-
-impl Drop for TenantGone<'_> {
-    fn drop(&mut self) {
-        self.0.delete_tenant(self.1);
     }
 }
 

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use skyburst_providers::nova::{cloud_config, NovaProvider, NovaSettings};
+use skyburst_providers::nova::{cloud_config, cloud_config_from, NovaProvider, NovaSettings};
+
+use crate::support::openstack::{Admin, TenantGone};
 use skyburst_providers::{InstanceState, LaunchSpec, Provider, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL};
 
 /// The plane's fixture image and flavor (scripts/openstack-local/lib.sh).
@@ -91,4 +93,40 @@ async fn nova_launches_lists_retries_and_deletes_by_tag() {
     for id in &ids {
         nova.terminate(id).await.unwrap();
     }
+}
+
+/// Keystone application credentials authenticate as well as passwords
+/// (`OS_AUTH_TYPE=v3applicationcredential` with `OS_APPLICATION_CREDENTIAL_ID` / `_SECRET`), and
+/// the project's limits size the pool's room for the flavor.
+#[test]
+fn an_application_credential_authenticates_and_limits_give_room() {
+    let _plane = crate::support::openstack::shared_plane();
+    let admin = Admin::connect();
+    let tenant = admin.create_tenant(&unique("appcred"));
+    let _gone = TenantGone(&admin, &tenant);
+    let (id, secret) = admin.create_application_credential(&tenant);
+    let vars = [
+        ("OS_AUTH_URL", admin.keystone()),
+        ("OS_AUTH_TYPE", "v3applicationcredential"),
+        ("OS_APPLICATION_CREDENTIAL_ID", &id),
+        ("OS_APPLICATION_CREDENTIAL_SECRET", &secret),
+        ("OS_REGION_NAME", "RegionOne"),
+    ];
+    let cloud = cloud_config_from(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+    let settings = NovaSettings {
+        pool: "private".into(),
+        deployment: unique("appcred"),
+        flavor: FLAVOR.into(),
+        network: "none".into(),
+        security_groups: Vec::new(),
+        key_name: None,
+    };
+    let nova = NovaProvider::new(settings, cloud);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime.block_on(nova.list()).unwrap().is_empty());
+    // A fresh project's default quotas (10 instances, 20 vCPUs, 50 GiB) and flavor 1 (1 vCPU,
+    // 512 MiB): instances bind, at 10.
+    admin.set_instance_quota(&tenant.project_id, 3);
+    let limits = runtime.block_on(nova.limits()).unwrap();
+    assert_eq!((limits.max_instances, limits.in_use, limits.room), (Some(3), 0, Some(3)), "{limits:?}");
 }

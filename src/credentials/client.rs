@@ -34,6 +34,7 @@ impl VendedCredentialsProvider {
     }
 
     async fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        // One exchange at a time: two concurrent first calls would spend the token twice.
         let mut cached = self.cached.lock().await;
         if let Some((credentials, expires)) = cached.as_ref() {
             if SystemTime::now() + RENEW_BEFORE < *expires {
@@ -89,5 +90,93 @@ impl ProvideCredentials for VendedCredentialsProvider {
         Self: 'a,
     {
         future::ProvideCredentials::new(self.credentials())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A one-connection-at-a-time HTTP peer on 127.0.0.1 that answers each POST with the next
+    /// lifetime in `lifetimes_s` and records the request bodies.
+    fn vending_peer(lifetimes_s: Vec<u64>) -> (String, Arc<Mutex<Vec<CredentialsRequest>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/credentials", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for (n, lifetime) in lifetimes_s.into_iter().enumerate() {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                record.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                let expires_at_ms =
+                    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64 + lifetime as i64 * 1000;
+                let answer = serde_json::to_string(&VendedCredentials {
+                    access_key_id: format!("ASIA{n}"),
+                    secret_access_key: "secret".into(),
+                    session_token: "session".into(),
+                    expires_at_ms,
+                    refresh_token: format!("refresh-{n}"),
+                })
+                .unwrap();
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    /// The first call spends the one-time token; credentials are reused while more than 5
+    /// minutes remain; then renewed with the refresh token, which is kept on disk (0600) and
+    /// rotated, so a restarted worker renews without the spent token.
+    #[tokio::test]
+    async fn spends_the_token_once_then_renews_with_rotating_refresh_tokens() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials/i-1.refresh");
+        // 1 h, then 2 min (inside the renewal window), then 1 h.
+        let (url, seen) = vending_peer(vec![3600, 120, 3600]);
+        let provider = VendedCredentialsProvider::new(url.clone(), "i-1".into(), "one-time".into(), file.clone());
+        let first = provider.provide_credentials().await.unwrap();
+        let again = provider.provide_credentials().await.unwrap();
+        assert_eq!((first.access_key_id(), again.access_key_id()), ("ASIA0", "ASIA0"), "cached");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "refresh-0");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+        // Force a renewal: drop the cache as a restarted worker would have none.
+        let restarted = VendedCredentialsProvider::new(url, "i-1".into(), "one-time".into(), file.clone());
+        let short = restarted.provide_credentials().await.unwrap();
+        assert_eq!(short.access_key_id(), "ASIA1");
+        let renewed = restarted.provide_credentials().await.unwrap();
+        assert_eq!(renewed.access_key_id(), "ASIA2", "2 minutes left: renewed");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "refresh-2");
+
+        let requests = seen.lock().unwrap().clone();
+        let sent: Vec<(Option<&str>, Option<&str>)> =
+            requests.iter().map(|r| (r.token.as_deref(), r.refresh_token.as_deref())).collect();
+        assert_eq!(sent, [(Some("one-time"), None), (None, Some("refresh-0")), (None, Some("refresh-1"))]);
+        assert!(requests.iter().all(|r| r.instance_id == "i-1"));
     }
 }

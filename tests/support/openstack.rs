@@ -68,6 +68,15 @@ impl Tenant {
     }
 }
 
+/// Deletes a test's project, user and servers, whatever happens.
+pub struct TenantGone<'a>(pub &'a Admin, pub &'a Tenant);
+
+impl Drop for TenantGone<'_> {
+    fn drop(&mut self) {
+        self.0.delete_tenant(self.1);
+    }
+}
+
 fn plane_missing() -> String {
     "the OpenStack tests need the local plane and its admin OS_* variables: run scripts/test.sh, or \
      `scripts/openstack-local/start.sh` and eval its export lines"
@@ -186,6 +195,20 @@ impl Admin {
             .send()
             .unwrap();
         response.status().is_success()
+    }
+
+    /// An application credential of the tenant's user (made with the user's own token, as
+    /// Keystone requires): (id, secret).
+    pub fn create_application_credential(&self, tenant: &Tenant) -> (String, String) {
+        let token = self.token_for(&tenant.name);
+        let url = format!("{}/users/{}/application_credentials", self.keystone, tenant.user_id);
+        let body = json!({"application_credential": {"name": tenant.name}});
+        let response = self.http.post(&url).header("x-auth-token", token).json(&body).send().unwrap();
+        let status = response.status();
+        let answer: Value = response.json().unwrap();
+        assert!(status.is_success(), "POST {url}: HTTP {status}: {answer}");
+        let credential = &answer["application_credential"];
+        (credential["id"].as_str().unwrap().to_string(), credential["secret"].as_str().unwrap().to_string())
     }
 
     /// A token for `name` (a tenant's user) in its own project.

@@ -8,6 +8,10 @@
 
 pub mod mapping;
 
+// Links Keystone's application-credential auth plugin, which registers itself with
+// openstack_sdk at start-up (see providers/Cargo.toml).
+extern crate openstack_sdk_auth_applicationcredential as _;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

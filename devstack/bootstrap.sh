@@ -30,8 +30,9 @@ this order; each one finds what exists (by name) and creates only what is missin
   flavor    create the worker flavor <prefix>-worker
   network   network <prefix>-private, subnet <prefix>-private-subnet, router <prefix>-router
             to the external network
-  secgroup  security group <prefix>-frontend: ingress tcp/22 from --admin-cidr and tcp/<port>
-            from --client-cidr, nothing else
+  secgroup  security group <prefix>-frontend: ingress tcp/22 from --admin-cidr, tcp/<port>
+            from --client-cidr, and tcp/<controller-port> from --subnet-cidr (the Nova
+            workers fetch their AWS credentials from the controller), nothing else
   keypair   key pair <prefix>-admin from --public-key
   frontend  server <prefix>-frontend (skyburst serve + skyburst controller, through cloud-init
             user-data) on <prefix>-private, with a floating IP on the external network
@@ -52,6 +53,8 @@ Options:
   --client-cidr CIDR      who may reach the front end's port (default: the
                           admin CIDR)                                           [secgroup]
   --frontend-port PORT    the front end's port (default: 8080)                  [secgroup, frontend]
+  --controller-port PORT  the controller's /metrics and /v1/credentials port,
+                          controller.metrics_port (default: 9464)               [secgroup]
   --public-key PATH       the admin's SSH public key                            [keypair]
   --config PATH           the Skyburst config the front end and the controller
                           run with (e.g. examples/configs/hybrid.toml)          [frontend]
@@ -93,6 +96,7 @@ dns_nameserver=""
 admin_cidr=""
 client_cidr=""
 frontend_port=8080
+controller_port=9464
 public_key=""
 config=""
 frontend_flavor=""
@@ -106,7 +110,7 @@ while [ $# -gt 0 ]; do
     --print-user-data) print_user_data=1; shift; continue ;;
     --only | --prefix | --image-file | --flavor-vcpus | --flavor-ram-mib | --flavor-disk-gb | \
       --external-network | --subnet-cidr | --dns-nameserver | --admin-cidr | --client-cidr | \
-      --frontend-port | --public-key | --config | --frontend-flavor | --os-cloud)
+      --frontend-port | --controller-port | --public-key | --config | --frontend-flavor | --os-cloud)
       need_value "$@" ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -123,6 +127,7 @@ while [ $# -gt 0 ]; do
     --admin-cidr) admin_cidr=$2 ;;
     --client-cidr) client_cidr=$2 ;;
     --frontend-port) frontend_port=$2 ;;
+    --controller-port) controller_port=$2 ;;
     --public-key) public_key=$2 ;;
     --config) config=$2 ;;
     --frontend-flavor) frontend_flavor=$2 ;;
@@ -212,6 +217,11 @@ if [ "$print_user_data" = 0 ]; then
     esac
     client_cidr=${client_cidr:-$admin_cidr}
     client_ethertype=$(cidr --client-cidr "$client_cidr")
+    subnet_ethertype=$(cidr --subnet-cidr "$subnet_cidr")
+    if ! [[ $controller_port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$controller_port" -gt 65535 ] ||
+      [ "$controller_port" = "$frontend_port" ] || [ "$controller_port" = 22 ]; then
+      die "--controller-port '$controller_port' must be a TCP port other than 22 and the front end's (default 9464)"
+    fi
   fi
   if runs keypair; then
     [ -n "$public_key" ] || die "the keypair step needs --public-key PATH (e.g. ~/.ssh/id_ed25519.pub)"
@@ -479,13 +489,14 @@ step_secgroup() {
     report found "security-group" "$secgroup_name" "$sg"
   fi
   # Neutron's egress rules stay (the front end reaches SQS, S3, Keystone and Nova); ingress is
-  # exactly these two rules.
+  # exactly these three rules.
   osc security group rule list "$sg" --ingress -f json >"$work/rules.json"
   rules=$(python3 -c '
 import json, sys
 for r in json.load(open(sys.argv[1])):
     print(r["ID"], r["Ethertype"], r["IP Protocol"] or "any", r["Port Range"] or "any", r["IP Range"] or "any")' "$work/rules.json")
-  local wanted=("$admin_ethertype tcp 22:22 $admin_cidr" "$client_ethertype tcp $frontend_port:$frontend_port $client_cidr")
+  local wanted=("$admin_ethertype tcp 22:22 $admin_cidr" "$client_ethertype tcp $frontend_port:$frontend_port $client_cidr"
+    "$subnet_ethertype tcp $controller_port:$controller_port $subnet_cidr")
   local want id
   for want in "${wanted[@]}"; do
     id=$(awk -v w="$want" '$2" "$3" "$4" "$5 == w { print $1; exit }' <<<"$rules")

@@ -229,7 +229,8 @@ fn records(stdout: &str) -> BTreeMap<(String, String), (String, String)> {
 
 /// On the real plane, `bootstrap.sh --only image,flavor,keypair,secgroup` uploads the image
 /// (active), creates the flavor (2 vCPU, 4096 MiB, 20 GB), the key pair (the given public key)
-/// and a security group whose ingress is exactly tcp/22 and tcp/8080 from the admin CIDR; a
+/// and a security group whose ingress is exactly tcp/22 and tcp/8080 from the admin CIDR and
+/// tcp/9464 (the controller's credentials endpoint) from the workers' subnet; a
 /// second run finds all of it and creates nothing (same ids, same counts).
 #[test]
 fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
@@ -259,6 +260,8 @@ fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
     let (worker, group, keypair) =
         (format!("{prefix}-worker"), format!("{prefix}-frontend"), format!("{prefix}-admin"));
     let rule = |port: u16| format!("{group}:tcp/{port}<-{admin_cidr}");
+    // The workers' subnet (bootstrap.sh's default) reaches the controller's credentials endpoint.
+    let workers = format!("{group}:tcp/9464<-10.42.0.0/24");
     let expected = [
         ("image", worker.clone()),
         ("flavor", worker.clone()),
@@ -266,6 +269,7 @@ fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
         ("security-group", group.clone()),
         ("security-group-rule", rule(22)),
         ("security-group-rule", rule(8080)),
+        ("security-group-rule", workers),
     ];
     let id = |kind: &str, name: &str| first[&(kind.to_string(), name.to_string())].1.clone();
     assert_eq!(first.len(), expected.len(), "{first:?}");
@@ -303,7 +307,9 @@ fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
     };
     let wanted = |port: &str| ("IPv4".to_string(), "tcp".to_string(), format!("{port}:{port}"), admin_cidr.to_string());
     let group_id = id("security-group", &group);
-    assert_eq!(ingress(&group_id), vec![wanted("22"), wanted("8080")]);
+    let from_workers = ("IPv4".to_string(), "tcp".to_string(), "9464:9464".to_string(), "10.42.0.0/24".to_string());
+    let exactly = vec![wanted("22"), wanted("8080"), from_workers];
+    assert_eq!(ingress(&group_id), exactly);
 
     // The second run finds every one of them and creates nothing.
     let second = records(&succeed(&mut bootstrap()));
@@ -315,7 +321,7 @@ fn bootstrap_creates_then_only_finds_image_flavor_keypair_and_secgroup() {
     assert_eq!(images.as_array().map(Vec::len), Some(1), "{images}");
     let groups = succeed(Command::new("openstack").args(["security", "group", "list", "-f", "value", "-c", "Name"]));
     assert_eq!(groups.lines().filter(|name| *name == group).count(), 1, "{groups}");
-    assert_eq!(ingress(&group_id), vec![wanted("22"), wanted("8080")]);
+    assert_eq!(ingress(&group_id), exactly);
 }
 
 /// The network step looks for the external network before it makes anything: on the plane,

@@ -258,10 +258,7 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
     service.start_fleet_agent();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config_copy = config_file(&text);
-    let config = skyburst::config::Config::load_with_env(Some(config_copy.path()), Vec::new()).unwrap();
-    let session = runtime.block_on(moto::session(&endpoint));
-    let ec2 = skyburst::app::ec2_provider(&config, &config.pools[1], &session);
+    let ec2 = moto::ec2_provider(&runtime, &endpoint, &text, 1);
     let nova_env = tenant.env(admin.keystone());
     let nova = {
         // This process's OS_* are the administrator's; the provider reads the tenant's.

@@ -34,9 +34,7 @@ fn thirty_images_on_the_emulated_cloud() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config_copy = config_file(&text);
-    let config = skyburst::config::Config::load_with_env(Some(config_copy.path()), Vec::new()).unwrap();
-    let session = runtime.block_on(moto::session(&endpoint));
-    let ec2 = skyburst::app::ec2_provider(&config, &config.pools[0], &session);
+    let ec2 = moto::ec2_provider(&runtime, &endpoint, &text, 0);
 
     let jobs = service.post_images(IMAGES, "img");
     for (i, job) in jobs.iter().enumerate() {

@@ -96,6 +96,20 @@ pub fn aws_config(endpoint: &str, name: &str) -> String {
     toml::to_string(&config).unwrap()
 }
 
+/// The EC2 provider of pool `pool` in the config `text`, as the controller builds it, on a
+/// session with the test's fake credentials: what a test lists and reads user-data with.
+pub fn ec2_provider(
+    runtime: &tokio::runtime::Runtime,
+    endpoint: &str,
+    text: &str,
+    pool: usize,
+) -> skyburst_providers::ec2::Ec2Provider {
+    let file = config_file(text);
+    let config = skyburst::config::Config::load_with_env(Some(file.path()), Vec::new()).unwrap();
+    let session = runtime.block_on(session(endpoint));
+    skyburst::app::ec2_provider(&config, &config.pools[pool], &session)
+}
+
 /// Writes a config to a temporary file.
 pub fn config_file(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();

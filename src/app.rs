@@ -351,7 +351,7 @@ pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bo
             Some(release) if p.provider != ProviderKind::Local => crate::boot::render_user_data(config, p, release),
             _ => String::new(),
         };
-        let vends_credentials = p.provider == ProviderKind::Nova && config.credentials.role_arn.is_some();
+        let vends_credentials = config.credentials.vended_to(p);
         let provider = provider(config, p, config_file, &backends)?;
         pools.push(Pool { config: p.clone(), provider, user_data, vends_credentials });
     }

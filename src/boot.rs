@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    AwsConfig, Config, CredentialsConfig, DetectorConfig, PoolConfig, ProviderKind, QueueConfig, StoreConfig,
-    WorkerConfig,
+    AwsConfig, Config, CredentialsConfig, DetectorConfig, PoolConfig, QueueConfig, StoreConfig, WorkerConfig,
 };
 use crate::store::ObjectStore;
 
@@ -112,12 +111,10 @@ pub fn worker_config(config: &Config, pool: &PoolConfig) -> String {
         aws: config.aws.clone(),
         // Nova workers have no instance role: the controller vends their credentials for the
         // one-time token each server's user-data gets in place of the placeholder.
-        credentials: (pool.provider == ProviderKind::Nova && config.credentials.role_arn.is_some()).then(|| {
-            CredentialsConfig {
-                url: config.credentials.url.clone(),
-                token: Some(skyburst_providers::TOKEN_PLACEHOLDER.into()),
-                ..CredentialsConfig::default()
-            }
+        credentials: config.credentials.vended_to(pool).then(|| CredentialsConfig {
+            url: config.credentials.url.clone(),
+            token: Some(skyburst_providers::TOKEN_PLACEHOLDER.into()),
+            ..CredentialsConfig::default()
         }),
     };
     boot.detector.model_dir = config.boot.model_dir.clone();

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::chart::DualCoordChartContext;
 use plotters::coord::ranged1d::SegmentedCoord;
 use plotters::coord::types::{RangedCoordf64, RangedCoordu32};
 use plotters::prelude::*;
@@ -99,6 +100,39 @@ pub fn bar_chart<'a, 'b>(
     Ok(chart)
 }
 
+/// A chart with instances on the left axis and the backlog on the right, over time.
+pub type InstancesAndBacklog<'a, 'b> = DualCoordChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<RangedCoordf64, RangedCoordf64>,
+    Cartesian2d<RangedCoordf64, RangedCoordf64>,
+>;
+
+/// The backlog's colour in every timeline (pools take [`POOL_COLOURS`]).
+pub const BACKLOG_COLOUR: RGBColor = RGBColor(110, 110, 110);
+
+/// Draws the axes of an instances-and-backlog timeline (`x_max` in `x_unit`, `y_max`
+/// instances on the left, `backlog_max` jobs on the right); returns the chart to draw on.
+pub fn instances_and_backlog<'a, 'b>(
+    area: &'a Area<'b>,
+    (caption, caption_size): (&str, u32),
+    (x_max, x_unit): (f64, &str),
+    (y_max, y_desc): (f64, &str),
+    backlog_max: f64,
+) -> Result<InstancesAndBacklog<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", caption_size))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .right_y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?
+        .set_secondary_coord(0.0..x_max, 0.0..backlog_max);
+    chart.configure_mesh().x_desc(x_unit).y_desc(y_desc).label_style(("sans-serif", 13)).draw()?;
+    chart.configure_secondary_axes().y_desc("backlog (jobs)").label_style(("sans-serif", 13)).draw()?;
+    Ok(chart)
+}
+
 /// One line of a [`timeline_png`]: `(seconds, value)` points.
 pub struct Series {
     /// Its legend.
@@ -114,21 +148,12 @@ pub fn timeline_png(path: &Path, title: &str, pools: &[Series], backlog: &Series
     let top = |series: &[&Series]| series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.15;
     let (pool_top, backlog_top) = (top(&pools.iter().collect::<Vec<_>>()), top(&[backlog]));
     save_png(path, (1000, 420), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .right_y_label_area_size(56)
-            .build_cartesian_2d(0.0..end, 0.0..pool_top)?
-            .set_secondary_coord(0.0..end, 0.0..backlog_top);
-        chart.configure_mesh().x_desc("seconds").y_desc("instances").label_style(("sans-serif", 13)).draw()?;
-        chart.configure_secondary_axes().y_desc("backlog (jobs)").label_style(("sans-serif", 13)).draw()?;
-        let grey = RGBColor(110, 110, 110);
+        let mut chart =
+            instances_and_backlog(root, (title, 20), (end, "seconds"), (pool_top, "instances"), backlog_top)?;
         chart
-            .draw_secondary_series(LineSeries::new(backlog.points.iter().copied(), grey))?
+            .draw_secondary_series(LineSeries::new(backlog.points.iter().copied(), BACKLOG_COLOUR))?
             .label(backlog.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BACKLOG_COLOUR));
         // Lowest priority first and widest, so a private count equal to the public one still
         // shows on top of it.
         let coloured: Vec<_> = pools.iter().zip(POOL_COLOURS.iter().copied()).collect();

@@ -97,6 +97,15 @@ pub struct CredentialsConfig {
     pub token: Option<String>,
 }
 
+impl CredentialsConfig {
+    /// True if `pool`'s instances get vended credentials: Nova servers (no instance role) when
+    /// a role is configured. The controller then gives each a one-time token, and its workers'
+    /// config names the endpoint.
+    pub fn vended_to(&self, pool: &super::PoolConfig) -> bool {
+        pool.provider == super::ProviderKind::Nova && self.role_arn.is_some()
+    }
+}
+
 impl Default for CredentialsConfig {
     fn default() -> Self {
         Self { role_arn: None, duration_seconds: 3600, url: None, token: None }

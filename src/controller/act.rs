@@ -114,8 +114,10 @@ impl Actor {
                 handle.provider.terminate(id).await.inspect_err(|e| self.metrics.provider_error(pool, e))?;
                 self.metrics.terminated(pool, reason);
                 let _ = self.store.delete(&self.bucket, &control::drain_key(id)).await;
-                // Its refresh token dies with it (the vendor also checks the server exists).
-                let _ = self.store.delete(&self.bucket, &crate::credentials::record_key(id)).await;
+                if handle.vends_credentials {
+                    // Its refresh token dies with it (the vendor also checks the server exists).
+                    let _ = self.store.delete(&self.bucket, &crate::credentials::record_key(id)).await;
+                }
                 set(o, pool, id, |i| i.state = InstanceState::Stopping);
                 Ok(())
             }

@@ -2,7 +2,7 @@
 //! store, then assumes the workers' role with STS.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use skyburst_providers::{Instance, Provider, TAG_TOKEN_SHA256};
 
@@ -135,11 +135,10 @@ impl CredentialVendor {
                 VendError::Unavailable(format!("STS AssumeRole: {}", skyburst_providers::aws::error_chain(&e)))
             })?;
         let c = answer.credentials().ok_or_else(|| VendError::Unavailable("STS answered no credentials".into()))?;
-        let expires = c.expiration();
-        let expires_at_ms = UNIX_EPOCH
-            .checked_add(Duration::from_secs(expires.secs().max(0) as u64))
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64 + i64::from(expires.subsec_nanos() / 1_000_000));
+        let expires_at_ms = c
+            .expiration()
+            .to_millis()
+            .map_err(|e| VendError::Unavailable(format!("STS answered an unusable expiry: {e}")))?;
         Ok(VendedCredentials {
             access_key_id: c.access_key_id().to_string(),
             secret_access_key: c.secret_access_key().to_string(),

@@ -6,13 +6,10 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{Error, Report, Result};
-use crate::plot::{save_png, Area, POOL_COLOURS};
+use crate::plot::{instances_and_backlog, save_png, Area, BACKLOG_COLOUR, POOL_COLOURS};
 
 /// Pixels per panel: 1200 wide gives each 5 s check about a pixel over 90 minutes.
 const PANEL: (u32, u32) = (1200, 320);
-
-/// The backlog's colour (pools take [`POOL_COLOURS`] in scenario order).
-const BACKLOG_COLOUR: RGBColor = RGBColor(110, 110, 110);
 
 /// Draws one panel per report (stacked) and writes the PNG to `path`.
 pub fn plot_png(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
@@ -48,16 +45,7 @@ fn panel(area: &Area<'_>, r: &Report) -> Result<(), Box<dyn std::error::Error>> 
         r.direction_changes,
         100.0 * r.public_share
     );
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .right_y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?
-        .set_secondary_coord(0.0..x_max, 0.0..b_max);
-    chart.configure_mesh().x_desc(unit).y_desc("instances (capacity)").label_style(("sans-serif", 13)).draw()?;
-    chart.configure_secondary_axes().y_desc("backlog (jobs)").label_style(("sans-serif", 13)).draw()?;
+    let mut chart = instances_and_backlog(area, (&caption, 18), (x_max, unit), (y_max, "instances (capacity)"), b_max)?;
     let columns = PANEL.0 as usize;
     let backlog: Vec<(f64, f64)> = r.timeline.iter().map(|s| (s.t_s / per, s.backlog as f64)).collect();
     chart

@@ -284,6 +284,39 @@ mod tests {
         assert!(err.to_string().contains("flavour"), "unknown pool keys are refused: {err}");
     }
 
+    /// A Nova pool on SQS/S3 needs the vending settings (its servers have no instance role);
+    /// bad values and unknown keys in `[credentials]` are reported.
+    #[test]
+    fn nova_workers_on_aws_need_credential_vending() {
+        let nova = "[queue]\nbackend = \"sqs\"\n[[pools]]\nname = \"private\"\nprovider = \"nova\"\n\
+                    quota = 2\nimage = \"img\"\nflavor = \"m1\"\nnetwork = \"none\"\n";
+        let Err(ConfigError::Invalid(problems)) = Config::load_with_env(Some(write(nova).path()), env(&[])) else {
+            panic!("expected invalid values")
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("credentials.role_arn must be set") && all.contains("credentials.url must be set"),
+            "{all}"
+        );
+        let bad = format!(
+            "{nova}[credentials]\nrole_arn = \"skyburst-worker\"\nurl = \"10.0.0.5:9464\"\nduration_seconds = 60\n"
+        );
+        let Err(ConfigError::Invalid(problems)) = Config::load_with_env(Some(write(&bad).path()), env(&[])) else {
+            panic!("expected invalid values")
+        };
+        let all = problems.join("\n");
+        for needle in ["not a role ARN", "must be an http(s) URL", "duration_seconds = 60"] {
+            assert!(all.contains(needle), "{needle:?} missing from {all}");
+        }
+        let good = format!(
+            "{nova}[credentials]\nrole_arn = \"arn:aws:iam::1:role/w\"\nurl = \"http://10.0.0.5:9464/v1/credentials\"\n"
+        );
+        Config::load_with_env(Some(write(&good).path()), env(&[])).unwrap();
+        let unknown = format!("{good}secret = \"x\"\n");
+        let err = Config::load_with_env(Some(write(&unknown).path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("secret"), "unknown keys are refused: {err}");
+    }
+
     #[test]
     fn the_default_is_one_local_pool_scaled_by_seed_hybrid() {
         let config = Config::load_with_env(None, env(&[("SKYBURST_SCALING__MAX", "4")])).unwrap();

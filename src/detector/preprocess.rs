@@ -203,6 +203,37 @@ fn resize_bilinear(image: &RgbImage, out_w: usize, out_h: usize) -> [Vec<f32>; 3
     let xs: Vec<(usize, usize, f32)> = (0..out_w).map(|x| sample_points(x, w, out_w)).collect();
     let raw = image.as_raw();
     let mut planes = [vec![0.0; out_w * out_h], vec![0.0; out_w * out_h], vec![0.0; out_w * out_h]];
+    // Bilinear is separable: blend the two source rows over the whole width first (contiguous,
+    // vectorised: 3·w floats a row), then pick and blend columns from that one row. Sampling
+    // four bytes per output value instead took 0.77 ms for bus.jpg (810×1080 → 312×416)
+    // against 0.47 (release, warm); the results differ by f32 rounding only.
+    let mut blended = vec![0.0f32; w * 3];
+    for y in 0..out_h {
+        let (y0, y1, fy) = sample_points(y, h, out_h);
+        let (row0, row1) = (&raw[y0 * w * 3..][..w * 3], &raw[y1 * w * 3..][..w * 3]);
+        for ((b, &top), &bottom) in blended.iter_mut().zip(row0).zip(row1) {
+            *b = f32::from(top) * (1.0 - fy) + f32::from(bottom) * fy;
+        }
+        let [red, green, blue] = &mut planes;
+        let rows = [&mut red[y * out_w..][..out_w], &mut green[y * out_w..][..out_w], &mut blue[y * out_w..][..out_w]];
+        let [red, green, blue] = rows;
+        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
+            let (left, right) = (&blended[x0 * 3..][..3], &blended[x1 * 3..][..3]);
+            red[x] = left[0] * (1.0 - fx) + right[0] * fx;
+            green[x] = left[1] * (1.0 - fx) + right[1] * fx;
+            blue[x] = left[2] * (1.0 - fx) + right[2] * fx;
+        }
+    }
+    planes
+}
+
+/// Bilinear sampled per output pixel: the oracle for [`resize_bilinear`].
+#[cfg(test)]
+fn resize_bilinear_direct(image: &RgbImage, out_w: usize, out_h: usize) -> [Vec<f32>; 3] {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let xs: Vec<(usize, usize, f32)> = (0..out_w).map(|x| sample_points(x, w, out_w)).collect();
+    let raw = image.as_raw();
+    let mut planes = [vec![0.0; out_w * out_h], vec![0.0; out_w * out_h], vec![0.0; out_w * out_h]];
     for y in 0..out_h {
         let (y0, y1, fy) = sample_points(y, h, out_h);
         let (row0, row1) = (&raw[y0 * w * 3..][..w * 3], &raw[y1 * w * 3..][..w * 3]);
@@ -312,6 +343,23 @@ mod tests {
         assert_eq!(p.chw[32 * 64 + 32], 1.0, "centre is the image's red");
         let p = prepare(&image, (64, 64), ResizeMode::Stretch);
         assert!(p.chw[..64 * 64].iter().all(|&v| v == 1.0));
+    }
+
+    /// The separable resize equals bilinear sampled per output pixel (within f32 rounding), down
+    /// and up, on a noisy image.
+    #[test]
+    fn separable_resize_equals_direct_bilinear() {
+        let image = RgbImage::from_fn(97, 61, |x, y| {
+            let v = |k: u32| (((x * 37 + y * 91 + k * 53) * 2654435761u32) >> 24) as u8;
+            image::Rgb([v(0), v(1), v(2)])
+        });
+        for (w, h) in [(40, 25), (200, 130), (97, 61)] {
+            let (fast, direct) = (resize_bilinear(&image, w, h), resize_bilinear_direct(&image, w, h));
+            for (a, b) in fast.iter().zip(&direct) {
+                let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(diff < 1e-3, "{w}×{h}: max |Δ| = {diff} (of 255)");
+            }
+        }
     }
 
     #[test]

@@ -33,15 +33,33 @@ pub type Tile = unsafe fn(
 
 /// The fastest kernels this CPU runs, indexed by `mr − 1`.
 pub fn tiles() -> [Tile; MR] {
+    avx512_tiles().or_else(avx2_tiles).unwrap_or_else(portable_tiles)
+}
+
+/// AVX-512F kernels: one 16-float register per row. Zen 4 runs a 512-bit FMA on both 256-bit
+/// pipes, so the peak is AVX2's; the gain is half the FMA and load instructions per depth row:
+/// conv12 11.7 → 11.5 ms and conv2/conv4 3–6 % faster on one thread (interleaved runs).
+fn avx512_tiles() -> Option<[Tile; MR]> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        use avx512::tile;
+        return Some([tile::<1>, tile::<2>, tile::<3>, tile::<4>, tile::<5>, tile::<6>]);
+    }
+    None
+}
+
+/// AVX2 + FMA kernels: two 8-float registers per row.
+fn avx2_tiles() -> Option<[Tile; MR]> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        return [avx2::tile::<1>, avx2::tile::<2>, avx2::tile::<3>, avx2::tile::<4>, avx2::tile::<5>, avx2::tile::<6>];
+        use avx2::tile;
+        return Some([tile::<1>, tile::<2>, tile::<3>, tile::<4>, tile::<5>, tile::<6>]);
     }
-    portable_tiles()
+    None
 }
 
 /// Plain Rust kernels (auto-vectorised to SSE2 or NEON): the fallback on CPUs without AVX2 + FMA,
-/// and a second implementation the tests hold the AVX2 one against.
+/// and a second implementation the tests hold the SIMD ones against.
 pub fn portable_tiles() -> [Tile; MR] {
     [portable::<1>, portable::<2>, portable::<3>, portable::<4>, portable::<5>, portable::<6>]
 }
@@ -129,6 +147,46 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// See [`super::Tile`] for the contract; callers check AVX-512F at run time.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile<const ROWS: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        offsets: *const usize,
+        base: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY (whole body): as the AVX2 kernel, with one 16-float vector per row.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); ROWS];
+            if accumulate {
+                for (i, row) in acc.iter_mut().enumerate() {
+                    *row = _mm512_loadu_ps(c.add(i * ldc));
+                }
+            }
+            let mut a = a;
+            for k in 0..kc {
+                let pixels = _mm512_loadu_ps(base.add(*offsets.add(k)));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    *row = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(i)), pixels, *row);
+                }
+                a = a.add(lda);
+            }
+            for (i, row) in acc.iter().enumerate() {
+                _mm512_storeu_ps(c.add(i * ldc), *row);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +227,8 @@ mod tests {
 
     #[test]
     fn every_kernel_computes_its_block_and_nothing_else() {
-        for (name, kernels) in [("best", tiles()), ("portable", portable_tiles())] {
+        let sets = [("AVX-512", avx512_tiles()), ("AVX2", avx2_tiles()), ("portable", Some(portable_tiles()))];
+        for (name, kernels) in sets.into_iter().filter_map(|(name, set)| Some((name, set?))) {
             // Packed weights read `rows` floats per depth row; Winograd inputs 6 even in a
             // short panel.
             for shape @ (rows, _) in (1..=MR).flat_map(|rows| [(rows, rows), (rows, MR)]) {

@@ -201,7 +201,9 @@ fn transform_weight<T: Transform>(g: &[f32; 9]) -> [f32; 36] {
     u
 }
 
-/// The tiling of one layer's output: `rows × columns` tiles of m×m outputs.
+/// The tiling of one layer's output for a batch: per image `rows × columns` tiles of m×m
+/// outputs, the images' tiles one after another (tile `t` is tile `t mod per_image` of image
+/// `t / per_image`), so that one GEMM row panel may hold tiles of two images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiles {
     /// Tile rows: ⌈output rows / m⌉.
@@ -210,17 +212,30 @@ pub struct Tiles {
     pub columns: usize,
     /// Outputs per tile side.
     pub side: usize,
+    /// Images in the batch.
+    pub images: usize,
 }
 
 impl Tiles {
-    /// Tiles of `side × side` outputs covering `g`'s output.
-    pub fn new(g: &Geometry, side: usize) -> Self {
-        Self { rows: g.out_height.div_ceil(side), columns: g.out_width.div_ceil(side), side }
+    /// Tiles of `side × side` outputs covering `g`'s output in each of `images` images.
+    pub fn new(g: &Geometry, side: usize, images: usize) -> Self {
+        Self { rows: g.out_height.div_ceil(side), columns: g.out_width.div_ceil(side), side, images }
     }
 
-    /// All tiles.
-    pub fn count(&self) -> usize {
+    /// Tiles of one image.
+    pub fn per_image(&self) -> usize {
         self.rows * self.columns
+    }
+
+    /// All tiles of all images.
+    pub fn count(&self) -> usize {
+        self.per_image() * self.images
+    }
+
+    /// Image, tile row and tile column of tile `t`.
+    pub fn locate(&self, t: usize) -> (usize, usize, usize) {
+        let local = t % self.per_image();
+        (t / self.per_image(), local / self.columns, local % self.columns)
     }
 
     /// Panels of 6 tiles (the micro-kernels' rows).
@@ -239,43 +254,66 @@ impl Tiles {
     }
 }
 
-/// `V = Bᵀ d B` for every tile of one channel. `plane` is the channel's zero-extended input
-/// (`input_rows × input_columns`); `out` receives position `p` of tile `t` at `p · stride + t`
-/// (`stride ≥ count`); `work` is scratch space.
+/// Channels transformed together: one AVX vector, lane `c` holding channel `c` of a block.
+pub const LANES: usize = 8;
+
+/// The zero-extended input of one image and a block of up to [`LANES`] channels, interleaved by
+/// channel (`block[(y · input_columns + x) · LANES + c]`), so that every step of the input
+/// transform is a vector operation over the block's channels, whatever the map's width.
 ///
-/// For each tile row, `Bᵀ d` runs over the whole width; the result is split into m phases
-/// (column mod m), so that `(Bᵀ d) B` runs over all tiles of the row at once: tap `k` of tile
-/// `x` is phase `k mod m` at `x + k / m`. Every step is a contiguous, vectorised pass.
-pub fn transform_input_plane<T: Transform>(
-    plane: &[f32],
+/// `planes` are the block's channels (each `height × width`, the layer's unpadded input) and
+/// `padding` the zeros before the first row and column; lanes past the last plane stay zero.
+pub fn interleave_block(
+    planes: &[&[f32]],
+    (height, width): (usize, usize),
+    padding: usize,
     tiles: &Tiles,
-    out: &mut [f32],
-    stride: usize,
+    block: &mut Vec<f32>,
+) {
+    debug_assert!(planes.len() <= LANES);
+    let (rows, columns) = (tiles.input_rows(), tiles.input_columns());
+    block.clear();
+    block.resize(rows * columns * LANES, 0.0);
+    for y in 0..height {
+        let row = &mut block[((y + padding) * columns + padding) * LANES..][..width * LANES];
+        for (c, plane) in planes.iter().enumerate() {
+            let source = &plane[y * width..][..width];
+            for (x, &value) in source.iter().enumerate() {
+                row[x * LANES + c] = value;
+            }
+        }
+    }
+}
+
+/// `V = Bᵀ d B` for every tile of one image and one channel block ([`interleave_block`]'s
+/// layout). `emit(tile, v)` receives each tile (row-major within the image) with its n²
+/// positions × [`LANES`] channels, `v[p · LANES + c]`; `work` is scratch space.
+///
+/// Per tile row, `Bᵀ d` runs once over the whole width (vectors of `input_columns · 8`); then
+/// `(Bᵀ d) B` per tile reads its n columns of that, each one vector of 8 channels.
+pub fn transform_input_block<T: Transform>(
+    block: &[f32],
+    tiles: &Tiles,
     work: &mut Vec<f32>,
+    mut emit: impl FnMut(usize, &[f32]),
 ) {
     let (m, n) = (T::M, T::N);
     debug_assert_eq!(tiles.side, m);
-    let (width, columns) = (tiles.input_columns(), tiles.columns);
-    // n − 1 < 2m for both variants: a tile's taps reach one phase entry past its own.
-    let phase = columns + 1;
-    work.resize(n * width + n * m * phase, 0.0);
-    let (rows, phases) = work.split_at_mut(n * width);
-    let row_offsets = std::array::from_fn(|i| i * width);
+    let row_len = tiles.input_columns() * LANES;
+    work.resize(n * row_len + n * n * LANES, 0.0);
+    let (rows, tile) = work.split_at_mut(n * row_len);
+    let row_offsets = std::array::from_fn(|i| i * row_len);
     for ty in 0..tiles.rows {
-        let d = std::array::from_fn(|k| if k < n { &plane[(m * ty + k) * width..][..width] } else { &[][..] });
-        T::apply_bt(d, rows, row_offsets, width);
-        for (r, split) in rows.chunks_exact(width).zip(phases.chunks_exact_mut(m * phase)) {
-            for (x, chunk) in r.chunks(m).enumerate() {
-                for (p, &value) in chunk.iter().enumerate() {
-                    split[p * phase + x] = value;
-                }
+        let d = std::array::from_fn(|k| if k < n { &block[(m * ty + k) * row_len..][..row_len] } else { &[][..] });
+        T::apply_bt(d, rows, row_offsets, row_len);
+        for tx in 0..tiles.columns {
+            for i in 0..n {
+                let first = i * row_len + m * tx * LANES;
+                let taps = std::array::from_fn(|k| if k < n { &rows[first + k * LANES..][..LANES] } else { &[][..] });
+                let targets = std::array::from_fn(|j| (i * n + j) * LANES);
+                T::apply_bt(taps, tile, targets, LANES);
             }
-        }
-        let first = ty * columns;
-        for (i, split) in phases.chunks_exact(m * phase).enumerate() {
-            let taps = std::array::from_fn(|k| if k < n { &split[(k % m) * phase + k / m..] } else { &[][..] });
-            let targets = std::array::from_fn(|j| (i * n + j) * stride + first);
-            T::apply_bt(taps, out, targets, columns);
+            emit(ty * tiles.columns + tx, tile);
         }
     }
 }
@@ -309,14 +347,29 @@ mod tests {
         (0..m * m).map(|i| (0..9).map(|k| d[(i / m + k / 3) * n + i % m + k % 3] * g[k]).sum()).collect()
     }
 
+    /// The input transform of `planes` (each already zero-extended to the tiling's input
+    /// size): `v[c][p · count + t]` for channel `c`, position `p`, tile `t`.
+    fn transform_planes<T: Transform>(planes: &[&[f32]], tiles: &Tiles) -> Vec<Vec<f32>> {
+        let (n, count) = (T::N, tiles.count());
+        let side = (tiles.input_rows(), tiles.input_columns());
+        let mut block = Vec::new();
+        interleave_block(planes, side, 0, tiles, &mut block);
+        let mut v = vec![vec![0.0f32; n * n * count]; planes.len()];
+        transform_input_block::<T>(&block, tiles, &mut Vec::new(), |t, values| {
+            for (c, v) in v.iter_mut().enumerate() {
+                (0..n * n).for_each(|p| v[p * count + t] = values[p * LANES + c]);
+            }
+        });
+        v
+    }
+
     fn one_tile<T: Transform>() {
         let (m, n) = (T::M, T::N);
         let g: [f32; 9] = std::array::from_fn(|i| (i as f32 * 0.37).sin());
         let d: Vec<f32> = (0..n * n).map(|i| (i as f32 * 0.71).cos()).collect();
         let u = transform_weight::<T>(&g);
-        let tiles = Tiles { rows: 1, columns: 1, side: m };
-        let mut v = vec![0.0f32; n * n];
-        transform_input_plane::<T>(&d, &tiles, &mut v, 1, &mut Vec::new());
+        let tiles = Tiles { rows: 1, columns: 1, side: m, images: 1 };
+        let v = transform_planes::<T>(&[&d], &tiles).remove(0);
         let products: Vec<f32> = (0..n * n).map(|i| u[i] * v[i]).collect();
         let mut y = vec![0.0f32; m * m];
         transform_output::<T>(&products, 1, 1, &mut y, &mut Vec::new());
@@ -332,28 +385,25 @@ mod tests {
         one_tile::<F4>();
     }
 
-    /// Two tile columns and rows with distinct values: each tile reads its own window.
+    /// Two tile rows and three columns with distinct values, in five channels of a block: each
+    /// tile and each lane reads its own window of its own channel.
     fn tiles_read_their_own_windows<T: Transform>() {
         let (m, n) = (T::M, T::N);
-        let tiles = Tiles { rows: 2, columns: 3, side: m };
+        let tiles = Tiles { rows: 2, columns: 3, side: m, images: 1 };
         let (rows, columns) = (tiles.input_rows(), tiles.input_columns());
-        let plane: Vec<f32> = (0..rows * columns).map(|i| ((i * 7919) % 113) as f32 / 113.0).collect();
-        let stride = tiles.count();
-        let mut v = vec![0.0f32; n * n * stride];
-        transform_input_plane::<T>(&plane, &tiles, &mut v, stride, &mut Vec::new());
-        for t in 0..tiles.count() {
-            let (ty, tx) = (t / tiles.columns, t % tiles.columns);
-            let window: Vec<f32> = (0..n * n).map(|i| plane[(m * ty + i / n) * columns + m * tx + i % n]).collect();
-            let mut expected = vec![0.0f32; n * n];
-            transform_input_plane::<T>(
-                &window,
-                &Tiles { rows: 1, columns: 1, side: m },
-                &mut expected,
-                1,
-                &mut Vec::new(),
-            );
-            for p in 0..n * n {
-                assert_eq!(v[p * stride + t], expected[p], "tile {t} position {p}");
+        let planes: Vec<Vec<f32>> =
+            (0..5).map(|c| (0..rows * columns).map(|i| ((i * 7919 + c * 31) % 113) as f32 / 113.0).collect()).collect();
+        let slices: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+        let v = transform_planes::<T>(&slices, &tiles);
+        let one = Tiles { rows: 1, columns: 1, side: m, images: 1 };
+        for (c, plane) in planes.iter().enumerate() {
+            for t in 0..tiles.count() {
+                let (ty, tx) = (t / tiles.columns, t % tiles.columns);
+                let window: Vec<f32> = (0..n * n).map(|i| plane[(m * ty + i / n) * columns + m * tx + i % n]).collect();
+                let expected = transform_planes::<T>(&[&window], &one).remove(0);
+                for (p, &value) in expected.iter().enumerate() {
+                    assert_eq!(v[c][p * tiles.count() + t], value, "channel {c} tile {t} position {p}");
+                }
             }
         }
     }
@@ -362,6 +412,28 @@ mod tests {
     fn every_tile_transforms_its_own_window() {
         tiles_read_their_own_windows::<F2>();
         tiles_read_their_own_windows::<F4>();
+    }
+
+    /// The interleaved block puts the input at (padding, padding) with zeros around it and in
+    /// the lanes past the last channel.
+    #[test]
+    fn interleaving_pads_with_zeros() {
+        let tiles = Tiles { rows: 2, columns: 2, side: 2, images: 1 };
+        let planes: Vec<Vec<f32>> = (0..3).map(|c| (1..=9).map(|v| (10 * c + v) as f32).collect()).collect();
+        let slices: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+        let mut block = vec![f32::NAN; 3];
+        interleave_block(&slices, (3, 3), 1, &tiles, &mut block);
+        let columns = tiles.input_columns();
+        assert_eq!(block.len(), tiles.input_rows() * columns * LANES);
+        for y in 0..tiles.input_rows() {
+            for x in 0..columns {
+                for c in 0..LANES {
+                    let inside = (1..4).contains(&y) && (1..4).contains(&x) && c < 3;
+                    let expected = if inside { planes[c][(y - 1) * 3 + x - 1] } else { 0.0 };
+                    assert_eq!(block[(y * columns + x) * LANES + c], expected, "({y}, {x}) lane {c}");
+                }
+            }
+        }
     }
 
     #[test]

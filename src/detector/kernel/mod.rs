@@ -320,7 +320,10 @@ impl FusedConv {
                 self.multiply(&patches, g, task, packed, block);
                 // SAFETY: tasks cover disjoint (filters × pixels) blocks of the output, which
                 // `output` holds in full (`cpu_fwd` sizes it from the same geometry).
-                unsafe { self.write_out(block, g, task, out) };
+                vectorised(
+                    #[inline(always)]
+                    || unsafe { self.write_out(block, g, task, out) },
+                );
             });
         };
         for_each_task(&tasks, threads, run);
@@ -359,7 +362,10 @@ impl FusedConv {
                 self.winograd_multiply(weights, &transformed, &tiles, task, block);
                 // SAFETY: tasks cover disjoint (filters × tiles) blocks of the output (whole
                 // maps when a pool is fused), which `output` holds in full.
-                unsafe { self.winograd_write_out::<T>(block, &tiles, g, task, map, out) };
+                vectorised(
+                    #[inline(always)]
+                    || unsafe { self.winograd_write_out::<T>(block, &tiles, g, task, map, out) },
+                );
             });
         };
         for_each_task(&tasks, threads, run);
@@ -428,6 +434,7 @@ impl FusedConv {
     /// # Safety
     /// `out` must point to a live `filters × output pixels` buffer in which no other thread
     /// touches this task's filters × tiles (the whole map, with a pool) meanwhile.
+    #[inline(always)]
     unsafe fn winograd_write_out<T: Transform>(
         &self,
         block: &[f32],
@@ -573,6 +580,7 @@ impl FusedConv {
     /// # Safety
     /// `out` must point to a live `filters × output pixels` buffer in which no other thread
     /// touches this task's filters × pixels (pooled rows, with a pool) meanwhile.
+    #[inline(always)]
     unsafe fn write_out(&self, block: &[f32], g: &Geometry, task: &Task, out: SharedOutput) {
         let ldc = task.pixels.len().div_ceil(NR) * NR;
         let first = task.panels.start * MR;
@@ -610,6 +618,25 @@ impl FusedConv {
             }
         }
     }
+}
+
+/// Runs `f` from a copy compiled for AVX2 + FMA when the CPU has them. The crate targets
+/// baseline x86-64 (SSE2), so the transforms, write-outs and pools would otherwise run 4 floats
+/// per instruction; `f` and what it calls must be `#[inline(always)]` to be compiled into the
+/// copy. Only instruction selection changes (Rust does not contract `a * b + c` into an FMA), so
+/// the results are bit-identical.
+#[inline(always)]
+fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2(f) };
+    }
+    f()
 }
 
 /// Runs `run` on every task: on rayon's pool when there are threads to share, inline otherwise,
@@ -697,43 +724,52 @@ fn transform_input<T: Transform>(
     let target = SharedOutput(transformed.as_mut_ptr());
     let per_channel = g.height * g.width;
     let image_tiles = |image: usize| image * tiles.per_image()..(image + 1) * tiles.per_image();
-    let run = |(block, work, panel): &mut (Vec<f32>, Vec<f32>, Vec<f32>), (image, first): (usize, usize)| {
-        let lanes = LANES.min(channels - first);
-        let planes: Vec<&[f32]> =
-            (first..first + lanes).map(|c| &input[(image * channels + c) * per_channel..][..per_channel]).collect();
-        winograd::interleave_block(&planes, (g.height, g.width), g.padding, tiles, block);
-        // `panel[(position · 8 + c) · 6 + lane]`: one panel's values, laid out as its slots.
-        panel.resize(positions * LANES * MR, 0.0);
-        let mine = image_tiles(image);
-        winograd::transform_input_block::<T>(block, tiles, work, |local, values| {
-            let tile = mine.start + local;
-            let lane = tile % MR;
-            for (position, values) in values.chunks_exact(LANES).enumerate() {
-                for (c, &value) in values[..lanes].iter().enumerate() {
-                    panel[(position * LANES + c) * MR + lane] = value;
-                }
-            }
-            if lane + 1 < MR && tile + 1 < mine.end {
-                return;
-            }
-            // The panel's tiles of this image: all 6 but where a panel straddles two images.
-            let start = (tile - lane).max(mine.start) % MR;
-            for position in 0..positions {
-                let slots = ((position * panels + tile / MR) * channels + first) * MR;
-                let values = &panel[position * LANES * MR..][..lanes * MR];
-                if start == 0 && lane + 1 == MR {
-                    // SAFETY: these channels' slots of a panel holding only this image's tiles:
-                    // in bounds as below, and no other task writes them.
-                    unsafe { target.slice(slots, lanes * MR) }.copy_from_slice(values);
-                    continue;
-                }
-                for (offset, &value) in values.iter().enumerate().filter(|(i, _)| (start..=lane).contains(&(i % MR))) {
-                    // SAFETY: `slots + offset < n² · panels · channels · 6 = transformed.len()`;
-                    // only this task writes this image's tiles of these channels.
-                    unsafe { target.write(slots + offset, value) };
-                }
-            }
-        });
+    let run = |scratch: &mut (Vec<f32>, Vec<f32>, Vec<f32>), block: (usize, usize)| {
+        vectorised(
+            #[inline(always)]
+            || {
+                let ((block, work, panel), (image, first)) = (scratch, block);
+                let lanes = LANES.min(channels - first);
+                let planes: Vec<&[f32]> = (first..first + lanes)
+                    .map(|c| &input[(image * channels + c) * per_channel..][..per_channel])
+                    .collect();
+                winograd::interleave_block(&planes, (g.height, g.width), g.padding, tiles, block);
+                // `panel[(position · 8 + c) · 6 + lane]`: one panel's values, laid out as its slots.
+                panel.resize(positions * LANES * MR, 0.0);
+                let mine = image_tiles(image);
+                winograd::transform_input_block::<T>(block, tiles, work, #[inline(always)] |local, values| {
+                    let tile = mine.start + local;
+                    let lane = tile % MR;
+                    for (position, values) in values.chunks_exact(LANES).enumerate() {
+                        for (c, &value) in values[..lanes].iter().enumerate() {
+                            panel[(position * LANES + c) * MR + lane] = value;
+                        }
+                    }
+                    if lane + 1 < MR && tile + 1 < mine.end {
+                        return;
+                    }
+                    // The panel's tiles of this image: all 6 but where a panel straddles two images.
+                    let start = (tile - lane).max(mine.start) % MR;
+                    for position in 0..positions {
+                        let slots = ((position * panels + tile / MR) * channels + first) * MR;
+                        let values = &panel[position * LANES * MR..][..lanes * MR];
+                        if start == 0 && lane + 1 == MR {
+                            // SAFETY: these channels' slots of a panel holding only this image's tiles:
+                            // in bounds as below, and no other task writes them.
+                            unsafe { target.slice(slots, lanes * MR) }.copy_from_slice(values);
+                            continue;
+                        }
+                        for (offset, &value) in
+                            values.iter().enumerate().filter(|(i, _)| (start..=lane).contains(&(i % MR)))
+                        {
+                            // SAFETY: `slots + offset < n² · panels · channels · 6 = transformed.len()`;
+                            // only this task writes this image's tiles of these channels.
+                            unsafe { target.write(slots + offset, value) };
+                        }
+                    }
+                });
+            },
+        )
     };
     let blocks: Vec<(usize, usize)> =
         (0..tiles.images).flat_map(|image| (0..channels).step_by(LANES).map(move |first| (image, first))).collect();
@@ -756,12 +792,14 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
+    #[inline(always)]
     fn row(&self, y: usize) -> &[f32] {
         &self.sums[(y - self.first_row) * self.stride..][..self.width]
     }
 
     /// Pools output rows `pooled` into `dst` (their rows, `pool.output_len(width)` wide). The
     /// activation is applied after the max: it is monotonic, so the result is the same.
+    #[inline(always)]
     fn pool_into(&self, pool: MaxPool, pooled: Range<usize>, dst: &mut [f32], finish: impl Fn(f32) -> f32) {
         let out_width = pool.output_len(self.width);
         for (py, out_row) in pooled.zip(dst.chunks_exact_mut(out_width)) {

@@ -263,6 +263,7 @@ pub const LANES: usize = 8;
 ///
 /// `planes` are the block's channels (each `height × width`, the layer's unpadded input) and
 /// `padding` the zeros before the first row and column; lanes past the last plane stay zero.
+#[inline(always)]
 pub fn interleave_block(
     planes: &[&[f32]],
     (height, width): (usize, usize),
@@ -291,6 +292,7 @@ pub fn interleave_block(
 ///
 /// Per tile row, `Bᵀ d` runs once over the whole width (vectors of `input_columns · 8`); then
 /// `(Bᵀ d) B` per tile reads its n columns of that, each one vector of 8 channels.
+#[inline(always)]
 pub fn transform_input_block<T: Transform>(
     block: &[f32],
     tiles: &Tiles,
@@ -323,6 +325,7 @@ pub fn transform_input_block<T: Transform>(
 /// `work` is scratch space.
 /// Two steps of vectorised passes over the filters: `t = Aᵀ M` by columns of `M`, then
 /// `Y = t A` by rows of `t`.
+#[inline(always)]
 pub fn transform_output<T: Transform>(products: &[f32], step: usize, count: usize, y: &mut [f32], work: &mut Vec<f32>) {
     let (m, n) = (T::M, T::N);
     // t[i][b] at (i · n + b) · count.

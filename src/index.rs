@@ -199,11 +199,11 @@ impl ResultIndex {
     /// Records a queued job.
     pub async fn insert(&self, job: NewJob) -> Result<()> {
         self.with_db(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT OR IGNORE INTO jobs (job_id, client_id, zone, file, status, queued_at_ms)
                  VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-                params![job.job_id.to_string(), job.client_id, job.zone, job.file, job.queued_at_ms],
-            )
+            )?
+            .execute(params![job.job_id.to_string(), job.client_id, job.zone, job.file, job.queued_at_ms])
             .map(|_| ())
         })
         .await
@@ -211,7 +211,10 @@ impl ResultIndex {
 
     /// Forgets a job that could not be queued.
     pub async fn remove(&self, job_id: Uuid) -> Result<()> {
-        self.with_db(move |c| c.execute("DELETE FROM jobs WHERE job_id = ?1", [job_id.to_string()]).map(|_| ())).await
+        self.with_db(move |c| {
+            c.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job_id.to_string()]).map(|_| ())
+        })
+        .await
     }
 
     /// Applies a worker's response. Idempotent: once a job is done or failed, later responses
@@ -256,7 +259,10 @@ impl ResultIndex {
 
     /// The latest event's number; 0 before any job finished.
     pub async fn last_seq(&self) -> Result<i64> {
-        self.with_db(|c| c.query_row("SELECT COALESCE(MAX(finished_seq), 0) FROM jobs", [], |r| r.get(0))).await
+        self.with_db(|c| {
+            c.prepare_cached("SELECT COALESCE(MAX(finished_seq), 0) FROM jobs")?.query_row([], |r| r.get(0))
+        })
+        .await
     }
 
     /// Done jobs finished in `[since_ms, until_ms)` (of one zone, or all), counted per bucket of
@@ -338,8 +344,10 @@ fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
 fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
     let tx = c.transaction()?;
     let id = r.job_id.to_string();
-    let status: Option<String> =
-        tx.query_row("SELECT status FROM jobs WHERE job_id = ?1", [&id], |row| row.get(0)).optional()?;
+    let status: Option<String> = tx
+        .prepare_cached("SELECT status FROM jobs WHERE job_id = ?1")?
+        .query_row([&id], |row| row.get(0))
+        .optional()?;
     let current = status.as_deref().map(JobStatus::parse);
     if matches!(current, Some(JobStatus::Done | JobStatus::Failed)) {
         return Ok(false);
@@ -352,19 +360,17 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
             }
             _ => (None, None, None),
         };
-        tx.execute(
-            "INSERT INTO jobs (job_id, client_id, zone, file, status, queued_at_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-            params![id, client_id, zone, file, r.at_ms],
+        tx.prepare_cached("INSERT INTO jobs (job_id, client_id, zone, file, status, queued_at_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)")?.execute(params![id, client_id, zone, file, r.at_ms],
         )?;
     }
     let next_seq = "(SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM jobs)";
     let became_final = match &r.outcome {
         Outcome::Started => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE jobs SET status = 'running', started_at_ms = ?2, worker_instance = ?3, worker_pool = ?4
                  WHERE job_id = ?1",
-                params![id, r.at_ms, r.instance, r.pool],
-            )?;
+            )?
+            .execute(params![id, r.at_ms, r.instance, r.pool])?;
             false
         }
         Outcome::Done { result } => {
@@ -378,12 +384,12 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
                 params![id, r.at_ms, r.instance, r.pool, result.detection.model, r.detector_ms, json],
             )?;
             let zone: Option<String> =
-                tx.query_row("SELECT zone FROM jobs WHERE job_id = ?1", [&id], |row| row.get(0))?;
+                tx.prepare_cached("SELECT zone FROM jobs WHERE job_id = ?1")?.query_row([&id], |row| row.get(0))?;
             for (label, count) in label_counts(result) {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO labels (job_id, zone, label, count) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, zone, label, count],
-                )?;
+                )?
+                .execute(params![id, zone, label, count])?;
             }
             true
         }

@@ -119,9 +119,16 @@ fn guess(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
 /// entropy-coded data every `FF` is stuffed as `FF 00`, so neither marker appears by accident;
 /// an EXIF thumbnail's own markers come before the main image's scans.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    const EOI: [u8; 2] = [0xFF, 0xD9];
+    // The usual file ends with EOI, which then follows every scan: finding the first scan (in
+    // the header's first kilobytes) is enough. The backward search below reads the whole
+    // entropy-coded body, ≈ 0.1 ms of the front end's ≈ 3 ms per 200 KB upload.
+    if bytes.ends_with(&EOI) {
+        return bytes.windows(2).any(|w| w == [0xFF, 0xDA]);
+    }
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     match last_scan {
-        Some(scan) => bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        Some(scan) => bytes[scan..].windows(2).any(|w| w == EOI),
         None => false,
     }
 }
@@ -350,7 +357,7 @@ mod tests {
     #[test]
     fn separable_resize_equals_direct_bilinear() {
         let image = RgbImage::from_fn(97, 61, |x, y| {
-            let v = |k: u32| (((x * 37 + y * 91 + k * 53) * 2654435761u32) >> 24) as u8;
+            let v = |k: u32| ((x * 37 + y * 91 + k * 53).wrapping_mul(2654435761) >> 24) as u8;
             image::Rgb([v(0), v(1), v(2)])
         });
         for (w, h) in [(40, 25), (200, 130), (97, 61)] {

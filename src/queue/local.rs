@@ -165,7 +165,7 @@ impl LocalQueue {
     }
 
     fn version(&self, conn: &Connection) -> rusqlite::Result<(i64, u64)> {
-        let data_version = conn.pragma_query_value(None, "data_version", |row| row.get(0))?;
+        let data_version = conn.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))?;
         Ok((data_version, self.queues.local_commits.load(Ordering::Acquire)))
     }
 
@@ -186,10 +186,9 @@ impl LocalQueue {
         // Read the version before looking, so a commit racing the look forces another look.
         let version = self.version(conn)?;
         let deliveries = self.take(conn, max, visibility)?;
-        let next_visible_ms: Option<i64> =
-            conn.query_row("SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1", params![self.name], |row| {
-                row.get(0)
-            })?;
+        let next_visible_ms: Option<i64> = conn
+            .prepare_cached("SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1")?
+            .query_row(params![self.name], |row| row.get(0))?;
         *self.last_look.lock().unwrap_or_else(|p| p.into_inner()) =
             LastLook { version: Some((version.0, self.queues.local_commits.load(Ordering::Acquire))), next_visible_ms };
         Ok(deliveries)
@@ -198,33 +197,33 @@ impl LocalQueue {
     fn take(&self, conn: &mut Connection, max: usize, visibility: Duration) -> rusqlite::Result<Vec<Delivery>> {
         let now = now_ms();
         // A cheap read first: most polls of an idle queue find nothing and need no write lock.
-        let ready: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2)",
-            params![self.name, now],
-            |row| row.get(0),
-        )?;
+        let ready: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2)")?
+            .query_row(params![self.name, now], |row| row.get(0))?;
         if !ready {
             return Ok(Vec::new());
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some((dlq, max_receives)) = &self.dead_letter {
-            let moved = tx.execute(
-                "UPDATE messages SET queue = ?1, receive_count = 0, receipt = NULL, visible_at_ms = ?2
+            let moved = tx
+                .prepare_cached(
+                    "UPDATE messages SET queue = ?1, receive_count = 0, receipt = NULL, visible_at_ms = ?2
                  WHERE queue = ?3 AND visible_at_ms <= ?2 AND receive_count >= ?4",
-                params![dlq, now, self.name, max_receives],
-            )?;
+                )?
+                .execute(params![dlq, now, self.name, max_receives])?;
             if moved > 0 {
                 tracing::warn!(queue = %self.name, dead_letter = %dlq, moved, "messages moved to the dead-letter queue");
             }
         }
         let mut deliveries = Vec::new();
         {
-            let mut select = tx.prepare(
+            let mut select = tx.prepare_cached(
                 "SELECT id, body, receive_count FROM messages
                  WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, id LIMIT ?3",
             )?;
-            let mut update =
-                tx.prepare("UPDATE messages SET visible_at_ms = ?1, receive_count = ?2, receipt = ?3 WHERE id = ?4")?;
+            let mut update = tx.prepare_cached(
+                "UPDATE messages SET visible_at_ms = ?1, receive_count = ?2, receipt = ?3 WHERE id = ?4",
+            )?;
             let rows: Vec<(i64, String, u32)> = select
                 .query_map(params![self.name, now, max as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -256,10 +255,10 @@ impl Queue for LocalQueue {
         let body = body.to_string();
         self.with_db(move |conn, this| {
             let now = now_ms();
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO messages (queue, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![this.name, body, now, now + delay.as_millis() as i64],
-            )?;
+            )?
+            .execute(params![this.name, body, now, now + delay.as_millis() as i64])?;
             this.committed();
             Ok(conn.last_insert_rowid().to_string())
         })
@@ -303,7 +302,7 @@ impl Queue for LocalQueue {
     async fn delete(&self, receipt: &Receipt) -> Result<()> {
         let receipt = receipt.0.clone();
         self.with_db(move |conn, this| {
-            conn.execute("DELETE FROM messages WHERE receipt = ?1", params![receipt])?;
+            conn.prepare_cached("DELETE FROM messages WHERE receipt = ?1")?.execute(params![receipt])?;
             this.committed();
             Ok(())
         })
@@ -314,10 +313,9 @@ impl Queue for LocalQueue {
         let receipt = receipt.0.clone();
         let changed = self
             .with_db(move |conn, this| {
-                let changed = conn.execute(
-                    "UPDATE messages SET visible_at_ms = ?1 WHERE receipt = ?2",
-                    params![now_ms() + timeout.as_millis() as i64, receipt],
-                )?;
+                let changed = conn
+                    .prepare_cached("UPDATE messages SET visible_at_ms = ?1 WHERE receipt = ?2")?
+                    .execute(params![now_ms() + timeout.as_millis() as i64, receipt])?;
                 this.committed();
                 Ok(changed)
             })
@@ -330,15 +328,16 @@ impl Queue for LocalQueue {
 
     async fn depth(&self) -> Result<QueueDepth> {
         self.with_db(|conn, this| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT
                      COALESCE(SUM(visible_at_ms <= ?2), 0),
                      COALESCE(SUM(visible_at_ms > ?2 AND receive_count > 0), 0),
                      COALESCE(SUM(visible_at_ms > ?2 AND receive_count = 0), 0)
                  FROM messages WHERE queue = ?1",
-                params![this.name, now_ms()],
-                |row| Ok(QueueDepth { visible: row.get(0)?, in_flight: row.get(1)?, delayed: row.get(2)? }),
-            )
+            )?
+            .query_row(params![this.name, now_ms()], |row| {
+                Ok(QueueDepth { visible: row.get(0)?, in_flight: row.get(1)?, delayed: row.get(2)? })
+            })
         })
         .await
     }

@@ -737,37 +737,43 @@ fn transform_input<T: Transform>(
                 // `panel[(position · 8 + c) · 6 + lane]`: one panel's values, laid out as its slots.
                 panel.resize(positions * LANES * MR, 0.0);
                 let mine = image_tiles(image);
-                winograd::transform_input_block::<T>(block, tiles, work, #[inline(always)] |local, values| {
-                    let tile = mine.start + local;
-                    let lane = tile % MR;
-                    for (position, values) in values.chunks_exact(LANES).enumerate() {
-                        for (c, &value) in values[..lanes].iter().enumerate() {
-                            panel[(position * LANES + c) * MR + lane] = value;
+                winograd::transform_input_block::<T>(
+                    block,
+                    tiles,
+                    work,
+                    #[inline(always)]
+                    |local, values| {
+                        let tile = mine.start + local;
+                        let lane = tile % MR;
+                        for (position, values) in values.chunks_exact(LANES).enumerate() {
+                            for (c, &value) in values[..lanes].iter().enumerate() {
+                                panel[(position * LANES + c) * MR + lane] = value;
+                            }
                         }
-                    }
-                    if lane + 1 < MR && tile + 1 < mine.end {
-                        return;
-                    }
-                    // The panel's tiles of this image: all 6 but where a panel straddles two images.
-                    let start = (tile - lane).max(mine.start) % MR;
-                    for position in 0..positions {
-                        let slots = ((position * panels + tile / MR) * channels + first) * MR;
-                        let values = &panel[position * LANES * MR..][..lanes * MR];
-                        if start == 0 && lane + 1 == MR {
-                            // SAFETY: these channels' slots of a panel holding only this image's tiles:
-                            // in bounds as below, and no other task writes them.
-                            unsafe { target.slice(slots, lanes * MR) }.copy_from_slice(values);
-                            continue;
+                        if lane + 1 < MR && tile + 1 < mine.end {
+                            return;
                         }
-                        for (offset, &value) in
-                            values.iter().enumerate().filter(|(i, _)| (start..=lane).contains(&(i % MR)))
-                        {
-                            // SAFETY: `slots + offset < n² · panels · channels · 6 = transformed.len()`;
-                            // only this task writes this image's tiles of these channels.
-                            unsafe { target.write(slots + offset, value) };
+                        // The panel's tiles of this image: all 6 but where a panel straddles two images.
+                        let start = (tile - lane).max(mine.start) % MR;
+                        for position in 0..positions {
+                            let slots = ((position * panels + tile / MR) * channels + first) * MR;
+                            let values = &panel[position * LANES * MR..][..lanes * MR];
+                            if start == 0 && lane + 1 == MR {
+                                // SAFETY: these channels' slots of a panel holding only this image's tiles:
+                                // in bounds as below, and no other task writes them.
+                                unsafe { target.slice(slots, lanes * MR) }.copy_from_slice(values);
+                                continue;
+                            }
+                            for (offset, &value) in
+                                values.iter().enumerate().filter(|(i, _)| (start..=lane).contains(&(i % MR)))
+                            {
+                                // SAFETY: `slots + offset < n² · panels · channels · 6 = transformed.len()`;
+                                // only this task writes this image's tiles of these channels.
+                                unsafe { target.write(slots + offset, value) };
+                            }
                         }
-                    }
-                });
+                    },
+                );
             },
         )
     };

@@ -41,7 +41,7 @@ use winograd::{Tiles, Transform, Variant, WinogradWeights, F2, F4};
 /// Depth rows per slice: a 6-filter weight slice is then ≤ 6 KiB and a 16-pixel patch panel
 /// ≤ 16 KiB, so both stay in the 32 KiB L1 while a micro-kernel runs.
 const DEPTH_SLICE: usize = 256;
-/// Patch floats packed per task and slice: 32 Ki floats = 128 KiB, a quarter of the 512 KiB L2,
+/// Patch floats packed per task and slice: 32 Ki floats = 128 KiB, an eighth of the 1 MiB L2,
 /// leaving room for the task's output block and the weight slices streaming through.
 const PATCH_BLOCK_FLOATS: usize = 32 * 1024;
 /// Output-block floats per task when patches are read in place: 128 KiB of L2 again.

@@ -221,9 +221,7 @@ fn resize_bilinear(image: &RgbImage, out_w: usize, out_h: usize) -> [Vec<f32>; 3
         for ((b, &top), &bottom) in blended.iter_mut().zip(row0).zip(row1) {
             *b = f32::from(top) * (1.0 - fy) + f32::from(bottom) * fy;
         }
-        let [red, green, blue] = &mut planes;
-        let rows = [&mut red[y * out_w..][..out_w], &mut green[y * out_w..][..out_w], &mut blue[y * out_w..][..out_w]];
-        let [red, green, blue] = rows;
+        let [red, green, blue] = planes.each_mut().map(|plane| &mut plane[y * out_w..][..out_w]);
         for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
             let (left, right) = (&blended[x0 * 3..][..3], &blended[x1 * 3..][..3]);
             red[x] = left[0] * (1.0 - fx) + right[0] * fx;

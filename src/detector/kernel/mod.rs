@@ -353,7 +353,7 @@ impl FusedConv {
         threads: usize,
     ) {
         let tiles = Tiles::new(g, T::M, images);
-        let (padded, mut transformed) = PADDED.with_borrow_mut(std::mem::take);
+        let mut transformed = PADDED.with_borrow_mut(|(_, transformed)| std::mem::take(transformed));
         transform_input::<T>(input, g, &tiles, &mut transformed, threads);
         let out = SharedOutput(output.as_mut_ptr());
         let tasks = self.winograd_tasks(&tiles, weights);
@@ -369,7 +369,7 @@ impl FusedConv {
             });
         };
         for_each_task(&tasks, threads, run);
-        PADDED.with_borrow_mut(|slot| *slot = (padded, transformed));
+        PADDED.with_borrow_mut(|(_, slot)| *slot = transformed);
     }
 
     /// Tile-panel chunks (one for the whole map when a pool is fused) × filter-panel chunks.
@@ -663,9 +663,8 @@ fn in_place_offsets(g: &Geometry) -> Vec<usize> {
     (0..g.depth()).map(|k| (k / taps) * plane + (k % taps / g.size) * row + k % g.size).collect()
 }
 
-/// Copies the planes of `input` (CHW, or NCHW for a batch) into `padded` as `rows × columns`
-/// planes with the input at `(padding, padding)` and zeros around it, plus `slack` zeros after
-/// the last plane.
+/// Copies CHW `input` into `padded` as `rows × columns` planes with the input at
+/// `(padding, padding)` and zeros around it, plus `slack` zeros after the last plane.
 fn pad_input(
     input: &[f32],
     g: &Geometry,
@@ -675,10 +674,8 @@ fn pad_input(
     threads: usize,
 ) {
     let (plane, p) = (rows * columns, g.padding);
-    let per_channel = g.height * g.width;
-    let count = input.len() / per_channel;
-    padded.resize(count * plane + slack, 0.0);
-    let (planes, tail) = padded.split_at_mut(count * plane);
+    padded.resize(g.channels * plane + slack, 0.0);
+    let (planes, tail) = padded.split_at_mut(g.channels * plane);
     tail.fill(0.0);
     let fill = |(source, target): (&[f32], &mut [f32])| {
         target[..p * columns].fill(0.0);
@@ -690,6 +687,7 @@ fn pad_input(
         }
         bottom.fill(0.0);
     };
+    let per_channel = g.height * g.width;
     if threads > 1 {
         input.par_chunks_exact(per_channel).zip(planes.par_chunks_exact_mut(plane)).for_each(fill);
     } else {
@@ -713,77 +711,107 @@ fn transform_input<T: Transform>(
     transformed: &mut Vec<f32>,
     threads: usize,
 ) {
-    const LANES: usize = winograd::LANES;
-    let (panels, positions, channels) = (tiles.panels(), T::N * T::N, g.channels);
-    transformed.resize(positions * panels * channels * MR, 0.0);
-    // Lanes past the last tile are never read (a short panel runs a short kernel), but stale
-    // values from another layer would make a batch's buffer differ from run to run.
-    for position in 0..positions {
-        transformed[((position * panels + panels - 1) * channels) * MR..][..channels * MR].fill(0.0);
-    }
+    transformed.resize(T::N * T::N * tiles.panels() * g.channels * MR, 0.0);
     let target = SharedOutput(transformed.as_mut_ptr());
-    let per_channel = g.height * g.width;
-    let image_tiles = |image: usize| image * tiles.per_image()..(image + 1) * tiles.per_image();
-    let run = |scratch: &mut (Vec<f32>, Vec<f32>, Vec<f32>), block: (usize, usize)| {
+    let run = |scratch: &mut Scratch, (image, first): (usize, usize)| {
+        // SAFETY: `target` is `transformed`, sized for `tiles` and `g` just above; blocks are
+        // distinct (image, channels) pairs, so no two tasks write the same slots.
         vectorised(
             #[inline(always)]
-            || {
-                let ((block, work, panel), (image, first)) = (scratch, block);
-                let lanes = LANES.min(channels - first);
-                let planes: Vec<&[f32]> = (first..first + lanes)
-                    .map(|c| &input[(image * channels + c) * per_channel..][..per_channel])
-                    .collect();
-                winograd::interleave_block(&planes, (g.height, g.width), g.padding, tiles, block);
-                // `panel[(position · 8 + c) · 6 + lane]`: one panel's values, laid out as its slots.
-                panel.resize(positions * LANES * MR, 0.0);
-                let mine = image_tiles(image);
-                winograd::transform_input_block::<T>(
-                    block,
-                    tiles,
-                    work,
-                    #[inline(always)]
-                    |local, values| {
-                        let tile = mine.start + local;
-                        let lane = tile % MR;
-                        for (position, values) in values.chunks_exact(LANES).enumerate() {
-                            for (c, &value) in values[..lanes].iter().enumerate() {
-                                panel[(position * LANES + c) * MR + lane] = value;
-                            }
-                        }
-                        if lane + 1 < MR && tile + 1 < mine.end {
-                            return;
-                        }
-                        // The panel's tiles of this image: all 6 but where a panel straddles two images.
-                        let start = (tile - lane).max(mine.start) % MR;
-                        for position in 0..positions {
-                            let slots = ((position * panels + tile / MR) * channels + first) * MR;
-                            let values = &panel[position * LANES * MR..][..lanes * MR];
-                            if start == 0 && lane + 1 == MR {
-                                // SAFETY: these channels' slots of a panel holding only this image's tiles:
-                                // in bounds as below, and no other task writes them.
-                                unsafe { target.slice(slots, lanes * MR) }.copy_from_slice(values);
-                                continue;
-                            }
-                            for (offset, &value) in
-                                values.iter().enumerate().filter(|(i, _)| (start..=lane).contains(&(i % MR)))
-                            {
-                                // SAFETY: `slots + offset < n² · panels · channels · 6 = transformed.len()`;
-                                // only this task writes this image's tiles of these channels.
-                                unsafe { target.write(slots + offset, value) };
-                            }
-                        }
-                    },
-                );
-            },
+            || unsafe { transform_channel_block::<T>(input, g, tiles, (image, first), target, scratch) },
         )
     };
-    let blocks: Vec<(usize, usize)> =
-        (0..tiles.images).flat_map(|image| (0..channels).step_by(LANES).map(move |first| (image, first))).collect();
+    let blocks: Vec<(usize, usize)> = (0..tiles.images)
+        .flat_map(|image| (0..g.channels).step_by(winograd::LANES).map(move |first| (image, first)))
+        .collect();
     if threads > 1 {
         blocks.into_par_iter().for_each_init(Default::default, run);
     } else {
         let mut scratch = Default::default();
         blocks.into_iter().for_each(|block| run(&mut scratch, block));
+    }
+}
+
+/// A thread's interleaved block, transform scratch and panel buffer, reused across blocks.
+type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// [`transform_input`] for one image and up to 8 channels from `first`: interleave, transform,
+/// and write the tiles a 6-tile panel at a time.
+///
+/// # Safety
+/// `target` must point to the live Winograd-domain buffer for `tiles` and `g.channels`, in which
+/// no other thread writes this image's tiles of these channels meanwhile.
+#[inline(always)]
+unsafe fn transform_channel_block<T: Transform>(
+    input: &[f32],
+    g: &Geometry,
+    tiles: &Tiles,
+    (image, first): (usize, usize),
+    target: SharedOutput,
+    (block, work, panel): &mut Scratch,
+) {
+    const LANES: usize = winograd::LANES;
+    let (positions, channels) = (T::N * T::N, g.channels);
+    let lanes = LANES.min(channels - first);
+    let per_channel = g.height * g.width;
+    let planes: Vec<&[f32]> =
+        (first..first + lanes).map(|c| &input[(image * channels + c) * per_channel..][..per_channel]).collect();
+    winograd::interleave_block(&planes, (g.height, g.width), g.padding, tiles, block);
+    // `panel[(position · 8 + c) · 6 + lane]`: one panel's values, laid out as its slots.
+    panel.resize(positions * LANES * MR, 0.0);
+    let mine = image * tiles.per_image()..(image + 1) * tiles.per_image();
+    winograd::transform_input_block::<T>(
+        block,
+        tiles,
+        work,
+        #[inline(always)]
+        |local: usize, values: &[f32]| {
+            let tile = mine.start + local;
+            let lane = tile % MR;
+            for (position, values) in values.chunks_exact(LANES).enumerate() {
+                for (c, &value) in values[..lanes].iter().enumerate() {
+                    panel[(position * LANES + c) * MR + lane] = value;
+                }
+            }
+            if lane + 1 == MR || tile + 1 == mine.end {
+                // The panel's lanes that hold this image's tiles: all 6 but where a panel straddles
+                // two images.
+                let held = (tile - lane).max(mine.start) % MR..lane + 1;
+                let slots = |position: usize| ((position * tiles.panels() + tile / MR) * channels + first) * MR;
+                // SAFETY: as the caller guarantees, for these channels' slots of this panel.
+                unsafe { write_panel(panel, positions, lanes * MR, held, slots, target) };
+            }
+        },
+    );
+}
+
+/// Writes a gathered panel: for each position, `len` floats (the block's channels × 6 lanes)
+/// to `slots(position)`, only the lanes in `held` unless the panel is all this image's.
+///
+/// # Safety
+/// Every slot run must lie in the live buffer, and no other thread may write the `held` lanes
+/// (or, for a full panel, any of them) meanwhile.
+#[inline(always)]
+unsafe fn write_panel(
+    panel: &[f32],
+    positions: usize,
+    len: usize,
+    held: Range<usize>,
+    slots: impl Fn(usize) -> usize,
+    target: SharedOutput,
+) {
+    let full = held == (0..MR);
+    for position in 0..positions {
+        let values = &panel[position * winograd::LANES * MR..][..len];
+        if full {
+            // SAFETY: as the caller guarantees; a full panel's slots are all this task's.
+            unsafe { target.slice(slots(position), len) }.copy_from_slice(values);
+            continue;
+        }
+        for (offset, &value) in values.iter().enumerate().filter(|(i, _)| held.contains(&(i % MR))) {
+            // SAFETY: as the caller guarantees; the other lanes belong to another image's task.
+            unsafe { target.write(slots(position) + offset, value) };
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::queue::Queue;
 use crate::store::local::LocalStore;
 use crate::store::ObjectStore;
 use crate::worker::reply::OpenQueue;
-use crate::worker::{Heartbeats, ReplyQueues, Worker, WorkerSettings};
+use crate::worker::{DetectorThread, Heartbeats, ReplyQueues, Worker, WorkerSettings};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`). Stdout stays free for results.
 pub fn init_tracing() {
@@ -323,7 +323,7 @@ pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker>
         visibility: Duration::from_secs(config.queue.visibility_timeout_seconds),
         output_bucket: config.store.output_bucket.clone(),
     };
-    let detector = Arc::new(detector(config)?);
+    let detector = DetectorThread::spawn(Arc::new(detector(config)?)).context("cannot start the detector thread")?;
     let heartbeats = Arc::new(Heartbeats::new(
         store.clone(),
         config.store.output_bucket.clone(),

@@ -3,6 +3,7 @@
 //! and only then delete the request. A crash at any point leaves the request to come back
 //! after its visibility timeout; a repeated answer is harmless because the index keeps the first.
 
+pub mod detector_thread;
 pub mod heartbeat;
 pub mod reply;
 
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::detector::{Detector, LoadedImage};
 use crate::job::{self, JobRequest, JobResponse, JobResult, Outcome};
 use crate::queue::{Delivery, Queue, QueueError};
 use crate::store::{ObjectStore, StoreError};
+pub use detector_thread::DetectorThread;
 pub use heartbeat::Heartbeats;
 pub use reply::ReplyQueues;
 
@@ -49,7 +50,7 @@ pub struct Worker {
     requests: Arc<dyn Queue>,
     replies: ReplyQueues,
     store: Arc<dyn ObjectStore>,
-    detector: Arc<Detector>,
+    detector: DetectorThread,
     heartbeats: Arc<Heartbeats>,
 }
 
@@ -75,7 +76,7 @@ impl Worker {
         requests: Arc<dyn Queue>,
         replies: ReplyQueues,
         store: Arc<dyn ObjectStore>,
-        detector: Arc<Detector>,
+        detector: DetectorThread,
         heartbeats: Arc<Heartbeats>,
     ) -> Self {
         Self { settings, requests, replies, store, detector, heartbeats }
@@ -170,13 +171,11 @@ impl Worker {
     }
 
     async fn detect(&self, chunk: Vec<(Job, Vec<u8>)>) {
-        let detector = self.detector.clone();
         let (jobs, bytes): (Vec<Job>, Vec<Vec<u8>>) = chunk.into_iter().unzip();
-        let ran = tokio::task::spawn_blocking(move || run_detector(&detector, &bytes)).await;
-        let outcomes = match ran {
+        let outcomes = match self.detector.detect(bytes).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
-                tracing::error!(error = %e, "the detector panicked; the jobs will come back");
+                tracing::error!(error = %e, "no detections for this batch");
                 return;
             }
         };
@@ -259,25 +258,6 @@ impl Worker {
             }
         })
     }
-}
-
-/// Decodes and detects a batch; per image the result or why it failed.
-fn run_detector(detector: &Detector, images: &[Vec<u8>]) -> Vec<Result<crate::result::DetectionResult, String>> {
-    let loaded: Vec<Result<LoadedImage, String>> =
-        images.iter().map(|bytes| detector.load_image(bytes).map_err(|e| e.to_string())).collect();
-    let good: Vec<&LoadedImage> = loaded.iter().filter_map(|l| l.as_ref().ok()).collect();
-    let mut detected = match detector.detect_images(&good) {
-        Ok(results) => results.into_iter().map(Ok).collect::<Vec<_>>(),
-        Err(e) => good.iter().map(|_| Err(format!("the detector failed: {e}"))).collect(),
-    }
-    .into_iter();
-    loaded
-        .into_iter()
-        .map(|l| match l {
-            Ok(_) => detected.next().unwrap_or_else(|| Err("the detector returned too few results".into())),
-            Err(reason) => Err(reason),
-        })
-        .collect()
 }
 
 fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {

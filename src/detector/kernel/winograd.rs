@@ -54,15 +54,28 @@ pub trait Transform {
     fn apply_at(d: [&[f32]; 6], out: &mut [f32], offsets: [usize; 4], len: usize);
 }
 
-/// `out = Σ c · source` over `len` floats: one pass, vectorised (the sources are sliced to `len`
-/// first, so the loop has no bounds checks).
+/// `out = Σ c · source` over `out.len()` floats, 8 at a time as `[f32; 8]` steps (one AVX
+/// vector each; the scalar tail only serves lengths that are not a multiple of 8, in tests).
+/// A plain loop over the floats left LLVM a scalar epilogue of 1–8 iterations, so the per-tile
+/// passes (8 floats) ran entirely scalar: 2.7 ns per transformed value, 4.6 ms per forward.
 #[inline(always)]
 fn combine<const K: usize>(out: &mut [f32], terms: [(f32, &[f32]); K]) {
     let len = out.len();
-    let terms = terms.map(|(c, source)| (c, &source[..len]));
-    for (x, o) in out.iter_mut().enumerate() {
+    let (vectors, tail) = out.as_chunks_mut::<LANES>();
+    let sources = terms.map(|(c, source)| (c, source[..len].as_chunks::<LANES>().0));
+    for (x, o) in vectors.iter_mut().enumerate() {
         // −0 + y = y exactly, so the first addition folds away.
-        *o = terms.iter().fold(-0.0, |sum, (c, source)| sum + c * source[x]);
+        let mut sum = [-0.0f32; LANES];
+        for (c, source) in &sources {
+            for (s, v) in sum.iter_mut().zip(&source[x]) {
+                *s += c * v;
+            }
+        }
+        *o = sum;
+    }
+    let done = len - tail.len();
+    for (x, o) in tail.iter_mut().enumerate() {
+        *o = terms.iter().fold(-0.0, |sum, (c, source)| sum + c * source[done + x]);
     }
 }
 

@@ -1,0 +1,88 @@
+//! The worker's detector thread: every batch a worker detects runs on this one long-lived
+//! thread.
+//!
+//! On tokio's blocking pool each batch ran on whichever idle pool thread woke first, and the
+//! local queue and store use that pool too: under load 6 threads took turns at the detector
+//! within 5 s. Each switch left the kernel's per-thread buffers (up to ≈ 4 MB of padded and
+//! Winograd-domain input) and glibc's per-thread malloc arena cold on the new thread.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc};
+
+use tokio::sync::oneshot;
+
+use crate::detector::{Detector, LoadedImage};
+use crate::result::DetectionResult;
+
+/// Per image of a batch: the result, or why it failed (an undecodable image, say).
+pub type Outcomes = Vec<Result<DetectionResult, String>>;
+
+/// Why a batch got no outcomes at all. Its jobs stay in the queue and come back.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorThreadError {
+    /// A bug: the detector panicked on this batch (the thread goes on with the next).
+    #[error("the detector panicked ({0}); the jobs will come back, and a bug report with this message helps")]
+    Panicked(String),
+    /// The thread is gone; only a restart brings it back.
+    #[error("the detector thread has stopped; restart the worker")]
+    Stopped,
+}
+
+struct Batch {
+    images: Vec<Vec<u8>>,
+    done: oneshot::Sender<Result<Outcomes, DetectorThreadError>>,
+}
+
+/// A handle to the thread; the thread ends when the handle is dropped.
+pub struct DetectorThread {
+    batches: mpsc::Sender<Batch>,
+}
+
+impl DetectorThread {
+    /// Starts the thread that runs `detector`.
+    pub fn spawn(detector: Arc<Detector>) -> std::io::Result<Self> {
+        let (batches, received) = mpsc::channel::<Batch>();
+        std::thread::Builder::new().name("detector".into()).spawn(move || {
+            for batch in received {
+                let ran = catch_unwind(AssertUnwindSafe(|| run_detector(&detector, &batch.images)));
+                // The worker may have stopped waiting (shutdown); nobody to tell then.
+                let _ = batch.done.send(ran.map_err(|panic| DetectorThreadError::Panicked(panic_message(&*panic))));
+            }
+        })?;
+        Ok(Self { batches })
+    }
+
+    /// Decodes and detects `images` on the detector thread.
+    pub async fn detect(&self, images: Vec<Vec<u8>>) -> Result<Outcomes, DetectorThreadError> {
+        let (done, outcome) = oneshot::channel();
+        self.batches.send(Batch { images, done }).map_err(|_| DetectorThreadError::Stopped)?;
+        outcome.await.map_err(|_| DetectorThreadError::Stopped)?
+    }
+}
+
+/// Decodes and detects a batch; per image the result or why it failed.
+fn run_detector(detector: &Detector, images: &[Vec<u8>]) -> Outcomes {
+    let loaded: Vec<Result<LoadedImage, String>> =
+        images.iter().map(|bytes| detector.load_image(bytes).map_err(|e| e.to_string())).collect();
+    let good: Vec<&LoadedImage> = loaded.iter().filter_map(|l| l.as_ref().ok()).collect();
+    let mut detected = match detector.detect_images(&good) {
+        Ok(results) => results.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(e) => good.iter().map(|_| Err(format!("the detector failed: {e}"))).collect(),
+    }
+    .into_iter();
+    loaded
+        .into_iter()
+        .map(|l| match l {
+            Ok(_) => detected.next().unwrap_or_else(|| Err("the detector returned too few results".into())),
+            Err(reason) => Err(reason),
+        })
+        .collect()
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".to_string(),
+    }
+}

@@ -191,6 +191,11 @@ impl WinogradWeights {
         self.filter_panels
     }
 
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.as_slice())
+    }
+
     /// The transform these weights are for.
     pub fn variant(&self) -> Variant {
         self.variant

@@ -5,11 +5,11 @@
 //! weights packed into 6-filter panels once at load ([`pack::PackedWeights`]) and the
 //! micro-kernels ([`micro`]) multiplying 6 filters × 16 pixels at a time. The pixels come one of
 //! three ways, chosen per layer and input size:
-//! - in place: wide stride-1 layers (conv0–4) read a zero-padded copy of the input directly;
+//! - in place: wide stride-1 layers (conv0, conv2) read a zero-padded copy of the input directly;
 //! - packed: each task packs the patches of a chunk of output pixels, one depth slice at a time,
 //!   into L2-sized panels ([`pack::pack_patches`]); 1×1 and strided layers;
-//! - Winograd ([`winograd`]): 3×3 stride-1 layers on narrow maps, and on wide ones from 64
-//!   channels (conv6–14, conv21): n² GEMMs on transformed tiles, F(4×4, 3×3) on 26² and 52²
+//! - Winograd ([`winograd`]): 3×3 stride-1 layers on narrow maps, and on wide ones from 32
+//!   channels (conv4–14, conv21): n² GEMMs on transformed tiles, F(4×4, 3×3) on 26²–104²
 //!   maps and F(2×2, 3×3) on 13² ones (see [`F4_MIN_SIDE`]).
 //!
 //! Each task's sums land in a task-local block that the write-out turns into activations, pooled
@@ -65,10 +65,10 @@ const WINOGRAD_BLOCK_FLOATS: usize = 36 * 54 * 48;
 /// 16-filter panels per Winograd task: see [`WINOGRAD_BLOCK_FLOATS`].
 const WINOGRAD_FILTER_PANELS: usize = 3;
 /// Input channels from which wide maps (read in place otherwise) run as Winograd too: with
-/// fewer, the GEMMs are too shallow to pay for the transforms. Measured on yolov3-tiny: conv6
-/// (64 channels, 52²) 4.05 → 2.52 ms on one thread; conv4 (32, 104²) even (4.00 → 3.85 on one
-/// thread, 2.10 → 2.22 on two), so it stays in place.
-const WINOGRAD_MIN_CHANNELS: usize = 64;
+/// fewer, the GEMMs are too shallow to pay for the transforms. Measured on yolov3-tiny, once
+/// the transforms ran 8 floats a step: conv4 (32 channels, 104²) 3.80 → 3.4 ms on one thread
+/// and 2.2–2.5 → 1.95 on two; conv2 (16 channels, 208²) 4.0 → 6.1 ms, so it stays in place.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
 /// Winograd weights from which each GEMM step (position × depth slice) prefetches the next
 /// step's weight panels, a part per tile panel. Larger weights come from memory every image:
 /// the first tile panel of each step waited on them (conv12's 33.5 MB ran its GEMMs at ≈ 84

@@ -14,6 +14,13 @@ pub const NR: usize = 16;
 /// Filters per block (the last weight panel of a layer may hold fewer).
 pub const MR: usize = 6;
 
+/// Tiles per Winograd row panel: 7, so that a map of 7 × 7 tiles (yolov3-tiny's 13² maps with
+/// F(2×2) and 26² ones with F(4×4): conv8–conv21) fills whole panels. With 6, its 49th tile sat
+/// alone in a last panel whose one accumulator waits out the FMA latency each step (≈ 4/6 of a
+/// full panel's time for 1/6 of its work). AVX-512 has the registers for 7 rows × 16; the AVX2
+/// and portable sets run a 7-row block as 6 rows and then 1.
+pub const WR: usize = 7;
+
 /// One micro-kernel: `c[i·ldc + j] (+)= Σ_k a[k·lda + i] · base[offsets[k] + j]` for `i < mr`,
 /// `j < 16` (`lda ≥ mr`: packed weights use `mr`, Winograd inputs 6 even in a short last panel).
 ///
@@ -35,6 +42,92 @@ pub type Tile = unsafe fn(
 /// The fastest kernels this CPU runs, indexed by `mr − 1`.
 pub fn tiles() -> [Tile; MR] {
     avx512_tiles().or_else(avx2_tiles).unwrap_or_else(portable_tiles)
+}
+
+/// The Winograd kernels ([`WR`] rows) of the set [`tiles`] picks, indexed by `rows − 1`.
+pub fn winograd_tiles() -> [Tile; WR] {
+    avx512_winograd_tiles().or_else(avx2_winograd_tiles).unwrap_or_else(portable_winograd_tiles)
+}
+
+fn avx512_winograd_tiles() -> Option<[Tile; WR]> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        use avx512::tile;
+        return Some([tile::<1>, tile::<2>, tile::<3>, tile::<4>, tile::<5>, tile::<6>, tile::<7>]);
+    }
+    None
+}
+
+fn avx2_winograd_tiles() -> Option<[Tile; WR]> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some([t1, t2, t3, t4, t5, t6]) = avx2_tiles() {
+        return Some([t1, t2, t3, t4, t5, t6, seven_avx2]);
+    }
+    None
+}
+
+/// The portable set with its 7-row kernel.
+pub fn portable_winograd_tiles() -> [Tile; WR] {
+    let [t1, t2, t3, t4, t5, t6] = portable_tiles();
+    [t1, t2, t3, t4, t5, t6, seven_portable]
+}
+
+/// Seven rows as rows 0–5 and then row 6: each row's sums are the same either way.
+///
+/// # Safety
+/// [`Tile`]'s contract for 7 rows.
+#[allow(clippy::too_many_arguments)]
+unsafe fn seven(
+    six: Tile,
+    one: Tile,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    offsets: *const usize,
+    base: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: rows 0–5 and row 6 of the caller's 7-row block; `a + 6` still holds
+    // `(kc − 1) × lda + 1` floats since `lda ≥ 7`.
+    unsafe {
+        six(kc, a, lda, offsets, base, c, ldc, accumulate);
+        one(kc, a.add(6), lda, offsets, base, c.add(6 * ldc), ldc, accumulate);
+    }
+}
+
+/// See [`Tile`] for the contract; callers check AVX2 and FMA at run time.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn seven_avx2(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    offsets: *const usize,
+    base: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { seven(avx2::tile::<6>, avx2::tile::<1>, kc, a, lda, offsets, base, c, ldc, accumulate) }
+}
+
+/// See [`Tile`] for the contract.
+#[allow(clippy::too_many_arguments)]
+unsafe fn seven_portable(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    offsets: *const usize,
+    base: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { seven(portable::<6>, portable::<1>, kc, a, lda, offsets, base, c, ldc, accumulate) }
 }
 
 /// AVX-512F kernels: one 16-float register per row. Zen 4 runs a 512-bit FMA on both 256-bit
@@ -199,11 +292,11 @@ mod tests {
     }
 
     /// Runs one kernel on deterministic data (`lda` floats of weights per depth row) into a
-    /// 6 × 16 block with row stride 20.
+    /// 7 × 16 block with row stride 20.
     fn run(tile: Tile, (_, lda): (usize, usize), kc: usize, accumulate: bool) -> Vec<f32> {
         let a: Vec<f32> = (0..kc * lda).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
         let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
-        let mut c: Vec<f32> = (0..MR * 20).map(|i| i as f32).collect();
+        let mut c: Vec<f32> = (0..WR * 20).map(|i| i as f32).collect();
         let offsets: Vec<usize> = (0..kc).map(|k| shuffled(k, kc) * NR).collect();
         // SAFETY: `a`, `offsets`, `b` and `c` have the extents the contract asks for (`rows ≤ 6`,
         // ldc 20).
@@ -214,7 +307,7 @@ mod tests {
     fn expected((rows, lda): (usize, usize), kc: usize, accumulate: bool) -> Vec<f32> {
         let a: Vec<f32> = (0..kc * lda).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
         let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
-        let mut c: Vec<f32> = (0..MR * 20).map(|i| i as f32).collect();
+        let mut c: Vec<f32> = (0..WR * 20).map(|i| i as f32).collect();
         for i in 0..rows {
             for j in 0..NR {
                 let sum: f64 =
@@ -228,11 +321,18 @@ mod tests {
 
     #[test]
     fn every_kernel_computes_its_block_and_nothing_else() {
-        let sets = [("AVX-512", avx512_tiles()), ("AVX2", avx2_tiles()), ("portable", Some(portable_tiles()))];
-        for (name, kernels) in sets.into_iter().filter_map(|(name, set)| Some((name, set?))) {
-            // Packed weights read `rows` floats per depth row; Winograd inputs 6 even in a
-            // short panel.
-            for shape @ (rows, _) in (1..=MR).flat_map(|rows| [(rows, rows), (rows, MR)]) {
+        let packed = [("AVX-512", avx512_tiles()), ("AVX2", avx2_tiles()), ("portable", Some(portable_tiles()))];
+        let winograd = [
+            ("AVX-512 Winograd", avx512_winograd_tiles()),
+            ("AVX2 Winograd", avx2_winograd_tiles()),
+            ("portable Winograd", Some(portable_winograd_tiles())),
+        ];
+        let packed = packed.into_iter().filter_map(|(name, set)| Some((name, set?.to_vec(), MR)));
+        let winograd = winograd.into_iter().filter_map(|(name, set)| Some((name, set?.to_vec(), WR)));
+        for (name, kernels, panel) in packed.chain(winograd) {
+            // Packed weights read `rows` floats per depth row; Winograd inputs a whole panel's
+            // even in a short panel.
+            for shape @ (rows, _) in (1..=panel).flat_map(|rows| [(rows, rows), (rows, panel)]) {
                 for kc in [1, 7, 64] {
                     for accumulate in [false, true] {
                         // Products are multiples of 1/8 and sums stay far below 2^21: exact in f32.

@@ -34,7 +34,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
 use super::pool::MaxPool;
-use micro::{Tile, MR, NR};
+use micro::{Tile, MR, NR, WR};
 use pack::{pack_patches, Geometry, PackedWeights};
 use winograd::{Tiles, Transform, Variant, WinogradWeights, F2, F4};
 
@@ -59,7 +59,7 @@ const IN_PLACE_MIN_WIDTH: usize = 48;
 const F4_MIN_SIDE: usize = 20;
 /// Floats of one Winograd task's product blocks (n² positions × tiles × filters): 364 KiB, so
 /// they stay in the 1 MiB L2 until the output transform. That is a whole 26² map for F(4×4)
-/// (49 tiles in 9 panels) × 48 filters: each filter panel's weights are read from memory once
+/// (49 tiles in 7 panels) × 48 filters: each filter panel's weights are read from memory once
 /// per image. With a third of that (4 tile panels), conv21 took 8.5 ms instead of 6.5.
 const WINOGRAD_BLOCK_FLOATS: usize = 36 * 54 * 48;
 /// 16-filter panels per Winograd task: see [`WINOGRAD_BLOCK_FLOATS`].
@@ -114,6 +114,8 @@ pub struct FusedConv {
     pool: Option<MaxPool>,
     /// Micro-kernels by rows − 1: AVX2 + FMA where the CPU has them.
     tiles: [Tile; MR],
+    /// The same set's kernels for Winograd panels, up to [`WR`] rows.
+    winograd_tiles: [Tile; WR],
 }
 
 /// Which filters and which output pixels one task computes.
@@ -126,7 +128,7 @@ struct Task {
     pixels: Range<usize>,
 }
 
-/// One Winograd task: 6-tile panels × 16-filter panels.
+/// One Winograd task: 7-tile panels × 16-filter panels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct WinogradTask {
     tile_panels: Range<usize>,
@@ -160,7 +162,7 @@ impl FusedConv {
         assert!(size > 0 && stride > 0, "kernel size and stride must be positive");
         let weights = PackedWeights::new(&weight, filters, in_channels * size * size);
         let winograd = (size == 3 && stride == 1).then(Default::default);
-        let tiles = micro::tiles();
+        let (tiles, winograd_tiles) = (micro::tiles(), micro::winograd_tiles());
         let (pool, allow_winograd, forced_variant) = (None, true, None);
         Self {
             weights,
@@ -176,6 +178,7 @@ impl FusedConv {
             leaky,
             pool,
             tiles,
+            winograd_tiles,
         }
     }
 
@@ -381,7 +384,7 @@ impl FusedConv {
     /// Tile-panel chunks (one for the whole map when a pool is fused) × filter-panel chunks.
     fn winograd_tasks(&self, tiles: &Tiles, weights: &WinogradWeights) -> Vec<WinogradTask> {
         let whole_map = self.pool.is_some() && !self.pools_per_tile();
-        let per_chunk = WINOGRAD_BLOCK_FLOATS / (weights.variant().positions() * MR * WINOGRAD_FILTER_PANELS * NR);
+        let per_chunk = WINOGRAD_BLOCK_FLOATS / (weights.variant().positions() * WR * WINOGRAD_FILTER_PANELS * NR);
         let tile_chunks = if whole_map { 1 } else { tiles.panels().div_ceil(per_chunk) };
         let filter_chunks = weights.filter_panels().div_ceil(WINOGRAD_FILTER_PANELS);
         let mut tasks = Vec::with_capacity(tile_chunks * filter_chunks);
@@ -404,7 +407,7 @@ impl FusedConv {
         block: &mut Vec<f32>,
     ) {
         let ldc = task.filter_panels.len() * NR;
-        let per_position = task.tile_panels.len() * MR * ldc;
+        let per_position = task.tile_panels.len() * WR * ldc;
         let positions = weights.variant().positions();
         block.resize(positions * per_position, 0.0);
         let channels = self.in_channels;
@@ -423,22 +426,22 @@ impl FusedConv {
                         prefetch_part(weights.panel(*position, panel, slice.clone()), row, task.tile_panels.len());
                     }
                 }
-                // A short last panel (49 tiles = 8 × 6 + 1 on 13×13 maps) runs the kernel
-                // for its real rows only: 6 rows would be 10 % more work on those layers.
-                let rows = MR.min(tiles.count() - tile_panel * MR);
-                let tile = self.tiles[rows - 1];
-                let start = ((position * tiles.panels() + tile_panel) * channels + slice.start) * MR;
-                let inputs = &transformed[start..start + kc * MR];
+                // A short last panel (where a batch's tiles are not a multiple of 7) runs the
+                // kernel for its real rows only.
+                let rows = WR.min(tiles.count() - tile_panel * WR);
+                let tile = self.winograd_tiles[rows - 1];
+                let start = ((position * tiles.panels() + tile_panel) * channels + slice.start) * WR;
+                let inputs = &transformed[start..start + kc * WR];
                 for (column, filter_panel) in task.filter_panels.clone().enumerate() {
                     let filters = weights.panel(position, filter_panel, slice.clone());
-                    let c = &mut block[position * per_position + row * MR * ldc + column * NR..];
-                    // SAFETY: `inputs` holds kc × 6 floats (read `rows` per k, 6 apart),
+                    let c = &mut block[position * per_position + row * WR * ldc + column * NR..];
+                    // SAFETY: `inputs` holds kc × 7 floats (read `rows` per k, 7 apart),
                     // `filters` kc × 16 read at the packed offsets 16·k (k < kc ≤
-                    // DEPTH_SLICE); `c` starts at row `row·6`, column `column·16` of a
-                    // `panels·6 × ldc` block.
+                    // DEPTH_SLICE); `c` starts at row `row·7`, column `column·16` of a
+                    // `panels·7 × ldc` block.
                     unsafe {
                         let offsets = packed_offsets().as_ptr();
-                        tile(kc, inputs.as_ptr(), MR, offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, index > 0);
+                        tile(kc, inputs.as_ptr(), WR, offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, index > 0);
                     }
                 }
             }
@@ -462,11 +465,11 @@ impl FusedConv {
     ) {
         let m = T::M;
         let ldc = task.filter_panels.len() * NR;
-        let per_position = task.tile_panels.len() * MR * ldc;
+        let per_position = task.tile_panels.len() * WR * ldc;
         let first_filter = task.filter_panels.start * NR;
         let filters = first_filter..(task.filter_panels.end * NR).min(self.filters);
-        let first_tile = task.tile_panels.start * MR;
-        let tile_range = first_tile..(task.tile_panels.end * MR).min(tiles.count());
+        let first_tile = task.tile_panels.start * WR;
+        let tile_range = first_tile..(task.tile_panels.end * WR).min(tiles.count());
         let (height, width) = (g.out_height, g.out_width);
         let plane = height * width;
         // With any other pool the task holds whole maps: raw sums go to `map`, pooled below.
@@ -729,10 +732,10 @@ fn pad_input(
 }
 
 /// The Winograd-domain input: `V[position][tile panel][channel][lane]`, the micro-kernels'
-/// packed left-hand side (6 tiles per panel, k-major over channels), from the batch's NCHW
+/// packed left-hand side (7 tiles per panel, k-major over channels), from the batch's NCHW
 /// `input`. Tasks of one image × 8 channels run in parallel: each interleaves its channels
-/// ([`winograd::interleave_block`]), transforms them 8 at a time, gathers a panel's 6 tiles and
-/// then writes each position's 8 channels × 6 lanes as one contiguous run.
+/// ([`winograd::interleave_block`]), transforms them 8 at a time, gathers a panel's 7 tiles and
+/// then writes each position's 8 channels × 7 lanes as one contiguous run.
 ///
 /// Writing each tile's values straight to its slots instead cost as much as the transform
 /// itself: a tile's n² positions lie `panels · channels · 24` bytes apart, a multiple of 4 KiB
@@ -744,7 +747,7 @@ fn transform_input<T: Transform>(
     transformed: &mut Vec<f32>,
     threads: usize,
 ) {
-    transformed.resize(T::N * T::N * tiles.panels() * g.channels * MR, 0.0);
+    transformed.resize(T::N * T::N * tiles.panels() * g.channels * WR, 0.0);
     let target = SharedOutput(transformed.as_mut_ptr());
     let run = |scratch: &mut Scratch, (image, first): (usize, usize)| {
         // SAFETY: `target` is `transformed`, sized for `tiles` and `g` just above; blocks are
@@ -769,7 +772,7 @@ fn transform_input<T: Transform>(
 type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// [`transform_input`] for one image and up to 8 channels from `first`: interleave, transform,
-/// and write the tiles a 6-tile panel at a time.
+/// and write the tiles a 7-tile panel at a time.
 ///
 /// # Safety
 /// `target` must point to the live Winograd-domain buffer for `tiles` and `g.channels`, in which
@@ -790,8 +793,8 @@ unsafe fn transform_channel_block<T: Transform>(
     let planes: Vec<&[f32]> =
         (first..first + lanes).map(|c| &input[(image * channels + c) * per_channel..][..per_channel]).collect();
     winograd::interleave_block(&planes, (g.height, g.width), g.padding, tiles, block);
-    // `panel[(position · 8 + c) · 6 + lane]`: one panel's values, laid out as its slots.
-    panel.resize(positions * LANES * MR, 0.0);
+    // `panel[(position · 8 + c) · 7 + lane]`: one panel's values, laid out as its slots.
+    panel.resize(positions * LANES * WR, 0.0);
     let mine = image * tiles.per_image()..(image + 1) * tiles.per_image();
     winograd::transform_input_block::<T>(
         block,
@@ -800,25 +803,25 @@ unsafe fn transform_channel_block<T: Transform>(
         #[inline(always)]
         |local: usize, values: &[f32]| {
             let tile = mine.start + local;
-            let lane = tile % MR;
+            let lane = tile % WR;
             for (position, values) in values.chunks_exact(LANES).enumerate() {
                 for (c, &value) in values[..lanes].iter().enumerate() {
-                    panel[(position * LANES + c) * MR + lane] = value;
+                    panel[(position * LANES + c) * WR + lane] = value;
                 }
             }
-            if lane + 1 == MR || tile + 1 == mine.end {
-                // The panel's lanes that hold this image's tiles: all 6 but where a panel straddles
+            if lane + 1 == WR || tile + 1 == mine.end {
+                // The panel's lanes that hold this image's tiles: all 7 but where a panel straddles
                 // two images.
-                let held = (tile - lane).max(mine.start) % MR..lane + 1;
-                let slots = |position: usize| ((position * tiles.panels() + tile / MR) * channels + first) * MR;
+                let held = (tile - lane).max(mine.start) % WR..lane + 1;
+                let slots = |position: usize| ((position * tiles.panels() + tile / WR) * channels + first) * WR;
                 // SAFETY: as the caller guarantees, for these channels' slots of this panel.
-                unsafe { write_panel(panel, positions, lanes * MR, held, slots, target) };
+                unsafe { write_panel(panel, positions, lanes * WR, held, slots, target) };
             }
         },
     );
 }
 
-/// Writes a gathered panel: for each position, `len` floats (the block's channels × 6 lanes)
+/// Writes a gathered panel: for each position, `len` floats (the block's channels × 7 lanes)
 /// to `slots(position)`, only the lanes in `held` unless the panel is all this image's.
 ///
 /// # Safety
@@ -833,15 +836,15 @@ unsafe fn write_panel(
     slots: impl Fn(usize) -> usize,
     target: SharedOutput,
 ) {
-    let full = held == (0..MR);
+    let full = held == (0..WR);
     for position in 0..positions {
-        let values = &panel[position * winograd::LANES * MR..][..len];
+        let values = &panel[position * winograd::LANES * WR..][..len];
         if full {
             // SAFETY: as the caller guarantees; a full panel's slots are all this task's.
             unsafe { target.slice(slots(position), len) }.copy_from_slice(values);
             continue;
         }
-        for (offset, &value) in values.iter().enumerate().filter(|(i, _)| held.contains(&(i % MR))) {
+        for (offset, &value) in values.iter().enumerate().filter(|(i, _)| held.contains(&(i % WR))) {
             // SAFETY: as the caller guarantees; the other lanes belong to another image's task.
             unsafe { target.write(slots(position) + offset, value) };
         }
@@ -1080,6 +1083,7 @@ mod tests {
         for shape @ (c_in, filters, k, s, p, h, w, leaky) in SHAPES {
             let mut case = random_case(c_in, filters, k, s, p, leaky);
             case.conv.tiles = micro::portable_tiles();
+            case.conv.winograd_tiles = micro::portable_winograd_tiles();
             for case in each_variant(case) {
                 assert_matches_stock(&case, shape, h, w);
             }
@@ -1121,8 +1125,11 @@ mod tests {
     #[test]
     fn batch_rows_equal_single_runs_exactly() {
         let cases = [
+            // 6² tiles of F(4×4) on 22² and of F(2×2) on 12²: 5 panels of 7 and a tile, so
+            // panels straddle images.
+            (8, 24, 22, None),
+            (8, 24, 12, None),
             (8, 24, 26, None),
-            (8, 24, 13, None),
             (70, 20, 13, Some(MaxPool { size: 2, stride: 1 })),
             (70, 20, 26, Some(MaxPool { size: 2, stride: 2 })),
             (3, 16, 52, Some(MaxPool { size: 2, stride: 2 })),

@@ -14,7 +14,7 @@
 
 use std::ops::Range;
 
-use super::micro::{MR, NR};
+use super::micro::{NR, WR};
 use super::pack::Geometry;
 
 /// Which transform a layer uses.
@@ -256,9 +256,9 @@ impl Tiles {
         (t / self.per_image(), local / self.columns, local % self.columns)
     }
 
-    /// Panels of 6 tiles (the micro-kernels' rows).
+    /// Panels of [`WR`] tiles (the micro-kernels' rows).
     pub fn panels(&self) -> usize {
-        self.count().div_ceil(MR)
+        self.count().div_ceil(WR)
     }
 
     /// Rows of the zero-extended input the tiles read: `m·rows + 2` (≥ the padded height).

@@ -61,7 +61,7 @@ fn avx512_winograd_tiles() -> Option<[Tile; WR]> {
 fn avx2_winograd_tiles() -> Option<[Tile; WR]> {
     #[cfg(target_arch = "x86_64")]
     if let Some([t1, t2, t3, t4, t5, t6]) = avx2_tiles() {
-        return Some([t1, t2, t3, t4, t5, t6, seven_avx2]);
+        return Some([t1, t2, t3, t4, t5, t6, seven::<true>]);
     }
     None
 }
@@ -69,17 +69,14 @@ fn avx2_winograd_tiles() -> Option<[Tile; WR]> {
 /// The portable set with its 7-row kernel.
 pub fn portable_winograd_tiles() -> [Tile; WR] {
     let [t1, t2, t3, t4, t5, t6] = portable_tiles();
-    [t1, t2, t3, t4, t5, t6, seven_portable]
+    [t1, t2, t3, t4, t5, t6, seven::<false>]
 }
 
-/// Seven rows as rows 0–5 and then row 6: each row's sums are the same either way.
-///
-/// # Safety
-/// [`Tile`]'s contract for 7 rows.
+/// Seven rows as rows 0–5 and then row 6 of the AVX2 set (`AVX2`, callers check AVX2 and FMA
+/// at run time) or the portable one: each row's sums are the same either way. See [`Tile`] for
+/// the contract.
 #[allow(clippy::too_many_arguments)]
-unsafe fn seven(
-    six: Tile,
-    one: Tile,
+unsafe fn seven<const AVX2: bool>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -89,45 +86,17 @@ unsafe fn seven(
     ldc: usize,
     accumulate: bool,
 ) {
+    let (six, one): (Tile, Tile) = match AVX2 {
+        #[cfg(target_arch = "x86_64")]
+        true => (avx2::tile::<6>, avx2::tile::<1>),
+        _ => (portable::<6>, portable::<1>),
+    };
     // SAFETY: rows 0–5 and row 6 of the caller's 7-row block; `a + 6` still holds
     // `(kc − 1) × lda + 1` floats since `lda ≥ 7`.
     unsafe {
         six(kc, a, lda, offsets, base, c, ldc, accumulate);
         one(kc, a.add(6), lda, offsets, base, c.add(6 * ldc), ldc, accumulate);
     }
-}
-
-/// See [`Tile`] for the contract; callers check AVX2 and FMA at run time.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn seven_avx2(
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    offsets: *const usize,
-    base: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    // SAFETY: the caller's contract, passed on.
-    unsafe { seven(avx2::tile::<6>, avx2::tile::<1>, kc, a, lda, offsets, base, c, ldc, accumulate) }
-}
-
-/// See [`Tile`] for the contract.
-#[allow(clippy::too_many_arguments)]
-unsafe fn seven_portable(
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    offsets: *const usize,
-    base: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    // SAFETY: the caller's contract, passed on.
-    unsafe { seven(portable::<6>, portable::<1>, kc, a, lda, offsets, base, c, ldc, accumulate) }
 }
 
 /// AVX-512F kernels: one 16-float register per row. Zen 4 runs a 512-bit FMA on both 256-bit

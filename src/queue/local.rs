@@ -6,7 +6,6 @@
 //! committed message kept; a power cut may roll back the last few commits. `FULL` would add an
 //! fsync to each of the ~7 commits a job makes, several milliseconds against a 5 ms budget.
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -106,27 +105,23 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// strace counted 150–210 ms of those sleeps per process in 5 s at concurrency 4 (≈ 3 ms per
 /// job per worker, `bench-pipeline.sh`'s setting), and 28–53 ms with this handler.
 fn wait_for_lock(attempt: i32) -> bool {
-    thread_local! {
-        static WAITING_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
-    }
-    let now = Instant::now();
-    if attempt == 0 {
-        WAITING_SINCE.set(Some(now));
-    }
-    let waited = now.duration_since(WAITING_SINCE.get().unwrap_or(now));
-    match lock_wait_step(attempt, waited) {
-        Some(step) => {
-            std::thread::sleep(step);
-            true
-        }
-        None => false,
-    }
+    lock_wait_step(attempt).map(std::thread::sleep).is_some()
 }
 
-/// The sleep before try `attempt + 1`, or `None` once [`LOCK_WAIT`] has passed.
-fn lock_wait_step(attempt: i32, waited: Duration) -> Option<Duration> {
-    let step = Duration::from_micros(50) * (attempt.unsigned_abs() + 1);
-    (waited < LOCK_WAIT).then(|| step.min(Duration::from_millis(2)))
+/// The sleep before try `attempt + 1`: 50 µs · (attempt + 1), at most 2 ms; `None` once the
+/// sleeps before it add up to [`LOCK_WAIT`] (the time asleep, which the lock checks between
+/// them only lengthen).
+fn lock_wait_step(attempt: i32) -> Option<Duration> {
+    const FIRST: Duration = Duration::from_micros(50);
+    const LONGEST: Duration = Duration::from_millis(2);
+    let growing = LONGEST.as_micros() / FIRST.as_micros(); // tries before the cap: 40
+    let n = u128::from(attempt.unsigned_abs());
+    let slept_us = if n <= growing {
+        FIRST.as_micros() * n * (n + 1) / 2
+    } else {
+        FIRST.as_micros() * growing * (growing + 1) / 2 + (n - growing) * LONGEST.as_micros()
+    };
+    (slept_us < LOCK_WAIT.as_micros()).then(|| (FIRST * (attempt.unsigned_abs() + 1)).min(LONGEST))
 }
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -398,11 +393,12 @@ mod tests {
 
     #[test]
     fn lock_waits_start_at_50_microseconds_grow_to_2_ms_and_stop_after_5_s() {
-        let step = |attempt, waited| lock_wait_step(attempt, Duration::from_millis(waited));
-        assert_eq!(step(0, 0), Some(Duration::from_micros(50)));
-        assert_eq!(step(3, 1), Some(Duration::from_micros(200)));
-        assert_eq!(step(500, 4_000), Some(Duration::from_millis(2)));
-        assert_eq!(step(2_600, 5_000), None);
+        let step = lock_wait_step;
+        assert_eq!(step(0), Some(Duration::from_micros(50)));
+        assert_eq!(step(3), Some(Duration::from_micros(200)));
+        // 0.96 s asleep before try 501; 5.16 s before try 2 601.
+        assert_eq!(step(500), Some(Duration::from_millis(2)));
+        assert_eq!(step(2_600), None);
     }
 
     /// A writer blocked by another connection's open write transaction waits for the lock

@@ -22,7 +22,7 @@ pub const MR: usize = 6;
 pub const WR: usize = 7;
 
 /// One micro-kernel: `c[i·ldc + j] (+)= Σ_k a[k·lda + i] · base[offsets[k] + j]` for `i < mr`,
-/// `j < 16` (`lda ≥ mr`: packed weights use `mr`, Winograd inputs 6 even in a short last panel).
+/// `j < 16` (`lda ≥ mr`: packed weights use `mr`, Winograd inputs 7 even in a short last panel).
 ///
 /// # Safety
 /// `a` must hold `(kc − 1) × lda + mr` floats, `offsets` `kc` entries, `base + offsets[k]` 16 readable
@@ -267,7 +267,7 @@ mod tests {
         let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.5).collect();
         let mut c: Vec<f32> = (0..WR * 20).map(|i| i as f32).collect();
         let offsets: Vec<usize> = (0..kc).map(|k| shuffled(k, kc) * NR).collect();
-        // SAFETY: `a`, `offsets`, `b` and `c` have the extents the contract asks for (`rows ≤ 6`,
+        // SAFETY: `a`, `offsets`, `b` and `c` have the extents the contract asks for (`rows ≤ 7`,
         // ldc 20).
         unsafe { tile(kc, a.as_ptr(), lda, offsets.as_ptr(), b.as_ptr(), c.as_mut_ptr(), 20, accumulate) };
         c

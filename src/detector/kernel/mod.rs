@@ -412,14 +412,14 @@ impl FusedConv {
         block.resize(positions * per_position, 0.0);
         let channels = self.in_channels;
         let slices = split_evenly(channels, channels.div_ceil(DEPTH_SLICE));
-        let prefetch = weights.bytes() >= PREFETCH_MIN_BYTES;
-        for step in 0..positions * slices.len() {
-            let (position, index) = (step / slices.len(), step % slices.len());
-            let slice = slices[index].clone();
+        let (steps, prefetch) = (positions * slices.len(), weights.bytes() >= PREFETCH_MIN_BYTES);
+        // Step `step`: a position and a depth slice of it.
+        let at = |step: usize| (step / slices.len(), slices[step % slices.len()].clone());
+        for step in 0..steps {
+            let (position, slice) = at(step);
             let kc = slice.len();
             // The next step's weights, a part per tile panel while this step computes.
-            let next = (prefetch && step + 1 < positions * slices.len())
-                .then(|| ((step + 1) / slices.len(), slices[(step + 1) % slices.len()].clone()));
+            let next = (prefetch && step + 1 < steps).then(|| at(step + 1));
             for (row, tile_panel) in task.tile_panels.clone().enumerate() {
                 if let Some((position, slice)) = &next {
                     for panel in task.filter_panels.clone() {
@@ -441,7 +441,7 @@ impl FusedConv {
                     // `panels·7 × ldc` block.
                     unsafe {
                         let offsets = packed_offsets().as_ptr();
-                        tile(kc, inputs.as_ptr(), WR, offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, index > 0);
+                        tile(kc, inputs.as_ptr(), WR, offsets, filters.as_ptr(), c.as_mut_ptr(), ldc, slice.start > 0);
                     }
                 }
             }

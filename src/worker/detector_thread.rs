@@ -6,6 +6,7 @@
 //! within 5 s. Each switch left the kernel's per-thread buffers (up to ≈ 4 MB of padded and
 //! Winograd-domain input) and glibc's per-thread malloc arena cold on the new thread.
 
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 
@@ -52,11 +53,16 @@ impl DetectorThread {
         Ok(Self { batches })
     }
 
-    /// Decodes and detects `images` on the detector thread.
-    pub async fn detect(&self, images: Vec<Vec<u8>>) -> Result<Outcomes, DetectorThreadError> {
+    /// Hands `images` to the detector thread, which starts decoding and detecting them at once;
+    /// the returned future resolves with their outcomes. The caller is free to do other work
+    /// (answer the previous batch) before it awaits them.
+    pub fn submit(&self, images: Vec<Vec<u8>>) -> impl Future<Output = Result<Outcomes, DetectorThreadError>> {
         let (done, outcome) = oneshot::channel();
-        self.batches.send(Batch { images, done }).map_err(|_| DetectorThreadError::Stopped)?;
-        outcome.await.map_err(|_| DetectorThreadError::Stopped)?
+        let sent = self.batches.send(Batch { images, done });
+        async move {
+            sent.map_err(|_| DetectorThreadError::Stopped)?;
+            outcome.await.map_err(|_| DetectorThreadError::Stopped)?
+        }
     }
 }
 

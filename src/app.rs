@@ -14,7 +14,7 @@ use skyburst_providers::Provider;
 
 use crate::config::{Config, DeviceKind, PoolConfig, ProviderKind, QueueBackend, StoreBackend};
 use crate::controller::{Controller, ControllerSettings, Pool};
-use crate::detector::{self, ConvPath, Detector, DetectorOptions};
+use crate::detector::{ConvPath, Detector, DetectorOptions};
 use crate::frontend::auth::Tokens;
 use crate::frontend::{AppState, Settings};
 use crate::index::ResultIndex;
@@ -51,10 +51,11 @@ pub fn device(kind: DeviceKind) -> anyhow::Result<Device> {
     }
 }
 
-/// Loads the detector the config describes, with its thread pool sized.
+/// Loads the detector the config describes. Its `detector.threads` size the pool of whichever
+/// thread runs it: rayon's global pool ([`crate::detector::set_threads`]) or the worker's
+/// [`DetectorThread`].
 pub fn detector(config: &Config) -> anyhow::Result<Detector> {
     let d = &config.detector;
-    detector::set_threads(d.threads);
     let options = DetectorOptions {
         threshold: d.threshold,
         nms_iou: d.nms_iou,
@@ -323,7 +324,8 @@ pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker>
         visibility: Duration::from_secs(config.queue.visibility_timeout_seconds),
         output_bucket: config.store.output_bucket.clone(),
     };
-    let detector = DetectorThread::spawn(Arc::new(detector(config)?)).context("cannot start the detector thread")?;
+    let detector = DetectorThread::spawn(Arc::new(detector(config)?), config.detector.threads)
+        .context("cannot start the detector thread")?;
     let heartbeats = Arc::new(Heartbeats::new(
         store.clone(),
         config.store.output_bucket.clone(),

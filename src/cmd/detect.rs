@@ -26,6 +26,7 @@ pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --annotate directory {}", dir.display()))?;
     }
+    crate::detector::set_threads(config.detector.threads);
     let detector = crate::app::detector(&config)?;
     let mut stdout = std::io::stdout().lock();
     let mut failures = 0;

@@ -5,6 +5,12 @@
 //! local queue and store use that pool too: under load 6 threads took turns at the detector
 //! within 5 s. Each switch left the kernel's per-thread buffers (up to ≈ 4 MB of padded and
 //! Winograd-domain input) and glibc's per-thread malloc arena cold on the new thread.
+//!
+//! The thread is also the first member of the detector's rayon pool, so a parallel loop in the
+//! forward (the stand-alone max-pool's at one thread, the kernel's too at two) starts on it. On
+//! rayon's global pool the loop was handed to a pool thread while this one slept, and that thread
+//! then spun in `sched_yield` (≈ 14 calls per forward, strace) on a core the other worker's
+//! detector keeps busy: 0.7–5 % fewer images/s at concurrency 4 (6 interleaved pairs).
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,10 +46,20 @@ pub struct DetectorThread {
 }
 
 impl DetectorThread {
-    /// Starts the thread that runs `detector`.
-    pub fn spawn(detector: Arc<Detector>) -> std::io::Result<Self> {
+    /// Starts the thread that runs `detector` with `threads` threads (itself and `threads − 1`
+    /// rayon helpers).
+    pub fn spawn(detector: Arc<Detector>, threads: usize) -> std::io::Result<Self> {
         let (batches, received) = mpsc::channel::<Batch>();
         std::thread::Builder::new().name("detector".into()).spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(|i| format!("detector-{i}"))
+                .use_current_thread()
+                .build();
+            if let Err(e) = &pool {
+                // Still correct on the global pool, only slower.
+                tracing::warn!(error = %e, "cannot build the detector's thread pool; using rayon's global pool");
+            }
             for batch in received {
                 let ran = catch_unwind(AssertUnwindSafe(|| run_detector(&detector, &batch.images)));
                 // The worker may have stopped waiting (shutdown); nobody to tell then.

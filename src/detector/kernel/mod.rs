@@ -482,6 +482,7 @@ impl FusedConv {
         // Where each image's output starts in `out`.
         let per_image_out = self.filters * pooled_height * pooled_width;
         let count = filters.len();
+        let (bias, leaky) = (&self.bias[filters.clone()], self.leaky);
         // Per task: m² × count outputs of one tile, and the transform's scratch.
         let (mut transformed, mut work) = (vec![0.0f32; m * m * count], Vec::new());
         for tile in tile_range {
@@ -504,7 +505,9 @@ impl FusedConv {
                     let pixel = oy * pooled_width + ox;
                     let [a, b, c, d] = window.map(|i| outputs[i]);
                     let full = window.iter().all(|&i| valid(i));
-                    for j in 0..count {
+                    let pooled_plane = pooled_height * pooled_width;
+                    let first = image_out + first_filter * pooled_plane + pixel;
+                    for (j, &bias) in bias.iter().enumerate() {
                         let max = if full {
                             a[j].max(b[j]).max(c[j].max(d[j]))
                         } else {
@@ -514,12 +517,9 @@ impl FusedConv {
                                 .map(|&i| outputs[i][j])
                                 .fold(f32::NEG_INFINITY, f32::max)
                         };
-                        let filter = first_filter + j;
                         // SAFETY: pooled pixel `pixel` of this filter's plane lies in this
                         // task's tile (pooled windows do not overlap) and filter only.
-                        let dst =
-                            unsafe { &mut out.slice(image_out + filter * pooled_height * pooled_width + pixel, 1)[0] };
-                        *dst = activate(max + self.bias[filter], self.leaky);
+                        unsafe { out.write(first + j * pooled_plane, activate(max + bias, leaky)) };
                     }
                 }
                 continue;
@@ -529,16 +529,22 @@ impl FusedConv {
                     continue;
                 }
                 let pixel = (m * ty + i / m) * width + m * tx + i % m;
-                for (j, &value) in values.iter().enumerate() {
-                    let filter = first_filter + j;
-                    if pooled {
+                if pooled {
+                    for (j, &value) in values.iter().enumerate() {
                         map[(image * count + j) * plane + pixel] = value;
-                    } else {
-                        // SAFETY: this pixel of this filter's plane belongs to this task's
-                        // tile and filter, which no other task has.
-                        let dst = unsafe { &mut out.slice(image_out + filter * plane + pixel, 1)[0] };
-                        *dst = activate(value + self.bias[filter], self.leaky);
                     }
+                    continue;
+                }
+                // One float per filter plane. `bias` and `leaky` are locals: read through
+                // `self` inside the loop, they were reloaded after every store (the raw output
+                // might alias them). With the fixed-size panel slots of the input transform,
+                // 38.9 → 37.6 ms per forward (bus.jpg, one thread, −0.1 to −0.3 ms on every
+                // Winograd layer).
+                let first = image_out + first_filter * plane + pixel;
+                for (j, (&value, &bias)) in values.iter().zip(bias).enumerate() {
+                    // SAFETY: this pixel of this filter's plane belongs to this task's tile
+                    // and filter, which no other task has.
+                    unsafe { out.write(first + j * plane, activate(value + bias, leaky)) };
                 }
             }
         }
@@ -804,9 +810,14 @@ unsafe fn transform_channel_block<T: Transform>(
         |local: usize, values: &[f32]| {
             let tile = mine.start + local;
             let lane = tile % WR;
+            // A fixed-size view per position, so that the 8 stores need no bounds checks
+            // (`lane < 7`) and unroll.
             for (position, values) in values.chunks_exact(LANES).enumerate() {
+                let slots: &mut [f32; LANES * WR] = (&mut panel[position * LANES * WR..][..LANES * WR])
+                    .try_into()
+                    .expect("a position's slots are 8 × 7 floats");
                 for (c, &value) in values[..lanes].iter().enumerate() {
-                    panel[(position * LANES + c) * WR + lane] = value;
+                    slots[c * WR + lane] = value;
                 }
             }
             if lane + 1 == WR || tile + 1 == mine.end {

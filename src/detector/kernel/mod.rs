@@ -479,8 +479,9 @@ impl FusedConv {
             map.resize(tiles.images * filters.len() * plane, 0.0);
         }
         let (pooled_height, pooled_width) = self.output_side(g);
+        let pooled_plane = pooled_height * pooled_width;
         // Where each image's output starts in `out`.
-        let per_image_out = self.filters * pooled_height * pooled_width;
+        let per_image_out = self.filters * pooled_plane;
         let count = filters.len();
         let (bias, leaky) = (&self.bias[filters.clone()], self.leaky);
         // Per task: m² × count outputs of one tile, and the transform's scratch.
@@ -505,7 +506,6 @@ impl FusedConv {
                     let pixel = oy * pooled_width + ox;
                     let [a, b, c, d] = window.map(|i| outputs[i]);
                     let full = window.iter().all(|&i| valid(i));
-                    let pooled_plane = pooled_height * pooled_width;
                     let first = image_out + first_filter * pooled_plane + pixel;
                     for (j, &bias) in bias.iter().enumerate() {
                         let max = if full {
@@ -553,11 +553,11 @@ impl FusedConv {
             for filter in filters.clone() {
                 let sums = &map[(image * count + filter - first_filter) * plane..][..plane];
                 let rows = Rows { sums, first_row: 0, height, width, stride: width };
-                let bias = self.bias[filter];
-                let start = image * per_image_out + filter * pooled_height * pooled_width;
+                let bias = bias[filter - first_filter];
+                let start = image * per_image_out + filter * pooled_plane;
                 // SAFETY: this filter's whole pooled plane, which only this task writes.
-                let dst = unsafe { out.slice(start, pooled_height * pooled_width) };
-                rows.pool_into(pool, 0..pooled_height, dst, |m| activate(m + bias, self.leaky));
+                let dst = unsafe { out.slice(start, pooled_plane) };
+                rows.pool_into(pool, 0..pooled_height, dst, |m| activate(m + bias, leaky));
             }
         }
     }

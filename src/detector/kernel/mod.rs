@@ -62,7 +62,13 @@ const F4_MIN_SIDE: usize = 20;
 /// (49 tiles in 7 panels) × 48 filters: each filter panel's weights are read from memory once
 /// per image. With a third of that (4 tile panels), conv21 took 8.5 ms instead of 6.5.
 const WINOGRAD_BLOCK_FLOATS: usize = 36 * 54 * 48;
-/// 16-filter panels per Winograd task: see [`WINOGRAD_BLOCK_FLOATS`].
+/// 16-filter panels per Winograd task: see [`WINOGRAD_BLOCK_FLOATS`]. Layers whose weights
+/// stream from memory ([`PREFETCH_MIN_BYTES`]) take one panel per task instead: a step's 16 KiB
+/// of weights (256 channels × 16 filters) then stay in the 32 KiB L1 while the task's 7 tile
+/// panels use them, where 3 panels' 48 KiB went back to L2 for each. On a Zen 3 core (512 KiB
+/// L2, AVX2), one thread, medians of 6 interleaved rounds: conv12 −7 %, conv21 −7 %, conv10 and
+/// conv14 −1–3 %; conv4, conv6 and conv8 (≤ 4.7 MB of weights) lost 12–26 % with one panel, so
+/// they keep 3. On Zen 4 (1 MiB L2, AVX-512) 1, 2 or 3 panels measured within ±0.5 ms.
 const WINOGRAD_FILTER_PANELS: usize = 3;
 /// Input channels from which wide maps (read in place otherwise) run as Winograd too: with
 /// fewer, the GEMMs are too shallow to pay for the transforms. Measured on yolov3-tiny, once
@@ -384,9 +390,10 @@ impl FusedConv {
     /// Tile-panel chunks (one for the whole map when a pool is fused) × filter-panel chunks.
     fn winograd_tasks(&self, tiles: &Tiles, weights: &WinogradWeights) -> Vec<WinogradTask> {
         let whole_map = self.pool.is_some() && !self.pools_per_tile();
-        let per_chunk = WINOGRAD_BLOCK_FLOATS / (weights.variant().positions() * WR * WINOGRAD_FILTER_PANELS * NR);
+        let filter_panels = if weights.bytes() >= PREFETCH_MIN_BYTES { 1 } else { WINOGRAD_FILTER_PANELS };
+        let per_chunk = WINOGRAD_BLOCK_FLOATS / (weights.variant().positions() * WR * filter_panels * NR);
         let tile_chunks = if whole_map { 1 } else { tiles.panels().div_ceil(per_chunk) };
-        let filter_chunks = weights.filter_panels().div_ceil(WINOGRAD_FILTER_PANELS);
+        let filter_chunks = weights.filter_panels().div_ceil(filter_panels);
         let mut tasks = Vec::with_capacity(tile_chunks * filter_chunks);
         for tile_panels in split_evenly(tiles.panels(), tile_chunks) {
             for filters in split_evenly(weights.filter_panels(), filter_chunks) {

@@ -12,7 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if ! command -v valgrind >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq valgrind
+    # shellcheck source=scripts/apt.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+    apt_get update -qq && apt_get install -y -qq valgrind
   else
     echo "error: valgrind is missing: apt-get install -y valgrind" >&2
     exit 1

@@ -14,6 +14,8 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+apt_get update -qq
+apt_get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 echo "browser: $(chromium --version 2>/dev/null | head -1), $(chromedriver --version | head -1)"

@@ -5,6 +5,7 @@
 # state ($OSL_DIR/golden.tar.gz) that start.sh restores in a few seconds.
 # Must run as root. Unattended. Idempotent.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../apt.sh"
 T0=$(now)
 
 # ---------------------------------------------------------------- 1. packages
@@ -18,11 +19,11 @@ missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   log "installing:$missing"
-  compgen -G '/var/lib/apt/lists/*_Packages' > /dev/null || apt-get update
+  compgen -G '/var/lib/apt/lists/*_Packages' > /dev/null || apt_get update
   made_policy=0
   # keep package postinsts from starting system-wide rabbitmq/postgres (we run our own, loopback only)
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+  DEBIAN_FRONTEND=noninteractive apt_get install -y --no-install-recommends $missing
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
   log "packages installed in $(elapsed $T0)s"
 fi

@@ -49,18 +49,19 @@ if [[ " ${missing[*]} " == *" cloud-init "* ]]; then
   touch /etc/cloud/cloud-init.disabled
 fi
 
-# scripts/test.sh runs other apt installs beside this one: wait for the dpkg lock rather than fail.
-lock=(-o DPkg::Lock::Timeout=600)
+# scripts/test.sh runs other apt installs beside this one: apt_get waits out their locks.
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
   for attempt in 1 2 3; do
-    apt-get update -qq && break
+    apt_get update -qq && break
     [ "$attempt" -lt 3 ] || exit 1
     sleep 10
   done
 fi
-install() { apt-get install -y -qq "${lock[@]}" --no-install-recommends "${missing[@]}" >/dev/null; }
+install() { apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 # Stale package lists (a package moved on the mirror): refresh them once and try again.
-install || { apt-get update -qq && install; }
+install || { apt_get update -qq && install; }
 if [ "$new_cloud_init" = 1 ]; then
   echo "image tools: installed ${missing[*]}; cloud-init stays off at boot (/etc/cloud/cloud-init.disabled)"
 fi

@@ -63,12 +63,13 @@ const F4_MIN_SIDE: usize = 20;
 /// per image. With a third of that (4 tile panels), conv21 took 8.5 ms instead of 6.5.
 const WINOGRAD_BLOCK_FLOATS: usize = 36 * 54 * 48;
 /// 16-filter panels per Winograd task: see [`WINOGRAD_BLOCK_FLOATS`]. Layers whose weights
-/// stream from memory ([`PREFETCH_MIN_BYTES`]) take one panel per task instead: a step's 16 KiB
+/// stream from memory ([`streams_from_memory`]) take one panel per task instead: a step's 16 KiB
 /// of weights (256 channels × 16 filters) then stay in the 32 KiB L1 while the task's 7 tile
 /// panels use them, where 3 panels' 48 KiB went back to L2 for each. On a Zen 3 core (512 KiB
-/// L2, AVX2), one thread, medians of 6 interleaved rounds: conv12 −7 %, conv21 −7 %, conv10 and
-/// conv14 −1–3 %; conv4, conv6 and conv8 (≤ 4.7 MB of weights) lost 12–26 % with one panel, so
-/// they keep 3. On Zen 4 (1 MiB L2, AVX-512) 1, 2 or 3 panels measured within ±0.5 ms.
+/// L2, AVX2), one thread, medians of 6 interleaved rounds: conv12 −8 %, conv14 −7 %, conv10 and
+/// conv21 within ±3 %; whole forward −2.7 % (−2.2 % on two threads). conv4, conv6 and conv8
+/// (≤ 4.7 MB of weights) lost 12–26 % with one panel, so they keep 3. On Zen 4 (1 MiB L2,
+/// AVX-512) 1, 2 or 3 panels measured within ±0.5 ms.
 const WINOGRAD_FILTER_PANELS: usize = 3;
 /// Input channels from which wide maps (read in place otherwise) run as Winograd too: with
 /// fewer, the GEMMs are too shallow to pay for the transforms. Measured on yolov3-tiny, once
@@ -81,6 +82,12 @@ const WINOGRAD_MIN_CHANNELS: usize = 32;
 /// GFLOPS against 110 on cached panels). Measured, one thread: conv12 10.9 → 9.9 ms, conv21
 /// 5.8 → 5.3; conv6 (1.2 MB) and conv8 (4.7 MB) gained nothing and lost a little.
 const PREFETCH_MIN_BYTES: usize = 8 << 20;
+
+/// Whether a layer's Winograd weights come from memory every image (see [`PREFETCH_MIN_BYTES`]):
+/// its GEMM steps prefetch and its tasks take one filter panel each.
+fn streams_from_memory(weights: &WinogradWeights) -> bool {
+    weights.bytes() >= PREFETCH_MIN_BYTES
+}
 /// Tasks per thread on multi-threaded runs, so a core slowed by a neighbour's process does not
 /// hold up the layer (two tasks of equal size would).
 const TASKS_PER_THREAD: usize = 2;
@@ -390,7 +397,7 @@ impl FusedConv {
     /// Tile-panel chunks (one for the whole map when a pool is fused) × filter-panel chunks.
     fn winograd_tasks(&self, tiles: &Tiles, weights: &WinogradWeights) -> Vec<WinogradTask> {
         let whole_map = self.pool.is_some() && !self.pools_per_tile();
-        let filter_panels = if weights.bytes() >= PREFETCH_MIN_BYTES { 1 } else { WINOGRAD_FILTER_PANELS };
+        let filter_panels = if streams_from_memory(weights) { 1 } else { WINOGRAD_FILTER_PANELS };
         let per_chunk = WINOGRAD_BLOCK_FLOATS / (weights.variant().positions() * WR * filter_panels * NR);
         let tile_chunks = if whole_map { 1 } else { tiles.panels().div_ceil(per_chunk) };
         let filter_chunks = weights.filter_panels().div_ceil(filter_panels);
@@ -419,7 +426,7 @@ impl FusedConv {
         block.resize(positions * per_position, 0.0);
         let channels = self.in_channels;
         let slices = split_evenly(channels, channels.div_ceil(DEPTH_SLICE));
-        let (steps, prefetch) = (positions * slices.len(), weights.bytes() >= PREFETCH_MIN_BYTES);
+        let (steps, prefetch) = (positions * slices.len(), streams_from_memory(weights));
         // Step `step`: a position and a depth slice of it.
         let at = |step: usize| (step / slices.len(), slices[step % slices.len()].clone());
         for step in 0..steps {

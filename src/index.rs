@@ -16,8 +16,23 @@ pub const PERSON: &str = "person";
 
 /// Why the index could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("result index unavailable: {0}; check that the data directory is writable")]
-pub struct IndexError(String);
+pub enum IndexError {
+    /// The database file could not be created, opened or migrated.
+    #[error("result index {path} cannot be opened: {source}; check that the data directory is writable")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: crate::error::Cause,
+    },
+    /// A query failed (a full disk, a locked or damaged database).
+    #[error("result index unavailable: {0}; check that the data directory is writable")]
+    Query(#[source] rusqlite::Error),
+    /// The task running the query stopped (the runtime is shutting down).
+    #[error("result index query did not finish: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+}
 
 type Result<T, E = IndexError> = std::result::Result<T, E>;
 
@@ -176,12 +191,12 @@ const COLUMNS: &str = "job_id, client_id, zone, file, status, queued_at_ms, star
 impl ResultIndex {
     /// Opens (creating or migrating) the index at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let fail = |e: &dyn std::fmt::Display| IndexError(format!("{}: {e}", path.display()));
+        let fail = |e: crate::error::Cause| IndexError::Open { path: path.to_path_buf(), source: e };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(&e))?;
-        migrate(&conn).map_err(|e| fail(&e))?;
+        let conn = Connection::open(path).map_err(|e| fail(e.into()))?;
+        migrate(&conn).map_err(|e| fail(e.into()))?;
         Ok(Self { db: Arc::new(Mutex::new(conn)) })
     }
 
@@ -192,8 +207,8 @@ impl ResultIndex {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|p| p.into_inner())))
             .await
-            .map_err(|e| IndexError(e.to_string()))?
-            .map_err(|e| IndexError(e.to_string()))
+            .map_err(IndexError::Stopped)?
+            .map_err(IndexError::Query)
     }
 
     /// Records a queued job.

@@ -1,5 +1,5 @@
 //! Jobs and the messages about them: the request a front end queues, the responses a worker
-//! sends back, and where each job's image and result are kept (../shared/DESIGN.md).
+//! sends back, and where each job's image and result are kept (docs/architecture.md).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -3,8 +3,8 @@
 //! first and bursts to the public cloud.
 //!
 //! # Layout
-//! - [`detector`]: YOLOv3-tiny from darknet's files: parse, load, preprocess, run, decode.
-//! - [`result`]: the result JSON shape shared by every entry point.
+//! - [`result`]: the result JSON shape shared by every entry point, converted from the
+//!   detector's own types (the `skyburst-detector` crate: YOLOv3-tiny from darknet's files).
 //! - [`job`]: job requests and responses, and where jobs' images and results are stored.
 //! - [`queue`]: the `Queue` seam, the embedded SQLite queue and SQS; [`store`]: the
 //!   `ObjectStore` seam, the filesystem store and S3; [`index`]: the SQLite result index.
@@ -14,9 +14,11 @@
 //! - [`load`]: the workload generator (`skyburst load`); [`simulate`]: the discrete-event policy
 //!   simulator (`skyburst simulate`).
 //! - [`boot`]: what a cloud worker receives at boot (cloud-init user-data, the pinned release).
-//! - [`config`]: the typed, layered, validated configuration.
+//! - [`error`]: the cause errors keep; [`config`]: the typed, layered, validated configuration; [`host`]: this process's name.
 //! - [`cli`]: the command-line definition; [`cmd`]: one module per subcommand.
 //! - [`app`]: the composition root, the only place that turns config into concrete parts.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod boot;
@@ -26,8 +28,9 @@ pub mod config;
 pub mod control;
 pub mod controller;
 pub mod credentials;
-pub mod detector;
+pub mod error;
 pub mod frontend;
+pub mod host;
 pub mod index;
 pub mod job;
 pub mod load;

@@ -12,7 +12,7 @@ use plotters::style::{register_font, FontStyle};
 
 /// DejaVu Sans, also used by the detector's labels: plotters' ab_glyph text needs a font in
 /// memory, and embedding one makes the PNG the same on every machine.
-const FONT: &[u8] = include_bytes!("detector/font/DejaVuSans.ttf");
+use skyburst_detector::annotate::FONT;
 
 /// A drawing area of an in-memory RGB bitmap.
 pub type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;

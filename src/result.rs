@@ -1,5 +1,6 @@
 //! The result of detecting objects in one image: the CloudDetect shape (`objects` with `label`,
-//! `accuracy`, `rectangle`) plus the model's identity and timings (../shared/DESIGN.md).
+//! `accuracy`, `rectangle`) plus the model's identity and timings. These are wire types: the detector crate's own types
+//! ([`skyburst_detector::Detections`]) are converted here, so the detector never names HTTP.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -58,4 +59,69 @@ pub struct DetectionResult {
     pub model: String,
     /// Where the time went.
     pub timings: Timings,
+}
+
+// === conversions from the detector's types ===
+
+impl From<skyburst_detector::PixelBox> for Rectangle {
+    fn from(b: skyburst_detector::PixelBox) -> Self {
+        Self { left: b.left, top: b.top, width: b.width, height: b.height }
+    }
+}
+
+impl From<skyburst_detector::Detection> for DetectedObject {
+    fn from(d: skyburst_detector::Detection) -> Self {
+        Self { label: d.label, accuracy: d.score, rectangle: d.bbox.into() }
+    }
+}
+
+impl From<skyburst_detector::Timings> for Timings {
+    fn from(t: skyburst_detector::Timings) -> Self {
+        Self { preprocess_ms: t.preprocess_ms, inference_ms: t.inference_ms, postprocess_ms: t.postprocess_ms }
+    }
+}
+
+impl From<skyburst_detector::Detections> for DetectionResult {
+    /// A result with no client id or file name yet: the entry point adds those.
+    fn from(d: skyburst_detector::Detections) -> Self {
+        Self {
+            id: None,
+            file: None,
+            objects: d.objects.into_iter().map(DetectedObject::from).collect(),
+            width: d.width,
+            height: d.height,
+            model: d.model,
+            timings: d.timings.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skyburst_detector::{Detection, Detections, PixelBox};
+
+    #[test]
+    fn detections_become_the_clouddetect_shape() {
+        let detections = Detections {
+            objects: vec![Detection {
+                label: "bus".into(),
+                score: 0.875,
+                bbox: PixelBox { left: 1, top: 2, width: 3, height: 4 },
+            }],
+            width: 810,
+            height: 1080,
+            model: "abc".into(),
+            timings: skyburst_detector::Timings { preprocess_ms: 1.0, inference_ms: 2.0, postprocess_ms: 3.0 },
+        };
+        let json = serde_json::to_value(DetectionResult::from(detections)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "objects": [{"label": "bus", "accuracy": 0.875, "rectangle": {"left": 1, "top": 2, "width": 3, "height": 4}}],
+                "width": 810, "height": 1080, "model": "abc",
+                "timings": {"preprocess_ms": 1.0, "inference_ms": 2.0, "postprocess_ms": 3.0}
+            })
+        );
+    }
 }

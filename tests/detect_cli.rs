@@ -3,7 +3,7 @@
 use std::io::Cursor;
 
 use serde_json::Value;
-use skyburst::detector::model_files::WEIGHTS;
+use skyburst_detector::model_files::WEIGHTS;
 
 use crate::support::{image, model_dir, run, skyburst};
 

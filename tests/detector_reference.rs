@@ -3,9 +3,9 @@
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use skyburst::detector::preprocess::{self, ResizeMode};
-use skyburst::detector::{ConvPath, Detector, DetectorOptions};
-use skyburst::result::DetectedObject;
+use skyburst_detector::preprocess::{self, ResizeMode};
+use skyburst_detector::Detection;
+use skyburst_detector::{ConvPath, Detector, DetectorOptions};
 
 use crate::support::{detector, fixture, image, max_abs_diff, model_dir, npy};
 
@@ -75,8 +75,8 @@ fn preprocessing_matches_the_saved_input_tensors() {
     }
 }
 
-fn iou(ours: &DetectedObject, ltwh: &[f32]) -> f32 {
-    let r = ours.rectangle;
+fn iou(ours: &Detection, ltwh: &[f32]) -> f32 {
+    let r = ours.bbox;
     let (ax1, ay1, ax2, ay2) = (r.left as f32, r.top as f32, (r.left + r.width) as f32, (r.top + r.height) as f32);
     let (bx1, by1, bx2, by2) = (ltwh[0], ltwh[1], ltwh[0] + ltwh[2], ltwh[1] + ltwh[3]);
     let inter = (ax2.min(bx2) - ax1.max(bx1)).max(0.0) * (ay2.min(by2) - ay1.max(by1)).max(0.0);
@@ -109,7 +109,7 @@ fn strong_reference_detections_are_found_on_the_real_images() {
             let found = result
                 .objects
                 .iter()
-                .find(|o| o.label == label && iou(o, &ltwh) >= 0.8 && (o.accuracy - score).abs() <= 0.1);
+                .find(|o| o.label == label && iou(o, &ltwh) >= 0.8 && (o.score - score).abs() <= 0.1);
             assert!(found.is_some(), "{name} ({variant}): no {label} {score} at {ltwh:?}; ours: {:#?}", result.objects);
             checked += 1;
         }

@@ -23,3 +23,4 @@ mod images;
 mod locust;
 #[cfg(feature = "openstack")]
 mod openstack;
+mod scripts;

@@ -11,7 +11,7 @@ use skyburst_providers::nova::{cloud_config, cloud_config_from, NovaProvider, No
 use crate::support::openstack::{Admin, TenantGone};
 use skyburst_providers::{InstanceState, LaunchSpec, Provider, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL};
 
-/// The plane's fixture image and flavor (scripts/openstack-local/lib.sh).
+/// The plane's fixture image and flavor (scripts/lib/openstack.sh).
 const IMAGE: &str = "11111111-2222-3333-4444-555555555555";
 const FLAVOR: &str = "1";
 

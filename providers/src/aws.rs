@@ -67,12 +67,13 @@ pub enum AwsSetupError {
     )]
     NoCredentials(String),
     /// The call log cannot be opened.
-    #[error("cannot open aws.call_log {path}: {detail}")]
+    #[error("cannot open aws.call_log {path}: {source}")]
     CallLog {
         /// The path.
         path: PathBuf,
         /// The OS error.
-        detail: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -178,7 +179,7 @@ impl CallLog {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| AwsSetupError::CallLog { path, detail: e.to_string() })?;
+            .map_err(|source| AwsSetupError::CallLog { path, source })?;
         Ok(Self { role: role.to_string(), file: Arc::new(Mutex::new(file)) })
     }
 }

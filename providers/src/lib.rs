@@ -1,6 +1,6 @@
 //! Skyburst's clouds behind one [`Provider`] trait. Each adapter maps its cloud's instance
 //! states to [`InstanceState`] in one tested function and its errors to [`ProviderError`],
-//! the taxonomy the controller acts on (../shared/DESIGN.md, "Provider errors").
+//! the taxonomy the controller acts on (docs/controller.md).
 //!
 //! # Layout
 //! - this file: the trait, [`LaunchSpec`], [`Instance`], [`Limits`], [`ProviderError`].
@@ -95,56 +95,82 @@ pub struct Limits {
     pub room: Option<u32>,
 }
 
-/// Why a provider call failed, in the taxonomy the controller acts on.
+/// What the cloud or the system answered: the cause a [`ProviderError`] keeps (an SDK error,
+/// an I/O error, or the cloud's own words where that is all there is).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure with the words that explain it to an operator: `message` says what was being done
+/// and what to do, `source` is what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Explained {
+    message: String,
+    #[source]
+    source: Cause,
+}
+
+/// `message` as a [`Cause`] whose source is `error`.
+pub fn explained(message: impl Into<String>, error: impl Into<Cause>) -> Cause {
+    Box::new(Explained { message: message.into(), source: error.into() })
+}
+
+/// Why a provider call failed, in the taxonomy the controller acts on. Each variant keeps what
+/// the cloud answered as its [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// The cloud has no room of this kind now: re-plan onto the next pool in the same tick.
-    #[error("{pool}: no capacity now ({detail}); launches go to the next pool")]
+    #[error("{pool}: no capacity now ({cause}); launches go to the next pool")]
     Capacity {
         /// The pool.
         pool: String,
-        /// The cloud's words.
-        detail: String,
+        /// What the cloud answered.
+        #[source]
+        cause: Cause,
     },
     /// The account or project quota is reached: re-plan onto the next pool in the same tick.
-    #[error("{pool}: quota reached ({detail}); raise the quota or lower the pool's `quota`")]
+    #[error("{pool}: quota reached ({cause}); raise the quota or lower the pool's `quota`")]
     Quota {
         /// The pool.
         pool: String,
-        /// The cloud's words.
-        detail: String,
+        /// What the cloud answered.
+        #[source]
+        cause: Cause,
     },
     /// The cloud cannot be reached: check its endpoint and network.
-    #[error("{pool}: cloud unreachable ({detail}); check the endpoint and the network")]
+    #[error("{pool}: cloud unreachable ({cause}); check the endpoint and the network")]
     Unavailable {
         /// The pool.
         pool: String,
-        /// The cloud's words.
-        detail: String,
+        /// What failed on the way.
+        #[source]
+        cause: Cause,
     },
     /// The cloud asks us to slow down: back off, no burst.
-    #[error("{pool}: throttled by the cloud ({detail}); backing off")]
+    #[error("{pool}: throttled by the cloud ({cause}); backing off")]
     Throttled {
         /// The pool.
         pool: String,
-        /// The cloud's words.
-        detail: String,
+        /// What the cloud answered.
+        #[source]
+        cause: Cause,
     },
     /// Credentials were missing or refused: an operator must fix them.
-    #[error("{pool}: credentials refused ({detail}); check the cloud credentials in the environment")]
+    #[error("{pool}: credentials refused ({cause}); check the cloud credentials in the environment")]
     Auth {
         /// The pool.
         pool: String,
-        /// The cloud's words.
-        detail: String,
+        /// What the cloud or the credential chain answered.
+        #[source]
+        cause: Cause,
     },
     /// A bad request or an unexpected answer: a bug or a wrong setting, not retried.
-    #[error("{pool}: {detail}")]
+    #[error("{pool}: {cause}")]
     Invalid {
         /// The pool.
         pool: String,
         /// What was wrong.
-        detail: String,
+        #[source]
+        cause: Cause,
     },
 }
 

@@ -36,7 +36,7 @@ LABEL = {"candle": "candle", "opencv": "OpenCV DNN", "onnxruntime": "onnxruntime
 # The worker experiment models the project's 2-vCPU workers: 1 process x 2 threads against
 # 2 processes x 1 thread. It is about that machine shape, so the 2 is fixed.
 WORKER_CORES = 2
-# Rough ms per image on a quiet 2-vCPU Zen 3 (shared/yolo/README.md), used only for the
+# Rough ms per image on a quiet 2-vCPU Zen 3 (measured once), used only for the
 # up-front time estimate and the per-process timeout. Startup: ~1 s to import cv2/ORT and
 # load the model in Python, ~0.3 s for candle's .weights load.
 ANCHOR_MS = {("candle", 1): 170, ("candle", 2): 130, ("opencv", 1): 80, ("opencv", 2): 45,

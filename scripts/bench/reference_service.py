@@ -1,6 +1,6 @@
 """Reference detection service for scripts/bench-pipeline.sh, built the way the seed systems
-(CloudDetect, ../shared/SEEDS.md) build theirs: Flask under gunicorn, OpenCV DNN on the same
-yolov3-tiny darknet files, one process per core with one OpenCV thread each.
+(such as CloudDetect) build theirs: Flask under gunicorn, OpenCV DNN on the same yolov3-tiny
+darknet files, one process per core with one OpenCV thread each.
 
     cd scripts/bench && MODEL_DIR=~/.cache/skyburst/models \
         "$BENCH_VENV/bin/gunicorn" --workers 2 --threads 1 --bind 127.0.0.1:8099 reference_service:app
@@ -13,7 +13,7 @@ API (the same JSON as Skyburst's POST /api/detect):
       400 {"error", "detail"} for bad JSON, bad base64 or an undecodable image
     GET /healthz       200 {"status": "ok"}
 
-Processing matches ../shared/yolo/README.md and the Rust detector: letterbox to 416x416 on a 0.5
+Processing matches the Rust detector: letterbox to 416x416 on a 0.5
 canvas (INTER_LINEAR on RGB float, as common.letterbox), raw heads conv_15/conv_22 decoded in
 numpy, score = obj * cls[argmax], keep >= 0.25, NMS per class at IoU 0.45
 (cv2.dnn.NMSBoxesBatched), rectangles rounded and clipped to the image, highest accuracy first.

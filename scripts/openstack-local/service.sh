@@ -5,7 +5,8 @@
 #   scripts/openstack-local/service.sh start nova-api   # start it again and wait until it answers
 #
 # Only nova-api is supported: it is the one the hybrid test takes down.
-. "$(dirname "$0")/lib.sh"
+# shellcheck source=SCRIPTDIR/../lib/openstack.sh
+. "$(dirname "$0")/../lib/openstack.sh"
 action=${1:-}; service=${2:-}
 [ "$service" = nova-api ] || { echo "usage: $0 kill|start nova-api" >&2; exit 2; }
 pidfile="$R/nova-api-uwsgi.pid"

@@ -4,8 +4,13 @@
 # placement 8, glance 25, neutron 21), then builds a "golden" initialised
 # state ($OSL_DIR/golden.tar.gz) that start.sh restores in a few seconds.
 # Must run as root. Unattended. Idempotent.
-. "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/../apt.sh"
+#
+#   scripts/openstack-local/setup.sh           # ~4 min of apt + ~2 min of set-up the first time
+#   scripts/openstack-local/setup.sh --force   # rebuild the golden state
+# shellcheck source=SCRIPTDIR/../lib/openstack.sh
+. "$(dirname "$0")/../lib/openstack.sh"
+# shellcheck source=SCRIPTDIR/../lib/apt.sh
+. "$(dirname "$0")/../lib/apt.sh"
 T0=$(now)
 
 # ---------------------------------------------------------------- 1. packages
@@ -15,17 +20,17 @@ T0=$(now)
 # 3-line launchers (the same entry points the packaged /usr/bin scripts call).
 PKGS="python3-nova python3-keystone python3-placement python3-glance python3-neutron
 python3-psycopg2 python3-keystoneauth1 rabbitmq-server postgresql uwsgi-core uwsgi-plugin-python3 curl bc python3-openstackclient"
-missing=""
-for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  log "installing:$missing"
+missing=()
+for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
   compgen -G '/var/lib/apt/lists/*_Packages' > /dev/null || apt_get update
   made_policy=0
   # keep package postinsts from starting system-wide rabbitmq/postgres (we run our own, loopback only)
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; fi
-  DEBIAN_FRONTEND=noninteractive apt_get install -y --no-install-recommends $missing
+  DEBIAN_FRONTEND=noninteractive apt_get install -y --no-install-recommends "${missing[@]}"
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-  log "packages installed in $(elapsed $T0)s"
+  log "packages installed in $(elapsed "$T0")s"
 fi
 
 # paste-deploy ini files live in the *-common packages, whose postinst wants debconf:
@@ -72,9 +77,9 @@ start_rabbit
 ( "$B/glance-manage" --config-file "$E/glance/glance-api.conf" db_sync ) > "$L/glance-init.out" 2>&1 & p4=$!
 ( "$B/neutron-db-manage" --config-file "$E/neutron/neutron.conf" --config-file "$E/neutron/ml2_conf.ini" upgrade heads ) > "$L/neutron-init.out" 2>&1 & p5=$!
 rc=0
-for p in $p1 $p2 $p3 $p4 $p5; do wait $p || rc=1; done
+for p in "$p1" "$p2" "$p3" "$p4" "$p5"; do wait "$p" || rc=1; done
 [ $rc = 0 ] || { tail -n 20 "$L"/*-init.out; echo "DB init failed" >&2; exit 1; }
-log "schemas created in $(elapsed $T1)s"
+log "schemas created in $(elapsed "$T1")s"
 
 start_base_services
 wait_http "$KS_URL" 180
@@ -100,4 +105,4 @@ log "flavor $FLAVOR_ID and image $IMAGE_ID created"
 
 "$HERE/stop.sh"
 tar -C "$OSL_STATE" -czf "$OSL_GOLDEN" etc bin data pg
-log "golden state written to $OSL_GOLDEN ($(du -h "$OSL_GOLDEN" | cut -f1)); init took $(elapsed $T1)s; setup total $(elapsed $T0)s"
+log "golden state written to $OSL_GOLDEN ($(du -h "$OSL_GOLDEN" | cut -f1)); init took $(elapsed "$T1")s; setup total $(elapsed "$T0")s"

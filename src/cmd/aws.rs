@@ -47,7 +47,7 @@ mod enabled {
     const DLQ_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 
     pub(super) async fn bootstrap(config: &Config) -> anyhow::Result<()> {
-        let session = crate::app::aws_session(config, "bootstrap").await?.context(
+        let session = crate::app::aws::session(config, "bootstrap").await?.context(
             "this config uses no AWS: set queue.backend = \"sqs\" and store.backend = \"s3\" (examples/configs/aws.toml)",
         )?;
         if config.queue.backend == QueueBackend::Sqs {

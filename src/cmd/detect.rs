@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::cli::DetectArgs;
 use crate::config::Config;
-use crate::detector::{annotate, Detector, LoadedImage};
 use crate::result::DetectionResult;
+use skyburst_detector::{annotate, Detector, LoadedImage};
 
 /// Runs detection on every file in `args`.
 pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
@@ -26,7 +26,7 @@ pub fn run(config: &Config, args: &DetectArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --annotate directory {}", dir.display()))?;
     }
-    crate::detector::set_threads(config.detector.threads);
+    skyburst_detector::set_threads(config.detector.threads);
     let detector = crate::app::detector(&config)?;
     let mut stdout = std::io::stdout().lock();
     let mut failures = 0;
@@ -82,15 +82,15 @@ fn detect_chunk(
         .zip(paths)
         .map(|(loaded, path)| {
             let loaded = loaded?;
-            let result = results.next().expect("one result per loaded image");
+            let detections = results.next().expect("one result per loaded image");
             if let Some(dir) = annotate_dir {
                 let out = annotated_path(dir, path);
-                annotate::annotate(&loaded.image, &result.objects)
+                annotate::annotate(&loaded.image, &detections.objects)
                     .save(&out)
                     .with_context(|| format!("cannot write {}", out.display()))?;
                 tracing::info!(file = %out.display(), "annotated image written");
             }
-            Ok(result)
+            Ok(DetectionResult::from(detections))
         })
         .collect()
 }

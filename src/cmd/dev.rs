@@ -86,12 +86,14 @@ mod agent {
     }
 
     pub(super) async fn run(config: &Config, args: &FleetAgentArgs) -> anyhow::Result<()> {
-        let session = app::aws_session(config, "fleet-agent").await?;
+        let session = app::aws::session(config, "fleet-agent").await?;
         let mut pools = Vec::new();
         for pool in &config.pools {
             let cloud = match (&pool.provider, &session) {
-                (ProviderKind::Ec2, Some(session)) => Cloud::Ec2(Box::new(app::ec2_provider(config, pool, session))),
-                (ProviderKind::Nova, _) => Cloud::Nova(Box::new(app::nova_provider(config, pool)?)),
+                (ProviderKind::Ec2, Some(session)) => {
+                    Cloud::Ec2(Box::new(app::aws::ec2_provider(config, pool, session)))
+                }
+                (ProviderKind::Nova, _) => Cloud::Nova(Box::new(app::nova::nova_provider(config, pool)?)),
                 _ => continue,
             };
             pools.push((pool.clone(), cloud));

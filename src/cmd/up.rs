@@ -2,6 +2,9 @@
 //! (which scales the `local` pool's worker processes to the queue) as child processes of this
 //! binary, or a fixed fleet of workers with `--workers N`; restarts a part that dies; on Ctrl-C
 //! or SIGTERM stops them all (workers finish their batch first).
+//!
+//! Its own and its parts' log lines go to one [`LogFile`] (`<data-dir>/skyburst.log`); the
+//! console gets the URL on stdout and only warnings and errors on stderr.
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -13,6 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::app::logging::{self, LogFile};
 use crate::cli::UpArgs;
 use crate::config::Config;
 use crate::shutdown;
@@ -24,16 +28,32 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A worker that keeps crashing is restarted at most this often.
 const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Runs front end and workers until a signal; exit code 1 if the front end died.
-pub fn run(config: &Config, args: &UpArgs, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// Opens the log `up` writes: `--log-file`, or `<data-dir>/skyburst.log`.
+pub fn open_log(config: &Config, args: &UpArgs) -> anyhow::Result<LogFile> {
+    let path = args.log_file.clone().unwrap_or_else(|| config.embedded.data_dir.join("skyburst.log"));
+    LogFile::open(&path).with_context(|| format!("cannot open the log file {}; pass --log-file PATH", path.display()))
+}
+
+/// Runs front end and workers until a signal; exit code 1 if the front end died. Without a
+/// `log` (tests of the library), the parts log to this process's stderr.
+pub fn run(
+    config: &Config,
+    args: &UpArgs,
+    config_file: Option<&Path>,
+    log: Option<LogFile>,
+) -> anyhow::Result<ExitCode> {
     let fixed = args.workers.or((config.embedded.workers > 0).then_some(config.embedded.workers));
-    let children = Children::new(config, config_file)?;
+    let children_log = log.clone();
+    let children = Children::new(config, config_file, log)?;
     let runtime = crate::app::runtime()?;
     let code = runtime.block_on(children.run(args, fixed))?;
     if fixed.is_none() {
         runtime.block_on(stop_local_pools(config, config_file));
     }
     say("skyburst up: stopped");
+    if let Some(log) = &children_log {
+        say(&format!("skyburst up: the full log is in {}", log.path().display()));
+    }
     Ok(code)
 }
 
@@ -61,10 +81,12 @@ struct Children {
     /// `--config` and `--data-dir`, passed to every child.
     common: Vec<String>,
     data_dir: std::path::PathBuf,
+    /// Where the children's stderr goes, when not to ours.
+    log: Option<LogFile>,
 }
 
 impl Children {
-    fn new(config: &Config, config_file: Option<&Path>) -> anyhow::Result<Self> {
+    fn new(config: &Config, config_file: Option<&Path>, log: Option<LogFile>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this program's path to start its parts")?;
         let data_dir = config.embedded.data_dir.clone();
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -73,22 +95,34 @@ impl Children {
             common.extend(["--config".to_string(), file.display().to_string()]);
         }
         common.extend(["--data-dir".to_string(), data_dir.display().to_string()]);
-        Ok(Self { exe, common, data_dir })
+        Ok(Self { exe, common, data_dir, log })
     }
 
     fn command(&self, args: &[String]) -> Command {
         let mut command = Command::new(&self.exe);
         command.args(&self.common).args(args).stdin(Stdio::null()).kill_on_drop(true);
+        if self.log.is_some() {
+            command.stderr(Stdio::piped());
+        }
         command
+    }
+
+    /// Starts a part, its stderr going to the log.
+    fn spawn(&self, command: &mut Command, what: &str) -> anyhow::Result<Child> {
+        let mut child = command.spawn().with_context(|| format!("cannot start {what}"))?;
+        if let (Some(log), Some(stderr)) = (&self.log, child.stderr.take()) {
+            tokio::spawn(forward_log(stderr, log.clone()));
+        }
+        Ok(child)
     }
 
     fn worker(&self, i: usize) -> anyhow::Result<Child> {
         let args = ["worker".to_string(), "--instance-id".to_string(), format!("local-{i}")];
-        self.command(&args).spawn().context("cannot start a worker")
+        self.spawn(&mut self.command(&args), "a worker")
     }
 
     fn controller(&self) -> anyhow::Result<Child> {
-        self.command(&["controller".to_string()]).stdout(Stdio::piped()).spawn().context("cannot start the controller")
+        self.spawn(self.command(&["controller".to_string()]).stdout(Stdio::piped()), "the controller")
     }
 
     async fn run(self, args: &UpArgs, fixed: Option<usize>) -> anyhow::Result<ExitCode> {
@@ -103,8 +137,7 @@ impl Children {
         if args.listen.insecure {
             serve_args.push("--insecure".into());
         }
-        let mut serve =
-            self.command(&serve_args).stdout(Stdio::piped()).spawn().context("cannot start the front end")?;
+        let mut serve = self.spawn(self.command(&serve_args).stdout(Stdio::piped()), "the front end")?;
         let url = read_url(&mut serve).await?;
         let count = fixed.unwrap_or(0);
         let mut workers = (0..count).map(|i| self.worker(i)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -171,6 +204,22 @@ pub(crate) async fn read_url(child: &mut Child) -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
+/// Copies a part's stderr into the log, line by line, and shows warnings, errors and anything
+/// that is not a log line (a panic) on the console too.
+async fn forward_log(stderr: tokio::process::ChildStderr, log: LogFile) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if logging::worth_showing(&line) {
+            shout(&line);
+        }
+        let mut plain = logging::strip_ansi(&line);
+        plain.push('\n');
+        if let Err(e) = log.append(plain.as_bytes()) {
+            shout(&format!("skyburst up: cannot write the log {}: {e}", log.path().display()));
+        }
+    }
+}
+
 /// Resolves when any worker exits, with its index.
 async fn first_exit(workers: &mut [Child]) -> (usize, std::io::Result<std::process::ExitStatus>) {
     if workers.is_empty() {
@@ -202,6 +251,12 @@ pub(crate) async fn stop_all(mut children: Vec<Child>) {
             let _ = child.kill().await;
         }
     }
+}
+
+/// Prints a line on stderr; a closed stderr must not stop anything.
+fn shout(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Prints a line; a closed stdout (the reader went away) must not stop the shutdown.

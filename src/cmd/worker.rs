@@ -8,7 +8,7 @@ use crate::{app, shutdown};
 
 /// Runs until SIGTERM or Ctrl-C, finishing the batch in hand.
 pub fn run(config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
-    let instance = args.instance_id.clone().unwrap_or_else(default_instance_id);
+    let instance = args.instance_id.clone().unwrap_or_else(crate::host::process_id);
     let mut config = config.clone();
     if let Some(pool) = &args.pool {
         config.worker.pool = pool.clone();
@@ -27,10 +27,4 @@ pub fn run(config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `<hostname>-<pid>`: unique on a machine, readable in logs.
-pub fn default_instance_id() -> String {
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
 }

@@ -1,6 +1,12 @@
 //! The one typed configuration tree. Layered: built-in defaults → TOML file (`--config`) →
-//! environment (`SKYBURST_` + path with `__` between levels, e.g. `SKYBURST_DETECTOR__THRESHOLD`).
-//! Unknown keys are rejected; [`validate`] then checks every value and reports all problems.
+//! environment. Unknown keys are rejected; [`validate`] then checks every value and reports all
+//! problems.
+//!
+//! An environment variable is a config key when it reads `SKYBURST_<SECTION>__<KEY>` (more `__`
+//! for deeper levels) and `<SECTION>` names a section of the tree, such as `FRONTEND` or
+//! `DETECTOR`: `SKYBURST_DETECTOR__THRESHOLD=0.4`. Any other `SKYBURST_*` variable (a script's
+//! `SKYBURST_BIN`, say) is not config: [`ignored_env_vars`] names them, and the binary warns
+//! about each and goes on. A wrong key inside a section is still an error.
 
 mod cloud;
 mod scaling;
@@ -19,7 +25,7 @@ pub use service::{
 };
 pub use validate::validate;
 
-use crate::detector::ResizeMode;
+use skyburst_detector::ResizeMode;
 
 /// The environment prefix reserved for config keys. Test harness variables use other names.
 pub const ENV_PREFIX: &str = "SKYBURST";
@@ -159,9 +165,12 @@ pub(crate) fn home_dir() -> PathBuf {
 /// Why the configuration could not be used; every problem is listed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `--config` file does not exist.
+    #[error("config file {} does not exist", .0.display())]
+    NoFile(PathBuf),
     /// The file or environment could not be read or has an unknown key or a wrong type.
     #[error("cannot load the configuration: {0}\n  (keys are documented in examples/configs/embedded.toml; environment keys look like SKYBURST_DETECTOR__THRESHOLD)")]
-    Load(String),
+    Load(#[source] config::ConfigError),
     /// Values that are out of range, one line each.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
@@ -181,11 +190,13 @@ impl Config {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError::NoFile(path.to_path_buf()));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let sections = sections();
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| section_of(k).is_some_and(|s| sections.contains(&s))).collect();
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
@@ -194,8 +205,8 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("frontend.tokens")
             .source(Some(env));
-        let layered = builder.add_source(environment).build().map_err(|e| ConfigError::Load(e.to_string()))?;
-        let mut config: Config = layered.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let layered = builder.add_source(environment).build().map_err(ConfigError::Load)?;
+        let mut config: Config = layered.try_deserialize().map_err(ConfigError::Load)?;
         config.detector.model_dir = expand_home(&config.detector.model_dir);
         config.embedded.data_dir = expand_home(&config.embedded.data_dir);
         config.frontend.tokens_file = config.frontend.tokens_file.as_deref().map(expand_home);
@@ -203,6 +214,37 @@ impl Config {
         validate(&config).map_err(ConfigError::Invalid)?;
         Ok(config)
     }
+}
+
+/// The `SKYBURST_*` variables in `env` that are not config keys (see the module doc), sorted.
+pub fn ignored_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let sections = sections();
+    let mut ignored: Vec<String> = env
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            k.strip_prefix(ENV_PREFIX).is_some_and(|r| r.starts_with('_'))
+                && !section_of(k).is_some_and(|s| sections.contains(&s))
+        })
+        .collect();
+    ignored.sort();
+    ignored
+}
+
+/// `detector` for `SKYBURST_DETECTOR__THRESHOLD`; `None` unless the name has the form
+/// `SKYBURST_<SECTION>__<KEY>`.
+fn section_of(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix('_')?;
+    let (section, key) = rest.split_once("__")?;
+    (!section.is_empty() && !key.is_empty()).then(|| section.to_ascii_lowercase())
+}
+
+/// The tree's sections (its tables: `detector`, `frontend`, ...), read from the type itself so
+/// a new section is settable from the environment without touching this list.
+fn sections() -> Vec<String> {
+    let tree = serde_json::to_value(Config::default()).expect("the default config serializes");
+    let tables = tree.as_object().expect("the config is a table");
+    tables.iter().filter(|(_, v)| v.is_object()).map(|(k, _)| k.clone()).collect()
 }
 
 fn expand_home(path: &Path) -> PathBuf {
@@ -224,6 +266,28 @@ mod tests {
         let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::fs::write(file.path(), text).unwrap();
         file
+    }
+
+    #[test]
+    fn only_variables_that_name_a_section_are_config() {
+        let vars = env(&[
+            ("SKYBURST_BIN", "/usr/bin/skyburst"),
+            ("SKYBURST_SOMETHING__ELSE", "x"),
+            ("SKYBURST_DETECTOR", "x"),
+            ("SKYBURST_POOLS__0__NAME", "x"),
+            ("SKYBURSTING", "x"),
+            ("SKYBURST_DETECTOR__THRESHOLD", "0.5"),
+            ("HOME", "/root"),
+        ]);
+        let config = Config::load_with_env(None, vars.clone()).unwrap();
+        assert_eq!(config.detector.threshold, 0.5);
+        assert_eq!(
+            ignored_env_vars(vars),
+            ["SKYBURST_BIN", "SKYBURST_DETECTOR", "SKYBURST_POOLS__0__NAME", "SKYBURST_SOMETHING__ELSE"]
+        );
+        assert!(sections().contains(&"credentials".to_string()) && !sections().contains(&"pools".to_string()));
+        // A wrong key inside a real section is still refused.
+        assert!(Config::load_with_env(None, env(&[("SKYBURST_FRONTEND__PROT", "1")])).is_err());
     }
 
     #[test]

@@ -230,7 +230,7 @@ fn thirty() -> f64 {
 
 impl PoolConfig {
     /// The embedded default: one local pool, one worker per CPU core (two 1-thread processes
-    /// beat one 2-thread process by 22 % on 2 cores; README, detector benchmark).
+    /// beat one 2-thread process by 22 % on 2 cores; docs/benchmarks.md).
     pub fn local_default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         Self {
@@ -274,7 +274,7 @@ pub enum Distribution {
 pub struct SimulateConfig {
     /// Shape of the service time. Default `lognormal`.
     pub service: Distribution,
-    /// Mean seconds one job holds a worker. Default 0.14 (YOLOv3-tiny, 1 thread, README).
+    /// Mean seconds one job holds a worker. Default 0.14 (YOLOv3-tiny, 1 thread, docs/benchmarks.md).
     pub service_mean_seconds: f64,
     /// `lognormal` only: sigma of the underlying normal. Default 0.25.
     pub service_sigma: f64,

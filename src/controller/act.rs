@@ -97,7 +97,7 @@ impl Actor {
                         view.health = PoolHealth::Full;
                         let e = ProviderError::Capacity {
                             pool: pool.clone(),
-                            detail: format!("started {} of {count}", *count as usize - short),
+                            cause: format!("started {} of {count}", *count as usize - short).into(),
                         };
                         self.metrics.provider_error(pool, &e);
                         Err(e)
@@ -164,7 +164,7 @@ impl Actor {
 fn find<'a>(pools: &'a [Pool], name: &str) -> Result<&'a Pool, ProviderError> {
     pools.iter().find(|p| p.config.name == name).ok_or_else(|| ProviderError::Invalid {
         pool: name.into(),
-        detail: "the planner named a pool that is not configured (a bug)".into(),
+        cause: "the planner named a pool that is not configured (a bug)".into(),
     })
 }
 
@@ -180,5 +180,6 @@ fn set(o: &mut Observation, pool: &str, id: &str, change: impl FnOnce(&mut Insta
 
 fn store_error(pool: &str, e: crate::store::StoreError) -> ProviderError {
     // Reported with the provider errors; the pool's health is left as it was.
-    ProviderError::Invalid { pool: pool.into(), detail: format!("cannot write the drain request: {e}") }
+    let cause = skyburst_providers::explained(format!("cannot write the drain request: {e}"), e);
+    ProviderError::Invalid { pool: pool.into(), cause }
 }

@@ -201,7 +201,7 @@ mod tests {
         metrics.observed(&o, 6);
         metrics.launched("private", 4);
         metrics.terminated("private", &TerminateReason::Stuck(StuckReason::NoHeartbeat));
-        metrics.provider_error("public", &ProviderError::Quota { pool: "public".into(), detail: "x".into() });
+        metrics.provider_error("public", &ProviderError::Quota { pool: "public".into(), cause: "x".into() });
         let text = metrics.encode();
         for line in [
             "skyburst_queue_backlog 12",

@@ -8,10 +8,12 @@
 //! - [`ceiling`]: each pool's quota lowered to what the cloud's own limits leave room for.
 //! - [`act`]: plan → launches, terminations, drain requests; re-plans on a full pool.
 //! - [`lease`]: one acting controller per deployment.
+//! - [`error`]: what stops a check, and [`error_policy`]: retry now, back off or report.
 //! - [`metrics`]: Prometheus counters and gauges; [`serve`]: `/metrics`.
 
 pub mod act;
 pub mod ceiling;
+pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod observe;
@@ -31,6 +33,7 @@ use crate::job;
 use crate::store::{ObjectStore, StoreError};
 use act::Actor;
 use ceiling::Ceilings;
+pub use error::{error_policy, Error, Next};
 use lease::LeaseKeeper;
 use metrics::Metrics;
 use observe::{LastKnown, Observer};
@@ -103,23 +106,14 @@ struct Memory {
     ceilings: Ceilings,
 }
 
-/// A throttled pool's pause: one tick after the first `Throttled`, doubling while the cloud
-/// keeps answering it, up to 32 ticks (2 min 40 s at the default 5 s), as SDK retry policies do.
+/// A throttled pool's pause, as [`error_policy`] sets it for [`Error::Throttled`]: it grows
+/// while the cloud keeps answering `Throttled`.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     until_ms: i64,
-    ticks: u32,
+    /// Throttled answers in a row.
+    streak: u32,
 }
-
-/// The wait before the next check after `blind` checks in a row could not see the queue or the
-/// store: one tick, doubling per blind check up to 8 ticks (40 s at the default 5 s tick), so
-/// an outage is not met with a request every tick, and recovery is noticed within 8 ticks.
-fn backoff(tick: Duration, blind: u32) -> Duration {
-    tick * 2u32.pow(blind.min(3))
-}
-
-/// Longest backoff, in ticks.
-const MAX_BACKOFF_TICKS: u32 = 32;
 
 impl Memory {
     /// Marks pools still backing off as throttled, and forgets lapsed backoffs.
@@ -135,10 +129,12 @@ impl Memory {
     /// Starts or doubles the backoff of pools the cloud throttled in this check.
     fn back_off(&mut self, pools: &[String], now_ms: i64, tick: Duration) {
         for pool in pools {
-            let ticks = self.backoff.get(pool).map_or(1, |b| (b.ticks * 2).min(MAX_BACKOFF_TICKS));
-            let until_ms = now_ms + tick.as_millis() as i64 * ticks as i64;
-            tracing::warn!(%pool, ticks, "the cloud is throttling us: no launches in this pool for a while");
-            self.backoff.insert(pool.clone(), Backoff { until_ms, ticks });
+            let streak = self.backoff.get(pool).map_or(1, |b| b.streak.saturating_add(1));
+            let error = Error::Throttled { pool: pool.clone() };
+            let wait = error_policy(&error).wait(tick, streak);
+            let until_ms = now_ms + wait.as_millis() as i64;
+            tracing::warn!(%pool, wait_s = wait.as_secs_f64(), "the cloud is throttling us: no launches in this pool for a while");
+            self.backoff.insert(pool.clone(), Backoff { until_ms, streak });
         }
     }
 }
@@ -183,20 +179,27 @@ impl Controller {
         }
     }
 
-    /// Checks every tick until `shutdown`; never stops on a cloud or store error.
+    /// The configured pools.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// Checks every tick until `shutdown`; never stops on a cloud or store error: after one,
+    /// [`error_policy`] says how long to wait and how loudly to say so.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut memory = self.resume().await;
         let mut leading = false;
-        let mut blind = 0u32;
+        let mut streak = 0u32;
+        let tick = self.settings.tick;
         tracing::info!(controller = %self.settings.id, policy = self.policy.name(), dry_run = self.settings.dry_run, "controller started");
         loop {
-            let seen = match self.lease.hold().await {
+            let outcome = match self.lease.hold().await {
                 Ok(true) => {
                     if !leading {
                         tracing::info!(controller = %self.settings.id, "holding the lease: acting for this deployment");
                     }
                     leading = true;
-                    self.check(&mut memory).await.map_err(|e| format!("cannot observe: {e:#}"))
+                    self.check(&mut memory).await
                 }
                 Ok(false) => {
                     if leading {
@@ -205,17 +208,19 @@ impl Controller {
                     leading = false;
                     Ok(())
                 }
-                Err(e) => Err(format!("cannot read the lease: {e}")),
+                Err(e) => Err(Error::Lease(e)),
             };
-            blind = if seen.is_ok() { 0 } else { blind + 1 };
-            let wait = backoff(self.settings.tick, blind);
-            match seen {
-                Ok(()) => self.metrics.sighted(wait),
-                Err(e) => {
-                    self.metrics.blind(wait);
-                    tracing::warn!(error = %e, next_check_s = wait.as_secs_f64(), "check skipped; backing off");
+            let wait = match &outcome {
+                Ok(()) => {
+                    streak = 0;
+                    self.metrics.sighted(tick);
+                    tick
                 }
-            }
+                Err(e) => {
+                    streak = streak.saturating_add(1);
+                    self.after_failure(e, streak)
+                }
+            };
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 _ = tokio::time::sleep(wait) => {}
@@ -225,6 +230,22 @@ impl Controller {
             self.lease.release().await;
         }
         tracing::info!(controller = %self.settings.id, "controller stopped");
+    }
+
+    /// Logs a failed check as its policy says and returns the wait before the next one.
+    fn after_failure(&self, error: &Error, streak: u32) -> Duration {
+        let next = error_policy(error);
+        let wait = next.wait(self.settings.tick, streak);
+        self.metrics.blind(wait);
+        let (error, next_check_s) = (format!("{error:#}"), wait.as_secs_f64());
+        match next {
+            Next::Report { .. } => {
+                tracing::error!(%error, next_check_s, streak, "check failed; an operator must act")
+            }
+            Next::BackOff { .. } => tracing::warn!(%error, next_check_s, streak, "check skipped; backing off"),
+            Next::RetryNow => tracing::warn!(%error, next_check_s, "check skipped; retrying at the next tick"),
+        }
+        wait
     }
 
     /// The policy state and decision history a previous controller left in the status.
@@ -241,7 +262,7 @@ impl Controller {
     }
 
     /// One reconcile: observe, decide, plan, act, record.
-    async fn check(&self, memory: &mut Memory) -> anyhow::Result<()> {
+    async fn check(&self, memory: &mut Memory) -> Result<(), Error> {
         let observed = self.observer.observe(&self.pools, &mut memory.last_known).await?;
         let mut observation = observed.observation;
         memory.ceilings.apply(&self.pools, &mut observation, job::now_ms()).await;
@@ -278,11 +299,12 @@ impl Controller {
             acted,
             errors,
         };
-        log(&record, &observation, self.settings.dry_run);
         memory.policy = record.decision.state.clone();
         let changed = memory.last_desired != Some(record.decision.desired);
         memory.last_desired = Some(record.decision.desired);
-        if changed || !record.plan.actions.is_empty() || !record.errors.is_empty() {
+        let notable = changed || !record.plan.actions.is_empty() || !record.errors.is_empty();
+        log(&record, &observation, self.settings.dry_run, notable);
+        if notable {
             memory.decisions.push_back(record);
             while memory.decisions.len() > self.settings.decisions_kept {
                 memory.decisions.pop_front();
@@ -315,11 +337,14 @@ fn throttled(observation: &skyburst_policies::Observation) -> Vec<String> {
     observation.pools.iter().filter(|p| p.health == PoolHealth::Throttled).map(|p| p.name.clone()).collect()
 }
 
-/// The one structured line per decision.
-fn log(record: &DecisionRecord, observation: &skyburst_policies::Observation, dry_run: bool) {
+/// `tracing::event!` needs its level as a constant: one expansion per level.
+macro_rules! log_at {
+    ($level:expr, $record:expr, $observation:expr, $dry_run:expr) => {{
+    let (record, observation, dry_run) = ($record, $observation, $dry_run);
     let d = &record.decision;
     let actions = summary(&record.plan.actions);
-    tracing::info!(
+    tracing::event!(
+        $level,
         pools = %pools(observation),
         throughput = ?observation.throughput_per_instance,
         backlog = record.backlog,
@@ -336,6 +361,17 @@ fn log(record: &DecisionRecord, observation: &skyburst_policies::Observation, dr
         reason = %d.reason,
         "decision"
     );
+    }};
+}
+
+/// The one structured line per decision: at INFO when the controller acts, its target changes or
+/// something failed; at DEBUG when nothing happened (every tick, forever, on an idle fleet).
+fn log(record: &DecisionRecord, observation: &skyburst_policies::Observation, dry_run: bool, notable: bool) {
+    if notable {
+        log_at!(tracing::Level::INFO, record, observation, dry_run);
+    } else {
+        log_at!(tracing::Level::DEBUG, record, observation, dry_run);
+    }
 }
 
 /// `private 3+1/8 ok, public 0/19 full`: per pool, running + pending / quota and health.
@@ -388,13 +424,6 @@ mod tests {
     }
 
     #[test]
-    fn blind_checks_back_off_to_eight_ticks() {
-        let tick = Duration::from_secs(5);
-        let waits: Vec<u64> = (0..6).map(|blind| backoff(tick, blind).as_secs()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 40, 40]);
-    }
-
-    #[test]
     fn a_throttled_pool_backs_off_doubling_then_recovers() {
         let mut memory = Memory::default();
         let tick = Duration::from_secs(5);
@@ -408,9 +437,9 @@ mod tests {
         for _ in 0..10 {
             memory.back_off(&["private".to_string()], 4_000, tick);
         }
-        assert_eq!(memory.backoff["private"].ticks, MAX_BACKOFF_TICKS);
+        assert_eq!(memory.backoff["private"].until_ms, 4_000 + 5_000 * 32, "at most 32 ticks");
         let mut o = observation();
-        memory.hold_back(&mut o, 4_000 + 5_000 * MAX_BACKOFF_TICKS as i64);
+        memory.hold_back(&mut o, 4_000 + 5_000 * 32);
         assert_eq!(o.pools[0].health, PoolHealth::Ok, "lapsed");
         assert!(memory.backoff.is_empty());
     }

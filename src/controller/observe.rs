@@ -8,11 +8,11 @@ use std::sync::Arc;
 use skyburst_policies::{Activity, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
 use skyburst_providers::{Instance, ProviderError};
 
-use super::Pool;
+use super::{Error, Pool};
 use crate::control::{self, Heartbeat};
 use crate::job;
 use crate::queue::Queue;
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, StoreError};
 
 /// What a pool's provider said last time it answered.
 #[derive(Debug, Clone)]
@@ -52,9 +52,9 @@ impl Observer {
     /// Observes the queue, the pools and the workers. A queue or store failure is an error
     /// (no decision without knowing the backlog and who is busy); a provider failure marks
     /// its pool's health and is reported.
-    pub async fn observe(&self, pools: &[Pool], last: &mut HashMap<String, LastKnown>) -> anyhow::Result<Observed> {
-        let depth = self.requests.depth().await?;
-        let records = self.worker_records().await?;
+    pub async fn observe(&self, pools: &[Pool], last: &mut HashMap<String, LastKnown>) -> Result<Observed, Error> {
+        let depth = self.requests.depth().await.map_err(Error::Queue)?;
+        let records = self.worker_records().await.map_err(Error::Records)?;
         let now = job::now_ms();
         let mut errors = Vec::new();
         let mut views = Vec::new();
@@ -99,7 +99,7 @@ impl Observer {
         Ok(Observed { observation, errors })
     }
 
-    async fn worker_records(&self) -> anyhow::Result<WorkerRecords> {
+    async fn worker_records(&self) -> Result<WorkerRecords, StoreError> {
         let mut heartbeats = HashMap::new();
         for object in self.store.list(&self.bucket, control::HEARTBEATS).await? {
             let Some(id) = control::instance_of(control::HEARTBEATS, &object.key) else { continue };
@@ -111,8 +111,8 @@ impl Observer {
                     Err(e) => tracing::warn!(key = %object.key, error = %e, "unreadable heartbeat ignored"),
                 },
                 // Deleted between list and get: the worker stopped.
-                Err(crate::store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         let drains = self
@@ -262,17 +262,17 @@ mod tests {
 
     #[test]
     fn an_unreachable_cloud_keeps_its_instances_as_pending_for_the_grace_period() {
-        let down = ProviderError::Unavailable { pool: "p".into(), detail: "timeout".into() };
+        let down = ProviderError::Unavailable { pool: "p".into(), cause: "timeout".into() };
         let last = LastKnown { instances: vec![instance("a", InstanceState::Running)], at_ms: 0 };
         let (health, within) = stand_in(&down, Some(&last), 60_000, 120.0);
         assert_eq!(health, PoolHealth::Unavailable);
         assert_eq!(within[0].state, InstanceState::Pending);
         let (_, after) = stand_in(&down, Some(&last), 121_000, 120.0);
         assert!(after.is_empty(), "after the grace period demand bursts on");
-        let throttled = ProviderError::Throttled { pool: "p".into(), detail: "slow down".into() };
+        let throttled = ProviderError::Throttled { pool: "p".into(), cause: "slow down".into() };
         let (health, kept) = stand_in(&throttled, Some(&last), 500_000, 120.0);
         assert_eq!((health, kept[0].state), (PoolHealth::Throttled, InstanceState::Running));
-        let auth = ProviderError::Auth { pool: "p".into(), detail: "denied".into() };
+        let auth = ProviderError::Auth { pool: "p".into(), cause: "denied".into() };
         assert_eq!(stand_in(&auth, None, 0, 120.0).0, PoolHealth::AuthFailed);
     }
 }

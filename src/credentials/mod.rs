@@ -1,5 +1,5 @@
 //! Short-lived AWS credentials for workers without an instance role (Nova servers reaching SQS
-//! and S3), vended by the controller (../shared/DESIGN.md, "Topology").
+//! and S3), vended by the controller (docs/architecture.md, "Topology").
 //!
 //! 1. At launch the controller draws a one-time token per server; the server's user-data carries
 //!    the token, its metadata the token's sha256 ([`skyburst_providers::TAG_TOKEN_SHA256`]).

@@ -6,10 +6,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::detector::ImageError;
 use crate::index::IndexError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
+use skyburst_detector::ImageError;
 
 /// Seconds a client should wait before retrying after a 503: long enough for a restarted
 /// store or queue (a few seconds locally), short enough not to stall a camera's upload loop.

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::views::{status_url, Accepted};
 use super::AppState;
-use crate::detector::preprocess;
 use crate::index::{JobStatus, NewJob};
 use crate::job::{self, JobRequest, Outcome};
+use skyburst_detector::preprocess;
 
 /// Longest zone name: camera ids such as `1` or `north-gate-3` fit with room to spare.
 pub const MAX_ZONE: usize = 32;

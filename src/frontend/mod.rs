@@ -7,6 +7,7 @@
 //!   bucket; [`events`]: finished jobs as Server-Sent Events; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
 //! - [`dashboard`]: the page at `/`; [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
+//!   [`fleet`]: the versioned `/api/fleet` wire format;
 //!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod intake;
 pub mod listener;

@@ -6,11 +6,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
+use super::fleet::FleetView;
 use super::views::{JobView, QueuesBody, ResultsBody, ZonesBody};
 use super::AppState;
-use crate::detector::preprocess;
 use crate::index::{JobRecord, JobStatus};
 use crate::job::{self, JobResponse, Outcome};
+use skyburst_detector::preprocess;
 
 /// Most results one `GET /api/results` returns.
 const MAX_LIMIT: u32 = 1000;
@@ -160,24 +161,37 @@ pub async fn queues(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }))
 }
 
-/// The fleet as the controller last wrote it (`control/status.json`): every pool and instance
-/// with state, activity and heartbeat age, the latest decisions and the policy's state.
+/// The fleet as the controller last wrote it (`control/status.json`), in the versioned
+/// [`FleetView`] format: every pool and instance with state, activity and heartbeat age, and the
+/// latest decisions.
 #[utoipa::path(
     get, path = "/api/fleet",
     responses(
-        (status = 200, description = "The controller's status: observation, decisions, policy_state", content_type = "application/json"),
+        (status = 200, description = "The fleet and the latest decisions (wire format version 1)", body = FleetView),
         (status = 404, description = "No controller has written a status yet", body = ErrorBody),
-        (status = 503, description = "The store cannot be read", body = ErrorBody),
+        (status = 503, description = "The store cannot be read, or the status is not one this version reads", body = ErrorBody),
     )
 )]
 pub async fn fleet(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.store.get(&state.settings.output_bucket, crate::control::STATUS).await {
-        Ok(bytes) => Ok(HttpResponse::Ok().content_type("application/json").body(bytes)),
-        Err(crate::store::StoreError::NotFound { .. }) => Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "no_fleet_status",
-            "no controller has written a fleet status yet; start `skyburst controller` (or `skyburst up` without --workers)",
-        )),
-        Err(e) => Err(e.into()),
-    }
+    let bytes = match state.store.get(&state.settings.output_bucket, crate::control::STATUS).await {
+        Ok(bytes) => bytes,
+        Err(crate::store::StoreError::NotFound { .. }) => {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "no_fleet_status",
+                "no controller has written a fleet status yet; start `skyburst controller` (or `skyburst up` without --workers)",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status: crate::control::FleetStatus = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unreadable_fleet_status",
+            format!(
+                "the controller's status cannot be read ({e}); a controller of another version may have written it"
+            ),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(FleetView::from(status)))
 }

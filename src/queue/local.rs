@@ -47,15 +47,15 @@ struct LastLook {
 impl LocalQueues {
     /// Opens (creating if needed) the queue database at `path`.
     pub fn open(path: &Path, poll_interval: Duration) -> Result<Self> {
-        let unavailable = |e: &dyn std::fmt::Display| QueueError::Unavailable {
-            queue: path.display().to_string(),
-            detail: format!("{e}; check that the data directory is writable"),
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
+        fn unavailable(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+            let message = format!("{e}; check that the data directory is writable");
+            QueueError::Unavailable { queue: path.display().to_string(), cause: crate::error::explained(message, e) }
         }
-        let conn = Connection::open(path).map_err(|e| unavailable(&e))?;
-        migrate(&conn).map_err(|e| unavailable(&e))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(path, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
+        migrate(&conn).map_err(|e| unavailable(path, e))?;
         Ok(Self {
             db: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
@@ -184,11 +184,9 @@ impl LocalQueue {
         }
     }
 
-    fn unavailable(&self, e: impl std::fmt::Display) -> QueueError {
-        QueueError::Unavailable {
-            queue: self.name.clone(),
-            detail: format!("{e} (database {})", self.queues.path.display()),
-        }
+    fn unavailable(&self, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+        let message = format!("{e} (database {})", self.queues.path.display());
+        QueueError::Unavailable { queue: self.name.clone(), cause: crate::error::explained(message, e) }
     }
 
     fn version(&self, conn: &Connection) -> rusqlite::Result<(i64, u64)> {

@@ -54,12 +54,13 @@ impl QueueDepth {
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The queue could not be reached or read; retry later.
-    #[error("queue {queue} is unavailable: {detail}; check that it exists and is reachable, then retry")]
+    #[error("queue {queue} is unavailable: {cause}; check that it exists and is reachable, then retry")]
     Unavailable {
         /// Queue name.
         queue: String,
-        /// What the backend said.
-        detail: String,
+        /// What failed underneath (SQLite, the SDK) or what the backend said.
+        #[source]
+        cause: crate::error::Cause,
     },
     /// No queue of that name (SQS): it has to be created.
     #[error("queue {queue} does not exist; create it with `skyburst aws bootstrap`")]

@@ -53,7 +53,7 @@ impl SqsQueues {
             .set_attributes(Some(attributes))
             .send()
             .await
-            .map_err(|e| unavailable(name, &e))?;
+            .map_err(|e| unavailable(name, e))?;
         let queue = self.queue(name);
         if let Some(url) = answer.queue_url() {
             let _ = queue.url.set(url.to_string());
@@ -80,7 +80,7 @@ impl SqsQueues {
             .set_attributes(Some(attributes))
             .send()
             .await
-            .map_err(|e| unavailable(name, &e))?;
+            .map_err(|e| unavailable(name, e))?;
         Ok((queue, false))
     }
 
@@ -94,12 +94,12 @@ impl SqsQueues {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| unavailable(&queue.name, &e))?;
+            .map_err(|e| unavailable(&queue.name, e))?;
         answer
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
             .cloned()
-            .ok_or_else(|| QueueError::Unavailable { queue: queue.name.clone(), detail: "SQS gave no QueueArn".into() })
+            .ok_or_else(|| QueueError::Unavailable { queue: queue.name.clone(), cause: "SQS gave no QueueArn".into() })
     }
 }
 
@@ -125,12 +125,12 @@ impl SqsQueue {
                     if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) {
                         QueueError::Missing { queue: self.name.clone() }
                     } else {
-                        unavailable(&self.name, &e)
+                        unavailable(&self.name, e)
                     }
                 })?;
                 answer.queue_url().map(str::to_string).ok_or_else(|| QueueError::Unavailable {
                     queue: self.name.clone(),
-                    detail: "SQS answered GetQueueUrl without a URL".into(),
+                    cause: "SQS answered GetQueueUrl without a URL".into(),
                 })
             })
             .await?;
@@ -153,7 +153,7 @@ impl Queue for SqsQueue {
             .delay_seconds(delay.as_secs().min(900) as i32)
             .send()
             .await
-            .map_err(|e| unavailable(&self.name, &e))?;
+            .map_err(|e| unavailable(&self.name, e))?;
         Ok(answer.message_id().unwrap_or_default().to_string())
     }
 
@@ -177,7 +177,7 @@ impl Queue for SqsQueue {
             .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
-            .map_err(|e| unavailable(&self.name, &e))?;
+            .map_err(|e| unavailable(&self.name, e))?;
         Ok(answer
             .messages()
             .iter()
@@ -202,7 +202,7 @@ impl Queue for SqsQueue {
             Ok(_) => Ok(()),
             // Gone already (deleted, or moved to the dead-letter queue): nothing left to do.
             Err(e) if stale(&e) => Ok(()),
-            Err(e) => Err(unavailable(&self.name, &e)),
+            Err(e) => Err(unavailable(&self.name, e)),
         }
     }
 
@@ -218,7 +218,7 @@ impl Queue for SqsQueue {
         match answer {
             Ok(_) => Ok(()),
             Err(e) if stale(&e) => Err(QueueError::StaleReceipt { queue: self.name.clone() }),
-            Err(e) => Err(unavailable(&self.name, &e)),
+            Err(e) => Err(unavailable(&self.name, e)),
         }
     }
 
@@ -232,7 +232,7 @@ impl Queue for SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| unavailable(&self.name, &e))?;
+            .map_err(|e| unavailable(&self.name, e))?;
         let count = |name: QueueAttributeName| {
             answer.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
@@ -254,14 +254,15 @@ fn stale<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
         || (code.contains("InvalidParameterValue") && message.contains("ReceiptHandle"))
 }
 
-fn unavailable<E, R>(queue: &str, e: &SdkError<E, R>) -> QueueError
+/// A failed SQS call, kept as the cause; the message is the service's code and words.
+fn unavailable<E, R>(queue: &str, e: SdkError<E, R>) -> QueueError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = match e.as_service_error() {
+    let message = match e.as_service_error() {
         Some(s) => format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or_default()),
-        None => error_chain(e),
+        None => error_chain(&e),
     };
-    QueueError::Unavailable { queue: queue.to_string(), detail }
+    QueueError::Unavailable { queue: queue.to_string(), cause: crate::error::explained(message, e) }
 }

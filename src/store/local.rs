@@ -35,10 +35,10 @@ impl LocalStore {
     ) -> Result<T> {
         let path = self.path(bucket, key)?;
         let outcome = tokio::task::spawn_blocking(move || f(path)).await;
-        let io_result = outcome.unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        let io_result = outcome.unwrap_or_else(|join| Err(std::io::Error::other(join)));
         io_result.map_err(|e| match e.kind() {
             ErrorKind::NotFound => StoreError::NotFound { bucket: bucket.into(), key: key.into() },
-            _ => StoreError::Unavailable { bucket: bucket.into(), detail: e.to_string() },
+            _ => StoreError::Unavailable { bucket: bucket.into(), cause: e.into() },
         })
     }
 }
@@ -102,7 +102,7 @@ impl ObjectStore for LocalStore {
         self.blocking(bucket, key, move |path| write_atomically(&path, &bytes)).await.map_err(|e| match e {
             // A missing parent directory cannot be "not found" for a write: the store is broken.
             StoreError::NotFound { bucket, .. } => {
-                StoreError::Unavailable { bucket, detail: "a directory on the object's path is missing".into() }
+                StoreError::Unavailable { bucket, cause: "a directory on the object's path is missing".into() }
             }
             other => other,
         })
@@ -132,8 +132,8 @@ impl ObjectStore for LocalStore {
             Ok::<_, std::io::Error>(all)
         })
         .await
-        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
-        listed.map_err(|e| StoreError::Unavailable { bucket: bucket.into(), detail: e.to_string() })
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        listed.map_err(|e| StoreError::Unavailable { bucket: bucket.into(), cause: e.into() })
     }
 
     async fn swap(&self, bucket: &str, key: &str, expected: Option<Vec<u8>>, bytes: Vec<u8>) -> Result<bool> {

@@ -43,12 +43,13 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// The store could not be read or written; retry later.
-    #[error("object store bucket {bucket} is unavailable: {detail}; check that it exists and is writable")]
+    #[error("object store bucket {bucket} is unavailable: {cause}; check that it exists and is writable")]
     Unavailable {
         /// Bucket.
         bucket: String,
-        /// What the backend said.
-        detail: String,
+        /// What failed underneath (the file system, the SDK) or what the backend said.
+        #[source]
+        cause: crate::error::Cause,
     },
 }
 

@@ -44,7 +44,7 @@ impl S3Store {
             Err(e) if matches!(code(&e), "PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey") => {
                 Ok(false)
             }
-            Err(e) => Err(unavailable(bucket, &e)),
+            Err(e) => Err(unavailable(bucket, e)),
         }
     }
 }
@@ -78,7 +78,7 @@ impl ObjectStore for S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
                 Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() })
             }
-            Err(e) => Err(unavailable(bucket, &e)),
+            Err(e) => Err(unavailable(bucket, e)),
         }
     }
 
@@ -86,7 +86,7 @@ impl ObjectStore for S3Store {
         let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| unavailable(bucket, &e))?;
+            let page = page.map_err(|e| unavailable(bucket, e))?;
             objects.extend(page.contents().iter().filter_map(|o| {
                 Some(ObjectInfo {
                     key: o.key()?.to_string(),
@@ -103,7 +103,7 @@ impl ObjectStore for S3Store {
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         check_key(key)?;
         // S3 answers 204 for a key that is not there.
-        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| unavailable(bucket, &e))?;
+        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| unavailable(bucket, e))?;
         Ok(())
     }
 
@@ -132,12 +132,12 @@ impl S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Err(StoreError::NotFound { bucket: bucket.into(), key: key.into() })
             }
-            Err(e) => return Err(unavailable(bucket, &e)),
+            Err(e) => return Err(unavailable(bucket, e)),
         };
         let etag = object.e_tag().unwrap_or_default().to_string();
         let bytes = object.body.collect().await.map_err(|e| StoreError::Unavailable {
             bucket: bucket.into(),
-            detail: format!("reading {key} broke off: {e}"),
+            cause: crate::error::explained(format!("reading {key} broke off: {e}"), e),
         })?;
         Ok((bytes.into_bytes().to_vec(), etag))
     }
@@ -151,17 +151,18 @@ fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> &str {
     e.as_service_error().and_then(|s| s.code()).unwrap_or_default()
 }
 
-fn unavailable<E, R>(bucket: &str, e: &SdkError<E, R>) -> StoreError
+/// A failed S3 call, kept as the cause; the message is the service's code and words.
+fn unavailable<E, R>(bucket: &str, e: SdkError<E, R>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = match e.as_service_error() {
+    let message = match e.as_service_error() {
         Some(s) if s.code() == Some("NoSuchBucket") => {
             "the bucket does not exist; create it with `skyburst aws bootstrap`".to_string()
         }
         Some(s) => format!("{}: {}", s.code().unwrap_or("error"), s.message().unwrap_or_default()),
-        None => error_chain(e),
+        None => error_chain(&e),
     };
-    StoreError::Unavailable { bucket: bucket.to_string(), detail }
+    StoreError::Unavailable { bucket: bucket.to_string(), cause: crate::error::explained(message, e) }
 }

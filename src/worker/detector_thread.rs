@@ -18,8 +18,8 @@ use std::sync::{mpsc, Arc};
 
 use tokio::sync::oneshot;
 
-use crate::detector::{Detector, LoadedImage};
 use crate::result::DetectionResult;
+use skyburst_detector::{Detector, LoadedImage};
 
 /// Per image of a batch: the result, or why it failed (an undecodable image, say).
 pub type Outcomes = Vec<Result<DetectionResult, String>>;
@@ -88,7 +88,7 @@ fn run_detector(detector: &Detector, images: &[Vec<u8>]) -> Outcomes {
         images.iter().map(|bytes| detector.load_image(bytes).map_err(|e| e.to_string())).collect();
     let good: Vec<&LoadedImage> = loaded.iter().filter_map(|l| l.as_ref().ok()).collect();
     let mut detected = match detector.detect_images(&good) {
-        Ok(results) => results.into_iter().map(Ok).collect::<Vec<_>>(),
+        Ok(results) => results.into_iter().map(|d| Ok(DetectionResult::from(d))).collect::<Vec<_>>(),
         Err(e) => good.iter().map(|_| Err(format!("the detector failed: {e}"))).collect(),
     }
     .into_iter();

@@ -3,12 +3,15 @@
 //! a free loopback port, and fantoccini as the client.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-/// chromedriver and one browser session; both end when this is dropped.
+/// chromedriver and one browser session; both end when this is dropped: chromedriver leads a
+/// process group of its own, which holds the Chromium processes it starts, and the whole group
+/// is killed (killing chromedriver alone leaves Chromium running, re-parented to init).
 pub struct Browser {
     pub client: Client,
     driver: Child,
@@ -22,11 +25,22 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}); run scripts/install-browser.sh"));
         let mut options = serde_json::Map::new();
         // --no-sandbox: the tests run as root; 1280×1600 shows the whole page in the screenshot.
-        let args = ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"];
+        // The rest: no calls home, which this machine's closed network refuses many at a time.
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1600",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ];
         options.insert("goog:chromeOptions".into(), serde_json::json!({ "args": args }));
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = loop {
@@ -68,7 +82,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.driver.wait();
     }
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use skyburst::detector::{Detector, DetectorOptions};
+use skyburst_detector::{Detector, DetectorOptions};
 
 /// The model directory the binary uses by default (`detector.model_dir`).
 pub fn model_dir() -> PathBuf {

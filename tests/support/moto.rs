@@ -107,7 +107,7 @@ pub fn ec2_provider(
     let file = config_file(text);
     let config = skyburst::config::Config::load_with_env(Some(file.path()), Vec::new()).unwrap();
     let session = runtime.block_on(session(endpoint));
-    skyburst::app::ec2_provider(&config, &config.pools[pool], &session)
+    skyburst::app::aws::ec2_provider(&config, &config.pools[pool], &session)
 }
 
 /// Writes a config to a temporary file.

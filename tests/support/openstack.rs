@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The plane's fixture image and flavor (scripts/openstack-local/lib.sh).
+/// The plane's fixture image and flavor (scripts/lib/openstack.sh).
 pub const IMAGE: &str = "11111111-2222-3333-4444-555555555555";
 /// Flavor 1: 1 vCPU, 512 MiB.
 pub const FLAVOR: &str = "1";

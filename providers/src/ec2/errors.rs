@@ -5,7 +5,7 @@
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::InstanceStateName;
 
-use crate::{InstanceState, ProviderError};
+use crate::{Cause, InstanceState, ProviderError};
 
 /// EC2's instance state as ours; `None` for instances that no longer exist (`terminated`).
 /// `stopped` counts as `Error`: a stopped worker serves nothing but still holds its volume, so the
@@ -28,20 +28,24 @@ pub const LISTED_STATES: [&str; 5] = ["pending", "running", "shutting-down", "st
 /// Maps one EC2 error code (and its message) to the provider taxonomy.
 /// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>
 pub fn from_code(pool: &str, code: &str, message: &str) -> ProviderError {
+    with_cause(pool, code, format!("{code}: {message}").into())
+}
+
+/// The variant EC2's `code` means, carrying `cause`.
+fn with_cause(pool: &str, code: &str, cause: Cause) -> ProviderError {
     let pool = pool.to_string();
-    let detail = format!("{code}: {message}");
     match code {
         // No room for this instance type in this subnet's availability zone now.
         "InsufficientInstanceCapacity"
         | "InsufficientHostCapacity"
         | "InsufficientReservedInstanceCapacity"
         | "InsufficientCapacity"
-        | "InsufficientFreeAddressesInSubnet" => ProviderError::Capacity { pool, detail },
+        | "InsufficientFreeAddressesInSubnet" => ProviderError::Capacity { pool, cause },
         "InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxSpotInstanceCountExceeded" | "VolumeLimitExceeded" => {
-            ProviderError::Quota { pool, detail }
+            ProviderError::Quota { pool, cause }
         }
         "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled" => {
-            ProviderError::Throttled { pool, detail }
+            ProviderError::Throttled { pool, cause }
         }
         "AuthFailure"
         | "UnauthorizedOperation"
@@ -50,35 +54,39 @@ pub fn from_code(pool: &str, code: &str, message: &str) -> ProviderError {
         | "ExpiredToken"
         | "RequestExpired"
         | "OptInRequired"
-        | "Blocked" => ProviderError::Auth { pool, detail },
+        | "Blocked" => ProviderError::Auth { pool, cause },
         "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" => {
-            ProviderError::Unavailable { pool, detail }
+            ProviderError::Unavailable { pool, cause }
         }
-        _ => ProviderError::Invalid { pool, detail },
+        _ => ProviderError::Invalid { pool, cause },
     }
 }
 
-/// Maps any SDK failure: service errors by code; timeouts and connection failures are
-/// `Unavailable`; a request that could not be built for want of credentials is `Auth`.
-pub fn from_sdk<E, R>(pool: &str, error: &SdkError<E, R>) -> ProviderError
+/// Maps any SDK failure, keeping it as the cause: service errors by code; timeouts and
+/// connection failures are `Unavailable`; a request that could not be built for want of
+/// credentials is `Auth`.
+pub fn from_sdk<E, R>(pool: &str, error: SdkError<E, R>) -> ProviderError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let pool_name = pool.to_string();
-    let chain = crate::aws::error_chain(error);
-    match error {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            from_code(pool, e.code().unwrap_or("Unknown"), e.message().unwrap_or(&chain))
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ProviderError::Unavailable { pool: pool_name, detail: chain }
-        }
-        _ if chain.contains("credentials") || chain.contains("identity") => {
-            ProviderError::Auth { pool: pool_name, detail: chain }
-        }
-        _ => ProviderError::Invalid { pool: pool_name, detail: chain },
+    let chain = crate::aws::error_chain(&error);
+    let transport =
+        matches!(error, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_));
+    if let SdkError::ServiceError(service) = &error {
+        let e = service.err();
+        let code = e.code().unwrap_or("Unknown").to_string();
+        // The SDK's own text is "service error"; the message says what the service said.
+        let message = format!("{code}: {}", e.message().unwrap_or(&chain));
+        return with_cause(pool, &code, crate::explained(message, error));
+    }
+    let (pool, cause) = (pool.to_string(), crate::explained(chain.clone(), error));
+    if transport {
+        ProviderError::Unavailable { pool, cause }
+    } else if chain.contains("credentials") || chain.contains("identity") {
+        ProviderError::Auth { pool, cause }
+    } else {
+        ProviderError::Invalid { pool, cause }
     }
 }
 
@@ -131,21 +139,23 @@ mod tests {
             ("IdempotentParameterMismatch", "invalid"),
         ];
         for (code, kind) in cases {
-            let mapped = from_sdk("public", &service_error(code));
+            let mapped = from_sdk("public", service_error(code));
             assert_eq!(mapped.kind(), kind, "{code}");
+            let cause = std::error::Error::source(&mapped).expect("the cloud's answer is kept");
+            assert!(cause.source().is_some_and(|sdk| sdk.is::<SdkError<RunInstancesError, HttpResponse>>()));
             assert!(mapped.to_string().contains(code), "{mapped}");
             assert!(mapped.to_string().contains("public"), "{mapped}");
         }
-        assert!(from_sdk("public", &service_error("InsufficientInstanceCapacity")).is_full());
-        assert!(from_sdk("public", &service_error("VcpuLimitExceeded")).is_full());
+        assert!(from_sdk("public", service_error("InsufficientInstanceCapacity")).is_full());
+        assert!(from_sdk("public", service_error("VcpuLimitExceeded")).is_full());
     }
 
     #[test]
     fn transport_failures_are_unavailable() {
         let timeout: SdkError<RunInstancesError, HttpResponse> = SdkError::timeout_error("attempt timed out");
-        assert_eq!(from_sdk("public", &timeout).kind(), "unavailable");
+        assert_eq!(from_sdk("public", timeout).kind(), "unavailable");
         let unbuildable: SdkError<RunInstancesError, HttpResponse> =
             SdkError::construction_failure("no credentials in the chain");
-        assert_eq!(from_sdk("public", &unbuildable).kind(), "auth");
+        assert_eq!(from_sdk("public", unbuildable).kind(), "auth");
     }
 }

@@ -63,7 +63,7 @@ impl Ec2Provider {
             .attribute(InstanceAttributeName::UserData)
             .send()
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(e))?;
         let encoded = answer.user_data().and_then(|v| v.value()).unwrap_or_default();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -71,16 +71,16 @@ impl Ec2Provider {
         String::from_utf8(bytes).map_err(|e| self.invalid(format!("user-data of {id} is not UTF-8: {e}")))
     }
 
-    fn error<E, R>(&self, error: &aws_sdk_ec2::error::SdkError<E, R>) -> ProviderError
+    fn error<E, R>(&self, error: aws_sdk_ec2::error::SdkError<E, R>) -> ProviderError
     where
-        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
     {
         errors::from_sdk(&self.settings.pool, error)
     }
 
     fn invalid(&self, detail: String) -> ProviderError {
-        ProviderError::Invalid { pool: self.settings.pool.clone(), detail }
+        ProviderError::Invalid { pool: self.settings.pool.clone(), cause: detail.into() }
     }
 
     /// Instances of this pool in `states`, with more filters; every page.
@@ -100,7 +100,7 @@ impl Ec2Provider {
         let mut pages = request.into_paginator().send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(&e))?;
+            let page = page.map_err(|e| self.error(e))?;
             for instance in page.reservations().iter().flat_map(|r| r.instances()) {
                 found.extend(self.instance(instance));
             }
@@ -131,7 +131,7 @@ impl Ec2Provider {
                 return Ok(device.clone());
             }
         }
-        let answer = self.client.describe_images().image_ids(image).send().await.map_err(|e| self.error(&e))?;
+        let answer = self.client.describe_images().image_ids(image).send().await.map_err(|e| self.error(e))?;
         let device = answer
             .images()
             .first()
@@ -188,7 +188,7 @@ impl Ec2Provider {
             .tag_specifications(tagged(ResourceType::Volume))
             .send()
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(e))?;
         Ok(answer.instances().iter().filter_map(|i| self.instance(i)).collect())
     }
 }
@@ -246,7 +246,7 @@ impl Provider for Ec2Provider {
             Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidInstanceID.NotFound") => {
                 Ok(())
             }
-            Err(e) => Err(self.error(&e)),
+            Err(e) => Err(self.error(e)),
         }
     }
 

@@ -121,13 +121,13 @@ impl LocalProvider {
         }
         let available = process::available_memory().map_err(|e| ProviderError::Unavailable {
             pool: self.settings.pool.clone(),
-            detail: format!("cannot read the available memory: {e}"),
+            cause: crate::explained(format!("cannot read the available memory: {e}"), e),
         })?;
         let fits = (available / need) as usize;
         if fits == 0 {
             return Err(ProviderError::Capacity {
                 pool: self.settings.pool.clone(),
-                detail: format!("{} MiB of memory available, a worker needs {} MiB", available >> 20, need >> 20),
+                cause: format!("{} MiB of memory available, a worker needs {} MiB", available >> 20, need >> 20).into(),
             });
         }
         Ok(fits.min(wanted))
@@ -139,8 +139,9 @@ impl LocalProvider {
         if let Err(e) = process::stat(std::process::id()) {
             return Err(ProviderError::Invalid {
                 pool: settings.pool,
-                detail: format!(
-                    "cannot read /proc/<pid>/stat ({e}); the local provider needs Linux with /proc mounted"
+                cause: crate::explained(
+                    format!("cannot read /proc/<pid>/stat ({e}); the local provider needs Linux with /proc mounted"),
+                    e,
                 ),
             });
         }
@@ -178,10 +179,11 @@ impl LocalProvider {
                     registry.instances.iter().map(|e| format!("{} (pid {})", e.id, e.pid)).collect();
                 return Err(ProviderError::Unavailable {
                     pool: self.settings.pool.clone(),
-                    detail: format!(
+                    cause: format!(
                         "still running after SIGKILL: {}; check them with `ps -o pid,stat,cmd -p <pid>`",
                         left.join(", ")
-                    ),
+                    )
+                    .into(),
                 });
             }
             tokio::time::sleep(STOP_POLL).await;
@@ -225,9 +227,12 @@ impl LocalProvider {
         let args: Vec<String> = self.settings.args.iter().map(|a| a.replace("{id}", &id)).collect();
         let (child, start_time) = process::spawn(&self.settings.program, &args).map_err(|e| ProviderError::Invalid {
             pool: self.settings.pool.clone(),
-            detail: format!(
-                "cannot start `{}` for instance {id} ({e}); set the pool's local `program` to an executable worker binary",
-                self.settings.program.display()
+            cause: crate::explained(
+                format!(
+                    "cannot start `{}` for instance {id} ({e}); set the pool's local `program` to an executable worker binary",
+                    self.settings.program.display()
+                ),
+                e,
             ),
         })?;
         let mut tags = spec.tags.clone();
@@ -253,7 +258,7 @@ impl Provider for LocalProvider {
         if spec.launch_id.is_empty() {
             return Err(ProviderError::Invalid {
                 pool: self.settings.pool.clone(),
-                detail: "launch id is empty; every launch needs a unique id so a retry does not start more".into(),
+                cause: "launch id is empty; every launch needs a unique id so a retry does not start more".into(),
             });
         }
         let mut children = self.children.lock().await;
@@ -314,10 +319,13 @@ impl Provider for LocalProvider {
         }
         process::signal(entry.pid, Signal::SIGTERM).map_err(|e| ProviderError::Invalid {
             pool: self.settings.pool.clone(),
-            detail: format!(
-                "cannot send SIGTERM to instance {id} (pid {}): {e}; stop it by hand, then remove it from {}",
-                entry.pid,
-                self.registry.path().display()
+            cause: crate::explained(
+                format!(
+                    "cannot send SIGTERM to instance {id} (pid {}): {e}; stop it by hand, then remove it from {}",
+                    entry.pid,
+                    self.registry.path().display()
+                ),
+                e,
             ),
         })?;
         tracing::info!(pool = %self.settings.pool, instance = %id, pid = entry.pid, "sent SIGTERM to local worker");

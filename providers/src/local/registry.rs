@@ -53,7 +53,7 @@ impl RegistryFile {
     pub(super) fn open(path: PathBuf, pool: String) -> Result<Self> {
         let file = Self { path, pool };
         if let Some(dir) = file.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| file.io_error("cannot create the directory of", &e))?;
+            fs::create_dir_all(dir).map_err(|e| file.io_error("cannot create the directory of", e))?;
         }
         Ok(file)
     }
@@ -68,13 +68,16 @@ impl RegistryFile {
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Registry::default()),
-            Err(e) => return Err(self.io_error("cannot read", &e)),
+            Err(e) => return Err(self.io_error("cannot read", e)),
         };
         serde_json::from_slice(&bytes).map_err(|e| ProviderError::Invalid {
             pool: self.pool.clone(),
-            detail: format!(
-                "the local registry {} is not valid ({e}); fix it, or stop the worker processes it lists and delete it",
-                self.path.display()
+            cause: crate::explained(
+                format!(
+                    "the local registry {} is not valid ({e}); fix it, or stop the worker processes it lists and delete it",
+                    self.path.display()
+                ),
+                e,
             ),
         })
     }
@@ -96,18 +99,16 @@ impl RegistryFile {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            self.io_error("cannot write", &e)
+            self.io_error("cannot write", e)
         })
     }
 
-    fn io_error(&self, what: &str, e: &io::Error) -> ProviderError {
-        ProviderError::Unavailable {
-            pool: self.pool.clone(),
-            detail: format!(
-                "{what} the local registry {} ({e}); check that the data directory exists, is writable and is not full",
-                self.path.display()
-            ),
-        }
+    fn io_error(&self, what: &str, e: io::Error) -> ProviderError {
+        let message = format!(
+            "{what} the local registry {} ({e}); check that the data directory exists, is writable and is not full",
+            self.path.display()
+        );
+        ProviderError::Unavailable { pool: self.pool.clone(), cause: crate::explained(message, e) }
     }
 }
 

@@ -2,7 +2,7 @@
 //! messages to [`ProviderError`]. Pure functions, each tested on every case.
 
 use super::{AbsoluteLimits, FlavorSize};
-use crate::{InstanceState, Limits, ProviderError};
+use crate::{Cause, InstanceState, Limits, ProviderError};
 
 /// A server's `status` as ours; `None` for one that is gone (`DELETED`, `SOFT_DELETED`).
 /// `SHUTOFF`, `PAUSED`, `SUSPENDED` and `SHELVED*` serve nothing but hold quota: `Error`, so the
@@ -25,18 +25,23 @@ pub fn server_state(status: &str) -> Option<InstanceState> {
 /// Maps a failed Nova call by its HTTP status and message.
 /// <https://docs.openstack.org/api-guide/compute/faults.html>
 pub fn from_status(pool: &str, status: u16, message: &str) -> ProviderError {
-    let (pool, detail) = (pool.to_string(), format!("HTTP {status}: {message}"));
+    with_cause(pool, status, message, format!("HTTP {status}: {message}").into())
+}
+
+/// As [`from_status`], keeping `cause` (the client's error) as the source.
+pub fn with_cause(pool: &str, status: u16, message: &str, cause: Cause) -> ProviderError {
+    let pool = pool.to_string();
     let quota = message.contains("Quota exceeded") || message.contains("quota");
     match status {
         // Nova answers a quota overrun with 403 (413 before microversion 2.1's cleanup).
-        403 | 413 if quota => ProviderError::Quota { pool, detail },
-        429 => ProviderError::Throttled { pool, detail },
-        401 | 403 => ProviderError::Auth { pool, detail },
+        403 | 413 if quota => ProviderError::Quota { pool, cause },
+        429 => ProviderError::Throttled { pool, cause },
+        401 | 403 => ProviderError::Auth { pool, cause },
         _ if message.contains("No valid host") || message.contains("NoValidHost") => {
-            ProviderError::Capacity { pool, detail }
+            ProviderError::Capacity { pool, cause }
         }
-        500..=599 => ProviderError::Unavailable { pool, detail },
-        _ => ProviderError::Invalid { pool, detail },
+        500..=599 => ProviderError::Unavailable { pool, cause },
+        _ => ProviderError::Invalid { pool, cause },
     }
 }
 

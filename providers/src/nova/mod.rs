@@ -28,7 +28,7 @@ use openstack_sdk::AsyncOpenStack;
 use serde::Deserialize;
 
 use crate::{
-    Instance, LaunchSpec, Limits, Provider, ProviderError, Result, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL,
+    Cause, Instance, LaunchSpec, Limits, Provider, ProviderError, Result, TAG_DEPLOYMENT, TAG_LAUNCH_ID, TAG_POOL,
     TAG_TOKEN_SHA256, TOKEN_PLACEHOLDER,
 };
 
@@ -168,7 +168,7 @@ impl NovaProvider {
         Q: QueryAsync<T, AsyncOpenStack> + Sync,
         T: Send,
     {
-        self.query_found(query).await?.ok_or_else(|| self.invalid("HTTP 404: not found".into()))
+        self.query_found(query).await?.ok_or_else(|| self.invalid("HTTP 404: not found"))
     }
 
     /// Runs `query` on the session: `None` if Nova answers 404. A refused token (expired or
@@ -190,7 +190,7 @@ impl NovaProvider {
                     *self.session.lock().await = None;
                     renewed = true;
                 }
-                Err(e) => return self.checked(Err(self.error(&e))).await,
+                Err(e) => return self.checked(Err(self.error(e))).await,
             }
         }
     }
@@ -207,7 +207,7 @@ impl NovaProvider {
             .id(id)
             .headers([microversion()].into_iter().map(|(k, v)| (Some(k), v)))
             .build()
-            .map_err(|e| self.invalid(e.to_string()))?;
+            .map_err(|e| self.invalid(e))?;
         let answer: Answer = self.query(&request).await?;
         let encoded = answer
             .user_data
@@ -225,7 +225,7 @@ impl NovaProvider {
                 let request = flavor::Request::builder()
                     .id(self.settings.flavor.as_str())
                     .build()
-                    .map_err(|e| self.invalid(e.to_string()))?;
+                    .map_err(|e| self.invalid(e))?;
                 // openstack_sdk answers the `flavor` object itself.
                 self.query::<_, FlavorSize>(&request).await
             })
@@ -233,8 +233,8 @@ impl NovaProvider {
             .copied()
     }
 
-    fn invalid(&self, detail: String) -> ProviderError {
-        ProviderError::Invalid { pool: self.settings.pool.clone(), detail }
+    fn invalid(&self, cause: impl Into<Cause>) -> ProviderError {
+        ProviderError::Invalid { pool: self.settings.pool.clone(), cause: cause.into() }
     }
 
     /// The session: Keystone v3 authentication and Nova from the catalog, made once and again
@@ -244,16 +244,13 @@ impl NovaProvider {
         if let Some(session) = held.as_ref() {
             return Ok(session.clone());
         }
-        let unavailable = |e: &dyn std::fmt::Display| ProviderError::Unavailable {
+        let unavailable = |e: openstack_sdk::OpenStackError| ProviderError::Unavailable {
             pool: self.settings.pool.clone(),
-            detail: format!("cannot authenticate or find Nova in the catalog: {e}"),
+            cause: crate::explained(format!("cannot authenticate or find Nova in the catalog: {e}"), e),
         };
-        let session = AsyncOpenStack::builder(&self.cloud)
-            .disable_auth_cache(true)
-            .connect()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        session.discover_service_endpoint(&ServiceType::Compute).await.map_err(|e| unavailable(&e))?;
+        let session =
+            AsyncOpenStack::builder(&self.cloud).disable_auth_cache(true).connect().await.map_err(unavailable)?;
+        session.discover_service_endpoint(&ServiceType::Compute).await.map_err(unavailable)?;
         let session = Arc::new(session);
         *held = Some(session.clone());
         Ok(session)
@@ -272,15 +269,21 @@ impl NovaProvider {
         format!("{key}={value}")
     }
 
-    fn error<E: std::error::Error + Send + Sync + 'static>(&self, e: &ApiError<E>) -> ProviderError {
+    /// Maps a failed call by its status and Nova's message, keeping the client's error.
+    fn error<E: std::error::Error + Send + Sync + 'static>(&self, e: ApiError<E>) -> ProviderError {
         let pool = &self.settings.pool;
-        match e {
-            ApiError::OpenStack { status, msg, .. } => mapping::from_status(pool, status.as_u16(), msg),
-            ApiError::OpenStackService { status, data, .. } => mapping::from_status(pool, status.as_u16(), data),
-            ApiError::OpenStackUnrecognized { status, obj, .. } => {
-                mapping::from_status(pool, status.as_u16(), &obj.to_string())
+        let answer = match &e {
+            ApiError::OpenStack { status, msg, .. } => Some((status.as_u16(), msg.clone())),
+            ApiError::OpenStackService { status, data, .. } => Some((status.as_u16(), data.clone())),
+            ApiError::OpenStackUnrecognized { status, obj, .. } => Some((status.as_u16(), obj.to_string())),
+            _ => None,
+        };
+        match answer {
+            Some((status, message)) => {
+                let cause = crate::explained(format!("HTTP {status}: {message}"), e);
+                mapping::with_cause(pool, status, &message, cause)
             }
-            other => ProviderError::Unavailable { pool: pool.clone(), detail: other.to_string() },
+            None => ProviderError::Unavailable { pool: pool.clone(), cause: e.into() },
         }
     }
 
@@ -295,7 +298,7 @@ impl NovaProvider {
             .tags(tags.join(","))
             .header(name, value)
             .build()
-            .map_err(|e| self.invalid(e.to_string()))?;
+            .map_err(|e| self.invalid(e))?;
         let found: Vec<Server> = self.query(&paged(request, Pagination::All)).await?;
         Ok(found.into_iter().filter_map(|server| self.instance(server)).collect())
     }
@@ -317,7 +320,7 @@ impl NovaProvider {
     async fn create(&self, spec: &LaunchSpec, index: u32) -> Result<String> {
         let s = &self.settings;
         let invalid =
-            |e: &dyn std::fmt::Display| ProviderError::Invalid { pool: s.pool.clone(), detail: e.to_string() };
+            |e: &dyn std::fmt::Display| ProviderError::Invalid { pool: s.pool.clone(), cause: e.to_string().into() };
         let tags = vec![
             Self::tag(TAG_DEPLOYMENT, &s.deployment),
             Self::tag(TAG_POOL, &s.pool),
@@ -393,7 +396,7 @@ impl Provider for NovaProvider {
     }
 
     async fn terminate(&self, id: &str) -> Result<()> {
-        let request = delete::Request::builder().id(id).build().map_err(|e| self.invalid(e.to_string()))?;
+        let request = delete::Request::builder().id(id).build().map_err(|e| self.invalid(e))?;
         // `None`: already gone.
         self.query_found(&ignore(request)).await.map(|_| ())
     }
@@ -409,7 +412,7 @@ impl Provider for NovaProvider {
         struct Answer {
             absolute: AbsoluteLimits,
         }
-        let request = limits::Request::builder().build().map_err(|e| self.invalid(e.to_string()))?;
+        let request = limits::Request::builder().build().map_err(|e| self.invalid(e))?;
         let answer: Answer = self.query(&request).await?;
         let flavor = self.flavor_size().await?;
         Ok(mapping::limits(&answer.absolute, flavor))

@@ -4,7 +4,7 @@
 use super::darknet::{ConvSpec, LayerSpec, NetworkSpec};
 
 /// `gamma / sqrt(var + eps)`: darknet and OpenCV use 1e-6. The PyTorch/candle default 1e-5 moves
-/// the heads by ≈1e-3 against the reference (../shared/yolo/README.md), 7× our measured error.
+/// the heads by ≈1e-3 against the reference (docs/detector.md), 7× our measured error.
 const BATCH_NORM_EPS: f32 = 1e-6;
 
 /// A `.weights` file that does not fit the cfg.

@@ -1,8 +1,11 @@
 # shellcheck shell=bash
 # Sourced by the install scripts: `apt_get ARGS...` runs apt-get and, while another apt holds
-# its locks (a sibling installer that .ci/run starts beside this one, unattended-upgrades on a
-# fresh machine, a hand-run install), waits and tries again instead of failing: up to 10 min.
-# Any other failure returns at once.
+# its locks (a sibling installer that scripts/test.sh starts beside this one, unattended-upgrades
+# on a fresh machine, a hand-run install), waits and tries again instead of failing: up to 10 min.
+# Any other failure returns at once. Sourced, not executed:
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"    # from a script in scripts/
+#   apt_get update -qq && apt_get install -y -qq PACKAGE...
 apt_get() {
   local attempt err rc
   err="$(mktemp)"

@@ -8,9 +8,10 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_text_mut, text_size};
 use imageproc::rect::Rect;
 
-use crate::result::DetectedObject;
+use crate::Detection;
 
-const FONT: &[u8] = include_bytes!("font/DejaVuSans.ttf");
+/// DejaVu Sans, embedded so annotation (and the service's plots) work on a machine without fonts.
+pub const FONT: &[u8] = include_bytes!("font/DejaVuSans.ttf");
 
 /// Twelve distinct colours; a label always gets the same one.
 const PALETTE: [[u8; 3]; 12] = [
@@ -35,7 +36,7 @@ fn colour(label: &str) -> Rgb<u8> {
 }
 
 /// Returns a copy of `image` with every object drawn.
-pub fn annotate(image: &RgbImage, objects: &[DetectedObject]) -> RgbImage {
+pub fn annotate(image: &RgbImage, objects: &[Detection]) -> RgbImage {
     let font = FontRef::try_from_slice(FONT).expect("the embedded DejaVu Sans is a valid font");
     let mut canvas = image.clone();
     let short_side = image.width().min(image.height());
@@ -44,7 +45,7 @@ pub fn annotate(image: &RgbImage, objects: &[DetectedObject]) -> RgbImage {
     let thickness = (short_side / 300).clamp(1, 6);
     // Lowest score first, so the strongest boxes end up on top.
     for object in objects.iter().rev() {
-        let r = object.rectangle;
+        let r = object.bbox;
         if r.width == 0 || r.height == 0 {
             continue;
         }
@@ -53,7 +54,7 @@ pub fn annotate(image: &RgbImage, objects: &[DetectedObject]) -> RgbImage {
             let rect = Rect::at((r.left + t) as i32, (r.top + t) as i32).of_size(r.width - 2 * t, r.height - 2 * t);
             draw_hollow_rect_mut(&mut canvas, rect, colour);
         }
-        let text = format!("{} {:.2}", object.label, object.accuracy);
+        let text = format!("{} {:.2}", object.label, object.score);
         let (text_w, text_h) = text_size(scale, &font, &text);
         let pad = 2;
         // Above the box when there is room, inside its top edge otherwise.
@@ -77,10 +78,10 @@ fn luminance(Rgb([r, g, b]): Rgb<u8>) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::Rectangle;
+    use crate::PixelBox;
 
-    fn object(label: &str, left: u32, top: u32, width: u32, height: u32) -> DetectedObject {
-        DetectedObject { label: label.into(), accuracy: 0.9, rectangle: Rectangle { left, top, width, height } }
+    fn object(label: &str, left: u32, top: u32, width: u32, height: u32) -> Detection {
+        Detection { label: label.into(), score: 0.9, bbox: PixelBox { left, top, width, height } }
     }
 
     #[test]

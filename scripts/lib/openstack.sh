@@ -1,12 +1,14 @@
-# shellcheck shell=bash disable=SC2034
-# Shared settings and helpers for setup.sh / start.sh / stop.sh: a real OpenStack compute control
-# plane (Keystone, Placement, Glance, Neutron server, Nova with the fake virt driver, on
-# PostgreSQL and RabbitMQ from Debian's packages) for the Nova tests. Adapted from the tested
-# recipe in ../shared/openstack-local/. Sourced, not executed; the variables are for the scripts
-# that source it. Everything listens on 127.0.0.1 only.
+# shellcheck shell=bash disable=SC2034 # the variables are read by the scripts that source this
+# Shared settings and helpers for scripts/openstack-local/{setup,start,stop,service,smoke}.sh: a
+# real OpenStack compute control plane (Keystone, Placement, Glance, Neutron server, Nova with the
+# fake virt driver, on PostgreSQL and RabbitMQ from Debian's packages) for the Nova tests.
+# Everything listens on 127.0.0.1 only. Sourced, not executed:
+#
+#   . "$(dirname "$0")/../lib/openstack.sh"
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# scripts/openstack-local/: the entry points and the Python helpers they run.
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../openstack-local" && pwd)"
 OSL_DIR="${OSL_DIR:-/tmp/oslocal}"          # base dir (packages' extra files, golden snapshot)
 OSL_STATE="${OSL_STATE:-$OSL_DIR/state}"     # live state: configs, DB files, logs, pids
 OSL_GOLDEN="$OSL_DIR/golden.tar.gz"          # initialised state made by setup.sh

@@ -1,4 +1,10 @@
-//! YOLOv3-tiny (COCO) on candle, loaded from darknet's own files: image bytes → objects.
+//! Skyburst's detector: YOLOv3-tiny (COCO) on candle, loaded from darknet's own files: image
+//! bytes → [`Detections`]. It knows nothing of HTTP, queues or config files: the service converts
+//! its types to the wire format and builds [`DetectorOptions`] from its config.
+//!
+//! `unsafe` is denied in the crate and allowed in one module, [`kernel`], where each block says
+//! why it is sound; the dev profile builds this crate at `opt-level = 3` (the workspace's
+//! `Cargo.toml`), so the service's own crates keep their debug checks.
 //!
 //! # Layout
 //! - [`model_files`]: finds the cfg, weights and names and checks their sha256.
@@ -10,6 +16,8 @@
 //! - [`preprocess`]: decode, orientation, letterbox or stretch.
 //! - [`postprocess`]: head decoding and NMS, pure.
 //! - [`annotate`]: draws boxes and labels.
+
+#![deny(unsafe_code)]
 
 pub mod annotate;
 pub mod darknet;
@@ -24,13 +32,13 @@ pub mod weights;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use image::RgbImage;
 
+pub use candle_core::Device;
 pub use model::ConvPath;
 pub use preprocess::{ImageError, Prepared, ResizeMode};
 
-use crate::result::{DetectedObject, DetectionResult, Rectangle, Timings};
 use darknet::{CfgError, LayerSpec};
 use model::Darknet;
 use model_files::{ModelFileError, ModelFiles};
@@ -66,6 +74,56 @@ pub enum DetectorError {
     /// candle failed while building or running the network.
     #[error("the network failed: {0}")]
     Tensor(#[from] candle_core::Error),
+}
+
+/// A box in displayed (EXIF-rotated) image pixels, rounded and clipped to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelBox {
+    /// Left edge, 0-based.
+    pub left: u32,
+    /// Top edge, 0-based.
+    pub top: u32,
+    /// Width; `left + width ≤ image width`.
+    pub width: u32,
+    /// Height; `top + height ≤ image height`.
+    pub height: u32,
+}
+
+/// One object found in an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// Class name from `coco.names`, e.g. `person`.
+    pub label: String,
+    /// Objectness × class probability, 0..1.
+    pub score: f32,
+    /// Where it is.
+    pub bbox: PixelBox,
+}
+
+/// Milliseconds spent in each stage for one image.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Decoding and resizing to the network input.
+    pub preprocess_ms: f64,
+    /// The forward pass (its share when the image ran in a batch).
+    pub inference_ms: f64,
+    /// Decoding the heads and NMS.
+    pub postprocess_ms: f64,
+}
+
+/// What the detector found in one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detections {
+    /// Objects found, highest score first.
+    pub objects: Vec<Detection>,
+    /// Displayed image width in pixels.
+    pub width: u32,
+    /// Displayed image height in pixels.
+    pub height: u32,
+    /// sha256 of the weights that found them.
+    pub model: String,
+    /// Where the time went.
+    pub timings: Timings,
 }
 
 /// An image decoded and fitted to the network input, ready for [`Detector::detect_images`].
@@ -190,7 +248,7 @@ impl Detector {
     /// Detects objects in a batch of loaded images with one forward pass: one result per image,
     /// objects highest accuracy first, with the batch's inference and post-processing time
     /// shared equally among its images.
-    pub fn detect_images(&self, batch: &[&LoadedImage]) -> Result<Vec<DetectionResult>, DetectorError> {
+    pub fn detect_images(&self, batch: &[&LoadedImage]) -> Result<Vec<Detections>, DetectorError> {
         let started = Instant::now();
         let prepared: Vec<&Prepared> = batch.iter().map(|l| &l.prepared).collect();
         let (objects, forward_ms) = self.detect_batch(&prepared)?;
@@ -200,9 +258,7 @@ impl Detector {
         Ok(batch
             .iter()
             .zip(objects)
-            .map(|(loaded, objects)| DetectionResult {
-                id: None,
-                file: None,
+            .map(|(loaded, objects)| Detections {
                 objects,
                 width: loaded.image.width(),
                 height: loaded.image.height(),
@@ -213,7 +269,7 @@ impl Detector {
     }
 
     /// One forward pass over `batch`: one object list per image and the pass's milliseconds.
-    fn detect_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Vec<DetectedObject>>, f64), DetectorError> {
+    fn detect_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Vec<Detection>>, f64), DetectorError> {
         if batch.is_empty() {
             return Ok((Vec::new(), 0.0));
         }
@@ -234,7 +290,7 @@ impl Detector {
     }
 
     /// Loads and detects one image; returns its result and the decoded image (for annotation).
-    pub fn detect_bytes(&self, bytes: &[u8]) -> Result<(DetectionResult, RgbImage), DetectorError> {
+    pub fn detect_bytes(&self, bytes: &[u8]) -> Result<(Detections, RgbImage), DetectorError> {
         let loaded = self.load_image(bytes)?;
         let result = self.detect_images(&[&loaded])?.pop().expect("one result per image");
         Ok((result, loaded.image))
@@ -247,7 +303,7 @@ impl Detector {
         index: usize,
         batch: usize,
         prepared: &Prepared,
-    ) -> Vec<DetectedObject> {
+    ) -> Vec<Detection> {
         let mut candidates: Vec<Candidate> = Vec::new();
         for (head, (data, rows, cols)) in self.net.heads().iter().zip(heads) {
             let per_image = data.len() / batch;
@@ -268,17 +324,17 @@ impl Detector {
     }
 
     /// Maps a candidate to displayed image pixels, rounded and clipped.
-    fn to_object(&self, c: Candidate, prepared: &Prepared) -> DetectedObject {
+    fn to_object(&self, c: Candidate, prepared: &Prepared) -> Detection {
         let p = prepared.placement;
         let clip = |v: f32, max: u32| v.round().clamp(0.0, max as f32) as u32;
         let (left, right) =
             (clip(p.to_image_x(c.bbox.x1), p.image_width), clip(p.to_image_x(c.bbox.x2), p.image_width));
         let (top, bottom) =
             (clip(p.to_image_y(c.bbox.y1), p.image_height), clip(p.to_image_y(c.bbox.y2), p.image_height));
-        DetectedObject {
+        Detection {
             label: self.labels[c.class].clone(),
-            accuracy: c.score,
-            rectangle: Rectangle { left, top, width: right - left, height: bottom - top },
+            score: c.score,
+            bbox: PixelBox { left, top, width: right - left, height: bottom - top },
         }
     }
 }

@@ -15,7 +15,7 @@ pub const MIN_SIDE: u32 = 16;
 #[serde(rename_all = "lowercase")]
 pub enum ResizeMode {
     /// Keep the aspect ratio and pad with 0.5 gray, as darknet does. Finds Zidane at 0.93 where
-    /// stretching finds only weak boxes (../shared/yolo/README.md).
+    /// stretching finds only weak boxes (docs/detector.md).
     #[default]
     Letterbox,
     /// Stretch to the input size, as OpenCV's `blobFromImage` does.
@@ -205,7 +205,7 @@ pub fn prepare(image: &RgbImage, (input_w, input_h): (usize, usize), mode: Resiz
 
 /// Bilinear resampling with half-pixel centres, as OpenCV's `INTER_LINEAR` (the reference's
 /// filter). The `image` crate's Triangle filter averages over the whole footprint when shrinking,
-/// which moves weak detections (../shared/yolo/README.md). Hands each output row `y` to `emit`
+/// which moves weak detections (docs/detector.md). Hands each output row `y` to `emit`
 /// as three channel rows in 0..255.
 fn resize_bilinear(image: &RgbImage, out_w: usize, out_h: usize, mut emit: impl FnMut(usize, [&[f32]; 3])) {
     let (w, h) = (image.width() as usize, image.height() as usize);

@@ -13,6 +13,8 @@
 //! - [`burst`]: [`plan`], the private-first burst planner: which pool launches, which instance
 //!   drains or stops, which stuck instance is replaced.
 
+#![forbid(unsafe_code)]
+
 pub mod burst;
 pub mod caps;
 pub mod observation;

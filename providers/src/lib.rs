@@ -9,6 +9,8 @@
 //!   of the process shares.
 //! - [`nova`] (feature `openstack`): OpenStack Nova servers.
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "aws")]

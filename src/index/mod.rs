@@ -1,5 +1,11 @@
 //! The result index: one SQLite row per job (who sent it, zone, times, worker, labels) so the
 //! front end answers status, history and per-zone questions without reading the store.
+//!
+//! # Layout
+//! - this file: the rows, the write side (insert, answers applied) and single-job reads;
+//! - [`report`]: zone totals, time buckets and the finished-jobs stream.
+
+mod report;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,6 +16,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::job::{JobResponse, JobResult, Outcome};
+use report::{buckets, finished_after, zones};
+pub use report::{head_count, label_counts};
 
 /// The label whose count is the head count (city cameras).
 pub const PERSON: &str = "person";
@@ -421,137 +429,6 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
     };
     tx.commit()?;
     Ok(became_final)
-}
-
-/// Objects per label in one result.
-pub fn label_counts(result: &JobResult) -> Vec<(String, u64)> {
-    let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
-    for object in &result.detection.objects {
-        *counts.entry(&object.label).or_default() += 1;
-    }
-    counts.into_iter().map(|(label, n)| (label.to_string(), n)).collect()
-}
-
-fn sorted_labels(mut labels: Vec<LabelCount>) -> Vec<LabelCount> {
-    labels.sort_by(|a, b| {
-        (b.label == PERSON).cmp(&(a.label == PERSON)).then(b.count.cmp(&a.count)).then(a.label.cmp(&b.label))
-    });
-    labels
-}
-
-/// People among `labels`: the `person` count.
-pub fn head_count(labels: &[LabelCount]) -> u64 {
-    labels.iter().find(|l| l.label == PERSON).map_or(0, |l| l.count)
-}
-
-fn finished_after(c: &mut Connection, after: i64, limit: u32) -> rusqlite::Result<Vec<FinishedEvent>> {
-    let mut jobs = c.prepare(
-        "SELECT finished_seq, job_id, status, zone, file, finished_at_ms, error FROM jobs
-         WHERE finished_seq > ?1 ORDER BY finished_seq LIMIT ?2",
-    )?;
-    let mut events: Vec<FinishedEvent> = jobs
-        .query_map(params![after, limit], |r| {
-            Ok(FinishedEvent {
-                seq: r.get(0)?,
-                job_id: Uuid::parse_str(&r.get::<_, String>(1)?).unwrap_or_default(),
-                status: JobStatus::parse(&r.get::<_, String>(2)?),
-                zone: r.get(3)?,
-                file: r.get(4)?,
-                finished_at_ms: r.get(5)?,
-                head_count: 0,
-                labels: Vec::new(),
-                error: r.get(6)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut labels = c.prepare("SELECT label, count FROM labels WHERE job_id = ?1")?;
-    for event in &mut events {
-        let found = labels
-            .query_map([event.job_id.to_string()], |r| Ok(LabelCount { label: r.get(0)?, count: r.get(1)? }))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        event.labels = sorted_labels(found);
-        event.head_count = head_count(&event.labels);
-    }
-    Ok(events)
-}
-
-fn buckets(
-    c: &mut Connection,
-    zone: Option<&str>,
-    since_ms: i64,
-    until_ms: i64,
-    bucket_ms: i64,
-) -> rusqlite::Result<Vec<BucketCounts>> {
-    // Times are positive, so SQLite's integer division floors.
-    let filter =
-        "j.status = 'done' AND j.finished_at_ms >= ?2 AND j.finished_at_ms < ?3 AND (?4 IS NULL OR j.zone = ?4)";
-    let mut images = c.prepare(&format!(
-        "SELECT (j.finished_at_ms / ?1) * ?1 AS start, COUNT(*) FROM jobs j WHERE {filter} GROUP BY start ORDER BY start"
-    ))?;
-    let mut out: Vec<BucketCounts> = images
-        .query_map(params![bucket_ms, since_ms, until_ms, zone], |r| {
-            Ok(BucketCounts { start_ms: r.get(0)?, images: r.get(1)?, labels: Vec::new() })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut labels = c.prepare(&format!(
-        "SELECT (j.finished_at_ms / ?1) * ?1 AS start, l.label, SUM(l.count) FROM labels l
-         JOIN jobs j ON j.job_id = l.job_id WHERE {filter} GROUP BY start, l.label"
-    ))?;
-    let rows = labels.query_map(params![bucket_ms, since_ms, until_ms, zone], |r| {
-        Ok((r.get::<_, i64>(0)?, LabelCount { label: r.get(1)?, count: r.get(2)? }))
-    })?;
-    for row in rows {
-        let (start, label) = row?;
-        if let Ok(i) = out.binary_search_by_key(&start, |b| b.start_ms) {
-            out[i].labels.push(label);
-        }
-    }
-    for bucket in &mut out {
-        bucket.labels = sorted_labels(std::mem::take(&mut bucket.labels));
-    }
-    Ok(out)
-}
-
-fn zones(c: &mut Connection) -> rusqlite::Result<(Vec<ZoneSummary>, ZoneTotals)> {
-    let mut per_zone: Vec<ZoneSummary> = Vec::new();
-    let mut stmt = c.prepare(
-        "SELECT zone, COUNT(*), MAX(finished_at_ms) FROM jobs WHERE zone IS NOT NULL AND status = 'done'
-         GROUP BY zone ORDER BY zone",
-    )?;
-    let zones: Vec<(String, u64, i64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-    let mut label_stmt = c.prepare("SELECT label, SUM(count) FROM labels WHERE zone = ?1 GROUP BY label")?;
-    let mut last_stmt = c.prepare(
-        "SELECT job_id, finished_at_ms FROM jobs WHERE zone = ?1 AND status = 'done'
-         ORDER BY finished_at_ms DESC, job_id LIMIT 1",
-    )?;
-    let mut head_stmt = c.prepare("SELECT COALESCE(SUM(count), 0) FROM labels WHERE job_id = ?1 AND label = ?2")?;
-    for (zone, images, _) in zones {
-        let labels: Vec<LabelCount> = label_stmt
-            .query_map([&zone], |r| Ok(LabelCount { label: r.get(0)?, count: r.get(1)? }))?
-            .collect::<rusqlite::Result<_>>()?;
-        let labels = sorted_labels(labels);
-        let (last_id, last_at): (String, i64) = last_stmt.query_row([&zone], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let last_head_count: u64 = head_stmt.query_row(params![last_id, PERSON], |r| r.get(0))?;
-        per_zone.push(ZoneSummary {
-            zone,
-            totals: ZoneTotals { images, head_count: head_count(&labels), labels },
-            last_job_id: Uuid::parse_str(&last_id).unwrap_or_default(),
-            last_finished_at_ms: last_at,
-            last_head_count,
-        });
-    }
-    let mut totals = ZoneTotals { images: 0, head_count: 0, labels: Vec::new() };
-    let mut all: std::collections::BTreeMap<String, u64> = Default::default();
-    for zone in &per_zone {
-        totals.images += zone.totals.images;
-        for l in &zone.totals.labels {
-            *all.entry(l.label.clone()).or_default() += l.count;
-        }
-    }
-    totals.labels = sorted_labels(all.into_iter().map(|(label, count)| LabelCount { label, count }).collect());
-    totals.head_count = head_count(&totals.labels);
-    Ok((per_zone, totals))
 }
 
 #[cfg(test)]

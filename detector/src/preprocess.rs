@@ -30,7 +30,7 @@ pub enum ImageError {
     Empty,
     /// Not a format we decode.
     #[error("not a supported image (JPEG, PNG, BMP, GIF, WebP): {0}")]
-    NotAnImage(String),
+    NotAnImage(#[source] Cause),
     /// Declares more pixels than allowed; refused before decoding.
     #[error("the image declares {width}×{height} = {pixels} pixels, above the limit of {limit} (detector.max_pixels); downscale it first")]
     TooLarge {
@@ -53,8 +53,11 @@ pub enum ImageError {
     },
     /// A recognised format whose data is broken (e.g. a truncated JPEG).
     #[error("the image could not be decoded (truncated or corrupt?): {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Cause),
 }
+
+/// What the decoder said (an [`image::ImageError`], or our own words where we stopped first).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What an image's header declares, checked without decoding the pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +82,7 @@ pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<ImageInfo, ImageError> {
     let format = reader.format().ok_or_else(|| ImageError::NotAnImage("unrecognised file signature".into()))?;
     // Only the header is read: a 50000×50000 PNG is a few hundred bytes that would decode
     // into 7.5 GB.
-    let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Corrupt(e.into()))?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(ImageError::TooLarge { width, height, pixels, limit: max_pixels });
@@ -98,17 +101,16 @@ pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<ImageInfo, ImageError> {
 /// A decoded image in displayed orientation, after the checks of [`inspect`].
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     inspect(bytes, max_pixels)?;
-    let mut decoder = guess(bytes)?.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let mut decoder = guess(bytes)?.into_decoder().map_err(|e| ImageError::Corrupt(e.into()))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.into()))?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
 
 fn guess(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::NotAnImage(e.to_string()))?;
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::NotAnImage(e.into()))?;
     match reader.format() {
         Some(_) => Ok(reader),
         None => Err(ImageError::NotAnImage("unrecognised file signature".into())),

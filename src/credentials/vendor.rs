@@ -22,7 +22,7 @@ pub enum VendError {
     BadRequest(String),
     /// The cloud, the store or STS did not answer (HTTP 503): the worker retries.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] crate::error::Cause),
 }
 
 /// Vends credentials for the instances of `pools`.
@@ -63,7 +63,7 @@ impl CredentialVendor {
         let current = match self.store.get(&self.bucket, &key).await {
             Ok(bytes) => Some(bytes),
             Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(VendError::Unavailable(e.to_string())),
+            Err(e) => return Err(VendError::Unavailable(e.into())),
         };
         let expected = match (&request.token, &request.refresh_token) {
             (Some(token), None) => {
@@ -99,14 +99,14 @@ impl CredentialVendor {
             }
             // Another request with the same token won the race; these credentials are dropped.
             Ok(false) => Err(VendError::Refused(format!("server {id}'s token was used by a concurrent request"))),
-            Err(e) => Err(VendError::Unavailable(e.to_string())),
+            Err(e) => Err(VendError::Unavailable(e.into())),
         }
     }
 
     /// The server `id` among the pools' instances.
     async fn instance(&self, id: &str) -> Result<Instance, VendError> {
         for pool in &self.pools {
-            let listed = pool.list().await.map_err(|e| VendError::Unavailable(e.to_string()))?;
+            let listed = pool.list().await.map_err(|e| VendError::Unavailable(e.into()))?;
             if let Some(instance) = listed.into_iter().find(|i| i.id == id) {
                 return Ok(instance);
             }
@@ -132,13 +132,13 @@ impl CredentialVendor {
             .send()
             .await
             .map_err(|e| {
-                VendError::Unavailable(format!("STS AssumeRole: {}", skyburst_providers::aws::error_chain(&e)))
+                let message = format!("STS AssumeRole: {}", skyburst_providers::aws::error_chain(&e));
+                VendError::Unavailable(crate::error::explained(message, e))
             })?;
         let c = answer.credentials().ok_or_else(|| VendError::Unavailable("STS answered no credentials".into()))?;
-        let expires_at_ms = c
-            .expiration()
-            .to_millis()
-            .map_err(|e| VendError::Unavailable(format!("STS answered an unusable expiry: {e}")))?;
+        let expires_at_ms = c.expiration().to_millis().map_err(|e| {
+            VendError::Unavailable(crate::error::explained(format!("STS answered an unusable expiry: {e}"), e))
+        })?;
         Ok(VendedCredentials {
             access_key_id: c.access_key_id().to_string(),
             secret_access_key: c.secret_access_key().to_string(),

@@ -188,6 +188,7 @@ fn the_openapi_document_covers_every_route() {
         "/api/events",
         "/api/results",
         "/api/queues",
+        "/api/fleet",
         "/healthz",
         "/readyz",
         "/api/openapi.json",
@@ -195,9 +196,21 @@ fn the_openapi_document_covers_every_route() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
-    for schema in
-        ["JobResult", "DetectedObject", "Rectangle", "ErrorBody", "Accepted", "JobView", "ZonesBody", "StatsBody"]
-    {
+    for schema in [
+        "JobResult",
+        "DetectedObject",
+        "Rectangle",
+        "ErrorBody",
+        "Accepted",
+        "JobView",
+        "ZonesBody",
+        "StatsBody",
+        "FleetView",
+    ] {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
+    }
+    // Statuses a schema fuzzer once found undocumented.
+    for (path, method, status) in [("/api/jobs/{job_id}/image", "get", "400"), ("/upload/{zone}", "post", "415")] {
+        assert!(doc["paths"][path][method]["responses"].get(status).is_some(), "{method} {path} lacks {status}");
     }
 }

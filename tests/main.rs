@@ -17,6 +17,7 @@ mod detector_reference;
 mod devstack;
 mod embedded;
 mod faults;
+mod hostile;
 #[cfg(feature = "dev-tools")]
 mod hybrid;
 mod images;

@@ -23,6 +23,11 @@ pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyho
     let settings = Settings {
         wait: Duration::from_secs(f.wait_seconds),
         max_body: f.max_body_bytes,
+        body_grace: Duration::from_secs_f64(f.body_grace_seconds),
+        body_min_rate: f.body_min_bytes_per_second,
+        max_file_name: f.max_file_name_bytes,
+        max_waiting: f.max_waiting,
+        max_connections: f.max_connections,
         max_pixels: config.detector.max_pixels,
         input_bucket: config.store.input_bucket.clone(),
         output_bucket: config.store.output_bucket.clone(),
@@ -40,6 +45,7 @@ pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyho
         shutdown,
         metrics: Default::default(),
         finished: Arc::new(watch::channel(0).0),
+        probe: Default::default(),
     })
 }
 

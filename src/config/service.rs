@@ -20,6 +20,22 @@ pub struct FrontendConfig {
     /// Largest request body accepted, in bytes. Default 10 MiB (base64 adds a third, so a
     /// 7.5 MB photo still fits in JSON).
     pub max_body_bytes: usize,
+    /// A request body may take this many seconds plus its size at `body_min_bytes_per_second`
+    /// to arrive; a slower one is cut with `408` and nothing kept, so a client sending a byte a
+    /// second cannot hold a connection. Default 10.
+    pub body_grace_seconds: f64,
+    /// The slowest body accepted after the grace period, bytes per second. Default 16384
+    /// (16 KiB/s: a 10 MiB body may take 10 min 50 s).
+    pub body_min_bytes_per_second: u64,
+    /// Longest multipart file name, in bytes; a longer one is refused with `400`. Default 255
+    /// (the longest name most file systems allow).
+    pub max_file_name_bytes: usize,
+    /// Open connections each of the front end's two event loops holds at most; more wait in
+    /// the kernel's accept queue. Default 1024 (the systemd units allow 8192 open files).
+    pub max_connections: usize,
+    /// Synchronous requests (`/api/detect`, `/upload`) waiting for their answer at once; beyond
+    /// it a new one is refused with `503` and `Retry-After` before its job is created. Default 512.
+    pub max_waiting: usize,
     /// Bearer tokens accepted on every route but `/healthz` and `/readyz`. Empty (the default)
     /// means no authentication. Set them from the environment (`SKYBURST_FRONTEND__TOKENS=a,b`)
     /// or `tokens_file`, never in a committed file.
@@ -39,6 +55,11 @@ impl Default for FrontendConfig {
             port: 8080,
             wait_seconds: 30,
             max_body_bytes: 10 * 1024 * 1024,
+            body_grace_seconds: 10.0,
+            body_min_bytes_per_second: 16 * 1024,
+            max_file_name_bytes: 255,
+            max_connections: 1024,
+            max_waiting: 512,
             tokens: Vec::new(),
             tokens_file: None,
             instance_id: "frontend".into(),

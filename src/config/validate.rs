@@ -46,6 +46,26 @@ fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
         (1024..=1 << 30).contains(&f.max_body_bytes),
         format!("frontend.max_body_bytes = {} must be in 1024..=1073741824", f.max_body_bytes),
     );
+    check(
+        f.body_grace_seconds.is_finite() && (0.5..=600.0).contains(&f.body_grace_seconds),
+        format!("frontend.body_grace_seconds = {} must be in 0.5..=600", f.body_grace_seconds),
+    );
+    check(
+        (256..=1 << 30).contains(&f.body_min_bytes_per_second),
+        format!("frontend.body_min_bytes_per_second = {} must be in 256..=1073741824", f.body_min_bytes_per_second),
+    );
+    check(
+        (1..=4096).contains(&f.max_file_name_bytes),
+        format!("frontend.max_file_name_bytes = {} must be in 1..=4096", f.max_file_name_bytes),
+    );
+    check(
+        (16..=65536).contains(&f.max_connections),
+        format!("frontend.max_connections = {} must be in 16..=65536", f.max_connections),
+    );
+    check(
+        (1..=65536).contains(&f.max_waiting),
+        format!("frontend.max_waiting = {} must be in 1..=65536", f.max_waiting),
+    );
     check(f.tokens.iter().all(|t| t.len() >= 16), "frontend.tokens: every token needs at least 16 characters".into());
     check(
         (1..=43_200).contains(&q.visibility_timeout_seconds),

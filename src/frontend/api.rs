@@ -2,16 +2,18 @@
 //! zones) and the asynchronous job API.
 
 use actix_multipart::Multipart;
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::body::{self, Bounded, Limits};
 use super::error::{ApiError, ErrorBody};
 use super::intake::{self, check_zone, Upload, MAX_CLIENT_ID};
 use super::views::Accepted;
-use super::AppState;
+use super::{AppState, Settings};
 use crate::job::JobResult;
 
 /// The CloudDetect request body. Borrowed from the request bytes: the image is most of a
@@ -79,27 +81,38 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, ApiError> {
 async fn parse_multipart(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    settings: &Settings,
     zone: Option<String>,
 ) -> Result<Upload, ApiError> {
-    intake::declared_length(req, limit)?;
+    let limits = Limits::of(settings);
+    intake::declared_length(req, limits.max)?;
+    let boundary = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(body::boundary);
+    let (payload, verdict) = Bounded::new(payload, limits, boundary.as_deref());
+    let malformed = |e: actix_multipart::MultipartError| {
+        verdict
+            .error()
+            .unwrap_or_else(|| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))
+    };
     let mut form = Multipart::new(req.headers(), payload);
     let mut upload = Upload { bytes: Vec::new(), client_id: None, zone, file: None };
-    let (mut files, mut read) = (0, 0usize);
+    let mut files = 0;
     while let Some(field) = form.next().await {
-        let mut field =
-            field.map_err(|e| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))?;
+        let mut field = field.map_err(malformed)?;
         let name = field.name().unwrap_or("").to_string();
         let filename = field.content_disposition().and_then(|cd| cd.get_filename()).map(str::to_string);
+        if let Some(name) = filename.as_deref().filter(|n| n.len() > settings.max_file_name) {
+            return Err(ApiError::bad_request(
+                "file_name_too_long",
+                format!(
+                    "the file name is {} bytes, above the limit of {} (frontend.max_file_name_bytes); rename the file",
+                    name.len(),
+                    settings.max_file_name
+                ),
+            ));
+        }
         let mut value = Vec::new();
         while let Some(chunk) = field.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))?;
-            read += chunk.len();
-            if read > limit {
-                return Err(intake::too_large(limit));
-            }
-            value.extend_from_slice(&chunk);
+            value.extend_from_slice(&chunk.map_err(malformed)?);
         }
         if filename.is_some() || name == "myfile" {
             files += 1;
@@ -141,7 +154,7 @@ pub async fn detect(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     intake::require_media_type(&req, JSON)?;
-    let body = intake::read_body(&req, payload, state.settings.max_body).await?;
+    let body = intake::read_body(&req, payload, Limits::of(&state.settings)).await?;
     let (job_id, waiter) = intake::submit(&state, parse_json(&body, true)?, true).await?;
     Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
 }
@@ -156,6 +169,7 @@ pub async fn detect(
         (status = 400, description = "No file, several files, or not an image", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "The worker could not process the image", body = ErrorBody),
         (status = 503, description = "Store or queue down", body = ErrorBody),
     )
 )]
@@ -176,6 +190,9 @@ pub async fn upload(
         (status = 200, description = "The result", body = JobResult),
         (status = 202, description = "Still running", body = Accepted),
         (status = 400, description = "Bad zone, no file, or not an image", body = ErrorBody),
+        (status = 413, description = "Too large", body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "The worker could not process the image", body = ErrorBody),
         (status = 503, description = "Store or queue down", body = ErrorBody),
     )
 )]
@@ -197,7 +214,7 @@ async fn upload_to(
     zone: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     intake::require_media_type(&req, MULTIPART)?;
-    let upload = parse_multipart(&req, payload, state.settings.max_body, zone).await?;
+    let upload = parse_multipart(&req, payload, &state.settings, zone).await?;
     let (job_id, waiter) = intake::submit(&state, upload, true).await?;
     Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
 }
@@ -220,8 +237,8 @@ pub async fn create_job(
 ) -> Result<HttpResponse, ApiError> {
     let media = intake::media_type(&req);
     let upload = match media.as_str() {
-        JSON => parse_json(&intake::read_body(&req, payload, state.settings.max_body).await?, false)?,
-        MULTIPART => parse_multipart(&req, payload, state.settings.max_body, None).await?,
+        JSON => parse_json(&intake::read_body(&req, payload, Limits::of(&state.settings)).await?, false)?,
+        MULTIPART => parse_multipart(&req, payload, &state.settings, None).await?,
         other => return Err(intake::wrong_media_type(other, "application/json or multipart/form-data")),
     };
     let (job_id, _) = intake::submit(&state, upload, false).await?;

@@ -19,7 +19,7 @@ pub fn serves(path: &str) -> bool {
 /// Registers a GET route per file.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for (path, content_type, body) in FILES {
-        cfg.route(path, web::get().to(move || async move { file(content_type, body) }));
+        cfg.service(super::resource(path, "GET").route(web::get().to(move || async move { file(content_type, body) })));
     }
 }
 
@@ -29,7 +29,10 @@ fn file(content_type: &str, body: &'static str) -> HttpResponse {
         // Revalidate, so a new binary's page is never mixed with an old script.
         .insert_header(("Cache-Control", "no-cache"))
         // The page loads nothing from elsewhere and runs only its own script.
-        .insert_header(("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:; style-src 'self'"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' blob:; style-src 'self'; frame-ancestors 'none'",
+        ))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .body(body)
 }

@@ -15,6 +15,10 @@ use skyburst_detector::ImageError;
 /// store or queue (a few seconds locally), short enough not to stall a camera's upload loop.
 const RETRY_AFTER_SECONDS: u64 = 5;
 
+/// The longest `detail` an error answers, in bytes: enough for any message of ours with the
+/// value that caused it, never a client's whole input echoed back (a 9 MB zone name, say).
+pub const MAX_DETAIL: usize = 512;
+
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -31,12 +35,21 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     detail: String,
+    /// Close the connection after answering: the body was cut before its end, so what follows
+    /// on the connection is not a request.
+    close: bool,
 }
 
 impl ApiError {
-    /// An error with any status.
+    /// An error with any status; a `detail` longer than [`MAX_DETAIL`] is cut, saying so.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into() }
+        Self { status, code, detail: truncate(detail.into(), MAX_DETAIL), close: false }
+    }
+
+    /// The same error, answered with `Connection: close`.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// 400: the request is wrong; `code` names what.
@@ -64,6 +77,20 @@ impl ApiError {
     }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
+pub fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status
@@ -76,6 +103,9 @@ impl ResponseError for ApiError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.close {
+            response.force_close();
         }
         response.json(ErrorBody { error: self.code.to_string(), detail: self.detail.clone() })
     }
@@ -111,5 +141,19 @@ impl From<QueueError> for ApiError {
 impl From<IndexError> for ApiError {
     fn from(e: IndexError) -> Self {
         Self::unavailable(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_details_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("é".repeat(400), MAX_DETAIL);
+        assert!(cut.len() <= MAX_DETAIL && cut.ends_with('…'), "{} bytes", cut.len());
+        let e = ApiError::bad_request("bad_zone", format!("zone {:?} is bad", "x".repeat(9 << 20)));
+        assert!(e.detail.len() <= MAX_DETAIL);
     }
 }

@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
+use super::body::{Bounded, Limits};
 use super::error::ApiError;
 use super::views::{status_url, Accepted};
 use super::AppState;
@@ -46,31 +47,25 @@ pub fn check_zone(zone: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `frontend.max_body_bytes` before reading it when
-/// the client declares its length, and as soon as it passes the limit otherwise.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = declared_length(req, limit)?;
+/// Reads the whole body under `limits` ([`Bounded`]): refused before reading when the client
+/// declares a length over the limit, and as soon as it passes the limit or falls below the
+/// minimum rate otherwise.
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, limits: Limits) -> Result<Vec<u8>, ApiError> {
+    let declared = declared_length(req, limits.max)?;
+    let (mut payload, verdict) = Bounded::new(payload, limits, None);
     let mut body = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
-        }
+        let chunk = chunk.map_err(|e| {
+            verdict
+                .error()
+                .unwrap_or_else(|| ApiError::bad_request("bad_body", format!("could not read the body: {e}")))
+        })?;
         body.extend_from_slice(&chunk);
     }
     if body.is_empty() {
         return Err(ApiError::bad_request("empty_body", "the request body is empty"));
     }
     Ok(body)
-}
-
-/// 413 for a body over `frontend.max_body_bytes`.
-pub fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the request body is larger than {limit} bytes (frontend.max_body_bytes); send a smaller image"),
-    )
 }
 
 /// The declared `Content-Length`, refused before reading when it is over `limit`.
@@ -81,7 +76,7 @@ pub fn declared_length(req: &HttpRequest, limit: usize) -> Result<Option<usize>,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     match declared {
-        Some(n) if n > limit => Err(too_large(limit)),
+        Some(n) if n > limit => Err(super::body::too_large(limit).closing()),
         other => Ok(other),
     }
 }
@@ -121,6 +116,17 @@ pub async fn submit(
 ) -> Result<(Uuid, Option<tokio::sync::oneshot::Receiver<Outcome>>), ApiError> {
     if *state.shutdown.borrow() {
         return Err(ApiError::unavailable("this front end is shutting down"));
+    }
+    if wait && state.waiters.len() >= state.settings.max_waiting {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_waiting",
+            format!(
+                "{} requests are already waiting for their answers (frontend.max_waiting); nothing was queued, \
+                 retry later or submit with POST /api/jobs and poll",
+                state.settings.max_waiting
+            ),
+        ));
     }
     preprocess::inspect(&upload.bytes, state.settings.max_pixels)?;
     let job_id = Uuid::new_v4();

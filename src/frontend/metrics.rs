@@ -151,6 +151,21 @@ impl Default for FrontendMetrics {
     }
 }
 
+/// A method's label: the standard methods by name, anything else `other`, so made-up methods
+/// cannot grow `/metrics` (routes are patterns or `unmatched`, statuses three digits).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Middleware: times every request and counts it by method, route pattern and status. It wraps
 /// the token check, so refused requests (401) are counted too.
 pub async fn record(
@@ -158,7 +173,7 @@ pub async fn record(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let result = next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     if let Some(state) = state {
@@ -206,6 +221,14 @@ pub async fn metrics_text(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        use actix_web::http::Method;
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"FOO123").unwrap()), "other");
+    }
     use crate::job::JobResult;
     use crate::result::{DetectionResult, Timings};
 

@@ -2,7 +2,8 @@
 //! workers' answers, and serves status, history and zone totals.
 //!
 //! # Layout
-//! - [`intake`]: check → store → index → queue, undone on failure; waiting for answers.
+//! - [`intake`]: check → store → index → queue, undone on failure; waiting for answers;
+//!   [`body`]: request bodies within their size, rate and multipart framing limits.
 //! - [`api`]: routes that take images; [`query`]: routes that read; [`stats`]: counts per time
 //!   bucket; [`events`]: finished jobs as Server-Sent Events; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod dashboard;
 pub mod error;
 pub mod events;
@@ -30,7 +32,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{middleware, web, App, HttpServer, ResponseError};
 use tokio::sync::watch;
 
 use crate::index::ResultIndex;
@@ -45,6 +49,16 @@ pub struct Settings {
     pub wait: Duration,
     /// Largest body.
     pub max_body: usize,
+    /// How long a body may take: this, plus its size at `body_min_rate`.
+    pub body_grace: Duration,
+    /// Slowest body accepted after the grace period, bytes per second.
+    pub body_min_rate: u64,
+    /// Longest multipart file name, in bytes.
+    pub max_file_name: usize,
+    /// Synchronous requests waiting for an answer at once.
+    pub max_waiting: usize,
+    /// Open connections per event loop.
+    pub max_connections: usize,
     /// Largest image, in pixels.
     pub max_pixels: u64,
     /// Bucket for uploads.
@@ -80,27 +94,40 @@ pub struct AppState {
     pub metrics: Arc<metrics::FrontendMetrics>,
     /// Counts finished jobs; `/api/events` streams wake on each change.
     pub finished: Arc<watch::Sender<u64>>,
+    /// The latest readiness probe.
+    pub probe: health::ProbeCache,
 }
 
-/// Registers every route; [`serve`] and tests share it.
+/// Registers every route; [`serve`] and tests share it. Each path answers its methods, and
+/// `405` with `Allow` to any other.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     dashboard::routes(cfg);
-    cfg.route("/api/detect", web::post().to(api::detect))
-        .route("/upload", web::post().to(api::upload))
-        .route("/upload/{zone}", web::post().to(api::upload_zone))
-        .route("/api/jobs", web::post().to(api::create_job))
-        .route("/api/jobs/{job_id}", web::get().to(query::job_status))
-        .route("/api/jobs/{job_id}/image", web::get().to(query::job_image))
-        .route("/api/zones", web::get().to(query::zones))
-        .route("/api/stats", web::get().to(stats::stats))
-        .route("/api/events", web::get().to(events::events))
-        .route("/api/results", web::get().to(query::results))
-        .route("/api/queues", web::get().to(query::queues))
-        .route("/api/fleet", web::get().to(query::fleet))
-        .route("/api/openapi.json", web::get().to(openapi::openapi_json))
-        .route("/metrics", web::get().to(metrics::metrics_text))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+    cfg.service(resource("/api/detect", "POST").route(web::post().to(api::detect)))
+        .service(resource("/upload", "POST").route(web::post().to(api::upload)))
+        .service(resource("/upload/{zone}", "POST").route(web::post().to(api::upload_zone)))
+        .service(resource("/api/jobs", "POST").route(web::post().to(api::create_job)));
+    cfg.service(resource("/api/jobs/{job_id}", "GET").route(web::get().to(query::job_status)))
+        .service(resource("/api/jobs/{job_id}/image", "GET").route(web::get().to(query::job_image)))
+        .service(resource("/api/zones", "GET").route(web::get().to(query::zones)))
+        .service(resource("/api/stats", "GET").route(web::get().to(stats::stats)))
+        .service(resource("/api/events", "GET").route(web::get().to(events::events)))
+        .service(resource("/api/results", "GET").route(web::get().to(query::results)))
+        .service(resource("/api/queues", "GET").route(web::get().to(query::queues)))
+        .service(resource("/api/fleet", "GET").route(web::get().to(query::fleet)))
+        .service(resource("/api/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics_text)))
+        .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)));
+}
+
+/// A path whose only method is `allow`: any other gets `405` with `Allow` and a JSON body.
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: actix_web::HttpRequest| async move {
+        let detail = format!("{} is not allowed on {}; use {allow}", req.method(), req.path());
+        let mut response = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail).error_response();
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    }))
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
@@ -116,6 +143,7 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequ
 /// and the server exits.
 pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens) -> anyhow::Result<()> {
     let mut stop = state.shutdown.clone();
+    let max_connections = state.settings.max_connections;
     let responses = tokio::spawn(listener::run(state.clone(), state.shutdown.clone()));
     let data = web::Data::new(state);
     let tokens = web::Data::new(tokens);
@@ -133,6 +161,7 @@ pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens)
             .default_service(web::to(not_found))
     })
     .workers(2)
+    .max_connections(max_connections)
     .disable_signals()
     .shutdown_timeout(10)
     .listen(listener)?

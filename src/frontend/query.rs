@@ -89,7 +89,9 @@ fn record_from(response: JobResponse) -> JobRecord {
     params(("job_id" = Uuid, Path)),
     responses(
         (status = 200, description = "The image bytes", content_type = "image/*"),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 404, description = "No such job or image", body = ErrorBody),
+        (status = 503, description = "The store cannot be read", body = ErrorBody),
     )
 )]
 pub async fn job_image(state: web::Data<AppState>, job_id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -249,3 +249,28 @@ fn huge_names_are_refused_and_errors_do_not_echo_them() {
     assert!(text.contains("bad_zone") && text.len() < 1024, "{} bytes: {}", text.len(), &text[..text.len().min(300)]);
     assert_nothing_kept(&service);
 }
+
+#[test]
+fn beyond_max_waiting_a_synchronous_request_is_refused_before_its_job_exists() {
+    let _heavy = one_at_a_time();
+    // No worker: the first request waits its 5 s for an answer that does not come.
+    let service = Service::start(&[("FRONTEND__MAX_WAITING", "1"), ("FRONTEND__WAIT_SECONDS", "5")]);
+    let url = service.url.clone();
+    let first = std::thread::spawn(move || {
+        let body = crate::support::service::detect_body("first", "bus.jpg");
+        reqwest::blocking::Client::new().post(format!("{url}/api/detect")).json(&body).send().unwrap().status()
+    });
+    service.wait_until(Duration::from_secs(10), |s| s.queued() == 1);
+    let (status, retry_after, answer) = service.post(
+        "/api/detect",
+        "application/json",
+        serde_json::to_vec(&crate::support::service::detect_body("second", "bus.jpg")).unwrap(),
+    );
+    assert_eq!((status, answer["error"].as_str()), (503, Some("too_many_waiting")), "{answer}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!((service.queued(), service.index_rows()), (1, 1), "the refused request created a job");
+    assert_eq!(first.join().unwrap().as_u16(), 202, "the first one still gets its status URL");
+    // The asynchronous route does not wait, so it is not counted.
+    let (status, _) = service.post_json("/api/jobs", &crate::support::service::detect_body("third", "bus.jpg"));
+    assert_eq!(status, 202);
+}

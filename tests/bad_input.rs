@@ -22,12 +22,6 @@ fn png_bomb() -> Vec<u8> {
     out
 }
 
-fn assert_nothing_left(service: &Service) {
-    assert_eq!(service.objects("skyburst-input"), 0, "an image was stored");
-    assert_eq!(service.queued(), 0, "a job was queued");
-    assert_eq!(service.index_rows(), 0, "an index row was written");
-}
-
 #[test]
 fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
     let _heavy = one_at_a_time();
@@ -77,7 +71,7 @@ fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
         let (got, _, answer) = service.post(path, content_type, body);
         assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{path} {content_type}: {answer}");
         assert!(answer["detail"].as_str().is_some_and(|d| d.len() > 10), "{answer}");
-        assert_nothing_left(&service);
+        service.assert_nothing_kept();
     }
     let (status, answer) = service.upload("/upload/zone%20one", "myfile", "bus.jpg", bus.clone());
     assert_eq!((status, answer["error"].as_str()), (400, Some("bad_zone")), "{answer}");
@@ -88,7 +82,7 @@ fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
         reqwest::blocking::Client::new().post(format!("{}/upload", service.url)).multipart(form).send().unwrap();
     assert_eq!(response.status().as_u16(), 400);
     assert_eq!(response.json::<serde_json::Value>().unwrap()["error"], "missing_file");
-    assert_nothing_left(&service);
+    service.assert_nothing_kept();
     assert_eq!(service.get("/api/jobs/not-a-uuid").0, 400);
     assert_eq!(service.get("/api/jobs/67e55044-10b1-426f-9247-bb680e5fe0c8").0, 404);
     assert_eq!(service.get("/api/results?since=yesterday").1["error"], "bad_since");

@@ -84,12 +84,6 @@ fn read_answer(stream: &mut TcpStream) -> (u16, String) {
     (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
-fn assert_nothing_kept(service: &Service) {
-    assert_eq!(service.objects("skyburst-input"), 0, "an image was stored");
-    assert_eq!(service.queued(), 0, "a job was queued");
-    assert_eq!(service.index_rows(), 0, "an index row was written");
-}
-
 #[test]
 fn endless_multipart_heads_are_cut_with_bounded_memory() {
     let _heavy = one_at_a_time();
@@ -128,7 +122,7 @@ fn endless_multipart_heads_are_cut_with_bounded_memory() {
     let grown = peak_rss(pid).saturating_sub(before);
     eprintln!("serve's peak memory grew by {} KiB after a 40 MB chunked upload", grown >> 10);
     assert!(grown < GROWTH_BOUND, "serve grew by {grown} bytes");
-    assert_nothing_kept(&service);
+    service.assert_nothing_kept();
 }
 
 #[test]
@@ -212,7 +206,7 @@ fn slow_and_stalled_bodies_are_cut_and_the_service_still_answers() {
         let mut rest = [0u8; 1];
         assert!(matches!(stream.read(&mut rest), Ok(0)), "a stalled connection stayed open");
     }
-    assert_nothing_kept(&service);
+    service.assert_nothing_kept();
 
     // Afterwards, a good image gets its answer.
     service.start_worker("w1");
@@ -247,7 +241,7 @@ fn huge_names_are_refused_and_errors_do_not_echo_them() {
     assert_eq!(response.status().as_u16(), 400);
     let text = response.text().unwrap();
     assert!(text.contains("bad_zone") && text.len() < 1024, "{} bytes: {}", text.len(), &text[..text.len().min(300)]);
-    assert_nothing_kept(&service);
+    service.assert_nothing_kept();
 }
 
 #[test]

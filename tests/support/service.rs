@@ -261,6 +261,13 @@ impl Service {
         (response.status().as_u16(), response.json().unwrap_or(Value::Null))
     }
 
+    /// Asserts that refused requests kept nothing: no stored image, queued job or index row.
+    pub fn assert_nothing_kept(&self) {
+        assert_eq!(self.objects("skyburst-input"), 0, "an image was stored");
+        assert_eq!(self.queued(), 0, "a job was queued");
+        assert_eq!(self.index_rows(), 0, "an index row was written");
+    }
+
     /// Polls until `done` holds or `timeout` passes (then panics).
     pub fn wait_until(&self, timeout: Duration, done: impl Fn(&Self) -> bool) {
         let started = Instant::now();

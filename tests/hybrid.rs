@@ -155,7 +155,9 @@ fn counter(metrics: &str, name: &str) -> f64 {
 }
 
 /// The vending endpoint refuses a spent token, a token on another server, a wrong refresh
-/// token and a malformed body; it renews with the worker's current refresh token once.
+/// token and a made-up server, all with the same answer, and a malformed body; it renews with
+/// the worker's current refresh token, and with the one it replaced only within the grace; it
+/// rate-limits an address that keeps asking.
 fn check_vending(
     service: &Service,
     runtime: &tokio::runtime::Runtime,
@@ -176,13 +178,18 @@ fn check_vending(
         let status = response.status().as_u16();
         (status, response.json::<Value>().unwrap_or(Value::Null))
     };
-    let (status, body) = post(serde_json::json!({"instance_id": ids[0], "token": token}));
-    assert_eq!(status, 403, "the worker spent its one-time token: {body}");
-    assert!(body["error"].as_str().unwrap().contains("already used"), "{body}");
-    let (status, body) = post(serde_json::json!({"instance_id": ids[1], "token": token}));
-    assert_eq!(status, 403, "bound to its server: {body}");
-    let (status, body) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": "0".repeat(64)}));
-    assert_eq!(status, 403, "{body}");
+    let refusals = [
+        // The worker spent its one-time token.
+        serde_json::json!({"instance_id": ids[0], "token": token}),
+        // A token is bound to its server.
+        serde_json::json!({"instance_id": ids[1], "token": token}),
+        serde_json::json!({"instance_id": ids[0], "refresh_token": "0".repeat(64)}),
+        serde_json::json!({"instance_id": "no-such-server", "token": "0".repeat(64)}),
+        serde_json::json!({"instance_id": ids[0], "token": "short"}),
+    ];
+    let answers: Vec<(u16, Value)> = refusals.into_iter().map(post).collect();
+    assert!(answers.iter().all(|(status, _)| *status == 403), "{answers:?}");
+    assert!(answers.iter().all(|(_, body)| *body == answers[0].1), "every refusal looks the same: {answers:?}");
     let response = http.post(url).header("content-type", "application/json").body("{not json").send().unwrap();
     assert_eq!(response.status().as_u16(), 400);
 
@@ -193,10 +200,24 @@ fn check_vending(
     let (status, renewed) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": refresh}));
     assert_eq!(status, 200, "{renewed}");
     assert!(renewed["access_key_id"].as_str().is_some_and(|k| !k.is_empty()), "{renewed}");
+    // Its answer lost, the worker asks again with the token it holds: good within the grace.
+    let (status, again) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": refresh}));
+    assert_eq!(status, 200, "a just-rotated refresh token is good for the grace: {again}");
+    let lost = renewed["refresh_token"].as_str().unwrap();
+    let (status, body) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": lost}));
+    assert_eq!(status, 403, "the lost answer's token was replaced: {body}");
+    std::thread::sleep(Duration::from_millis(2500));
     let (status, body) = post(serde_json::json!({"instance_id": ids[0], "refresh_token": refresh}));
-    assert_eq!(status, 403, "a refresh token is good once: {body}");
+    assert_eq!(status, 403, "past the grace a refresh token is good once: {body}");
     // Hand the worker its next refresh token, as its own renewal would have.
-    std::fs::write(&refresh_file, renewed["refresh_token"].as_str().unwrap()).unwrap();
+    std::fs::write(&refresh_file, again["refresh_token"].as_str().unwrap()).unwrap();
+
+    // An address that keeps asking is refused before any check, with when to come back.
+    let limited = (0..40)
+        .map(|_| http.post(url).json(&serde_json::json!({"instance_id": "x", "token": "0".repeat(64)})).send().unwrap())
+        .find(|r| r.status().as_u16() == 429)
+        .expect("40 requests at once from one address are rate-limited");
+    assert!(limited.headers().get("retry-after").is_some());
 }
 
 /// Starts nova-api again if a phase that killed it fails midway: other tests need it.
@@ -254,6 +275,8 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
     for (key, value) in tenant.env(admin.keystone()) {
         service.set_env(&key, &value);
     }
+    // check_vending waits out a rotated refresh token's grace.
+    service.set_env("SKYBURST_CREDENTIALS__REFRESH_GRACE_SECONDS", "2");
     let metrics_url = service.start_controller(&[]);
     service.start_fleet_agent();
 

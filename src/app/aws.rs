@@ -157,6 +157,7 @@ pub fn attach_credential_vendor(
         policy,
         (backends.store.clone(), config.store.output_bucket.clone()),
         vending,
+        Duration::from_secs(config.credentials.refresh_grace_seconds.into()),
     )));
     Ok(())
 }

@@ -86,6 +86,9 @@ pub struct CredentialsConfig {
     /// Controller: the vended credentials' lifetime, 900..=43200 s (STS's bounds). Default
     /// 3600; workers renew them 5 minutes before they expire.
     pub duration_seconds: u32,
+    /// Controller: seconds a rotated refresh token stays good, so a worker whose answer was
+    /// lost on the way can ask again with the token it holds. 0..=600, default 60.
+    pub refresh_grace_seconds: u32,
     /// The controller's `/v1/credentials` endpoint as workers reach it, e.g.
     /// `http://10.0.0.5:9464/v1/credentials` (served on `controller.metrics_bind` and
     /// `metrics_port`). Rendered into Nova workers' config.
@@ -108,6 +111,6 @@ impl CredentialsConfig {
 
 impl Default for CredentialsConfig {
     fn default() -> Self {
-        Self { role_arn: None, duration_seconds: 3600, url: None, token: None }
+        Self { role_arn: None, duration_seconds: 3600, refresh_grace_seconds: 60, url: None, token: None }
     }
 }

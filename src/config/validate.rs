@@ -218,6 +218,10 @@ fn vending(config: &Config, check: &mut impl FnMut(bool, String)) {
         (900..=43200).contains(&c.duration_seconds),
         format!("credentials.duration_seconds = {} must be in 900..=43200 (STS's bounds)", c.duration_seconds),
     );
+    check(
+        c.refresh_grace_seconds <= 600,
+        format!("credentials.refresh_grace_seconds = {} must be in 0..=600", c.refresh_grace_seconds),
+    );
     let on_aws = config.queue.backend == QueueBackend::Sqs || config.store.backend == StoreBackend::S3;
     if let Some(pool) = config.pools.iter().find(|p| p.provider == ProviderKind::Nova).filter(|_| on_aws) {
         for (key, set) in [("role_arn", c.role_arn.is_some()), ("url", c.url.is_some())] {

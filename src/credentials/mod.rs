@@ -9,17 +9,24 @@
 //!    wins), assumes `credentials.role_arn` with a session policy scoped to this deployment's
 //!    queues and buckets, and answers the credentials with a refresh token.
 //! 3. Before they expire the worker posts `{instance_id, refresh_token}`; each refresh token is
-//!    good once (rotated on use) and only while the server exists.
+//!    rotated on use and good only while the server exists. The one it replaced stays good for
+//!    `credentials.refresh_grace_seconds`, so a worker whose answer was lost can ask again.
+//!
+//! The store's record is checked before any cloud call, the instance is looked up in a listing
+//! at most two seconds old, every refusal answers the same `403`, and each source address is
+//! rate-limited ([`rate`]): a stream of made-up requests costs no cloud calls and learns nothing.
 //!
 //! # Layout
 //! - this file: tokens, hashes and the wire types.
 //! - [`policy`]: the session policy, the worker's IAM policy rendered for this deployment.
+//! - [`rate`]: per-address token buckets in front of the endpoint.
 //! - [`vendor`] (feature `aws`): the controller's side, on STS.
 //! - [`client`] (feature `aws`): the worker's side, an SDK credentials provider.
 
 #[cfg(feature = "aws")]
 pub mod client;
 pub mod policy;
+pub mod rate;
 #[cfg(feature = "aws")]
 pub mod vendor;
 
@@ -90,6 +97,9 @@ pub struct CredentialsRecord {
     pub refresh_sha256: String,
     /// When it was issued, ms since the Unix epoch.
     pub issued_at_ms: i64,
+    /// sha256 of the refresh token it replaced, good until `issued_at_ms` plus the grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sha256: Option<String>,
 }
 
 /// The record's key in the control bucket.

@@ -24,4 +24,5 @@ mod images;
 mod locust;
 #[cfg(feature = "openstack")]
 mod openstack;
+mod scopes;
 mod scripts;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::backends::{backends, response_queue};
 use crate::config::Config;
-use crate::frontend::auth::Tokens;
+use crate::frontend::auth::{Scopes, Tokens};
 use crate::frontend::{AppState, Settings};
 use crate::index::ResultIndex;
 
@@ -49,16 +49,57 @@ pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyho
     })
 }
 
-/// The bearer tokens from `frontend.tokens` and `frontend.tokens_file`.
+/// The bearer tokens: `frontend.tokens` (each with `submit` and `read`) and the lines of
+/// `frontend.tokens_file`, `TOKEN` or `TOKEN submit,read,admin` (blank lines and `#` comments
+/// skipped; a token alone gets `submit` and `read`).
 pub fn tokens(config: &Config) -> anyhow::Result<Tokens> {
-    let mut tokens = config.frontend.tokens.clone();
+    let mut tokens: Vec<(String, Scopes)> =
+        config.frontend.tokens.iter().map(|t| (t.clone(), Scopes::SUBMIT_READ)).collect();
     if let Some(path) = &config.frontend.tokens_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read frontend.tokens_file {}", path.display()))?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            anyhow::ensure!(line.len() >= 16, "a token in {} is shorter than 16 characters", path.display());
-            tokens.push(line.to_string());
-        }
+        tokens.extend(parse_tokens_file(&text).with_context(|| format!("in frontend.tokens_file {}", path.display()))?);
     }
     Ok(Tokens::new(&tokens))
+}
+
+/// The tokens and scopes of a tokens file; an error names the line (never the token).
+fn parse_tokens_file(text: &str) -> anyhow::Result<Vec<(String, Scopes)>> {
+    let lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+    lines
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(number, line)| {
+            let mut words = line.split_whitespace();
+            let token = words.next().unwrap_or_default();
+            anyhow::ensure!(token.len() >= 16, "line {number}: the token is shorter than 16 characters");
+            let scopes = match words.next() {
+                Some(scopes) => Scopes::parse(scopes).map_err(|e| anyhow::anyhow!("line {number}: {e}"))?,
+                None => Scopes::SUBMIT_READ,
+            };
+            anyhow::ensure!(
+                words.next().is_none(),
+                "line {number}: write `TOKEN scope,scope`, without spaces in the list"
+            );
+            Ok((token.to_string(), scopes))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tokens_file_gives_each_token_its_scopes() {
+        let text = "# dashboards\nreader-token-0123456789 read\n\nsubmitter-token-0123456 submit\nplain-token-0123456789\nadmin-token-0123456789 admin,read\n";
+        let tokens = parse_tokens_file(text).unwrap();
+        let scopes: Vec<Scopes> = tokens.iter().map(|(_, s)| *s).collect();
+        assert_eq!(scopes[0], Scopes { read: true, ..Scopes::default() });
+        assert_eq!(scopes[1], Scopes { submit: true, ..Scopes::default() });
+        assert_eq!(scopes[2], Scopes::SUBMIT_READ);
+        assert!(scopes[3].admin && scopes[3].read);
+        let short = parse_tokens_file("short read\n").unwrap_err().to_string();
+        assert!(short.contains("line 1") && !short.contains("short read"), "{short}");
+        assert!(parse_tokens_file("long-enough-token-012 root\n").unwrap_err().to_string().contains("root"));
+    }
 }

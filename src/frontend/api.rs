@@ -58,7 +58,7 @@ fn parse_json(body: &[u8], require_id: bool) -> Result<Upload, ApiError> {
     if let Some(zone) = &request.zone {
         check_zone(zone)?;
     }
-    Ok(Upload { bytes: decode_base64(&request.image)?, client_id, zone: request.zone, file: None })
+    Ok(Upload { bytes: decode_base64(&request.image)?, client_id, zone: request.zone, file: None, submitter: None })
 }
 
 fn decode_base64(text: &str) -> Result<Vec<u8>, ApiError> {
@@ -94,7 +94,8 @@ async fn parse_multipart(
             .unwrap_or_else(|| ApiError::bad_request("bad_multipart", format!("malformed multipart body: {e}")))
     };
     let mut form = Multipart::new(req.headers(), payload);
-    let mut upload = Upload { bytes: Vec::new(), client_id: None, zone, file: None };
+    let submitter = super::auth::caller(req).id;
+    let mut upload = Upload { bytes: Vec::new(), client_id: None, zone, file: None, submitter };
     let mut files = 0;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(malformed)?;
@@ -155,7 +156,8 @@ pub async fn detect(
 ) -> Result<HttpResponse, ApiError> {
     intake::require_media_type(&req, JSON)?;
     let body = intake::read_body(&req, payload, Limits::of(&state.settings)).await?;
-    let (job_id, waiter) = intake::submit(&state, parse_json(&body, true)?, true).await?;
+    let upload = Upload { submitter: super::auth::caller(&req).id, ..parse_json(&body, true)? };
+    let (job_id, waiter) = intake::submit(&state, upload, true).await?;
     Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
 }
 
@@ -237,7 +239,10 @@ pub async fn create_job(
 ) -> Result<HttpResponse, ApiError> {
     let media = intake::media_type(&req);
     let upload = match media.as_str() {
-        JSON => parse_json(&intake::read_body(&req, payload, Limits::of(&state.settings)).await?, false)?,
+        JSON => {
+            let body = intake::read_body(&req, payload, Limits::of(&state.settings)).await?;
+            Upload { submitter: super::auth::caller(&req).id, ..parse_json(&body, false)? }
+        }
         MULTIPART => parse_multipart(&req, payload, &state.settings, None).await?,
         other => return Err(intake::wrong_media_type(other, "application/json or multipart/form-data")),
     };

@@ -1,11 +1,11 @@
-//! Optional bearer-token authentication. Tokens are compared by their sha256 digests so the
-//! comparison takes the same time whichever byte differs.
+//! Optional bearer-token authentication with scopes. Tokens are compared by their sha256
+//! digests so the comparison takes the same time whichever byte differs.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
+use actix_web::{web, HttpMessage, ResponseError};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -16,14 +16,107 @@ const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 /// cannot send headers.
 const QUERY_TOKEN_PATH: &str = "/api/events";
 
-/// The accepted tokens' digests; empty means authentication is off.
+/// What a token may do. `submit`: send images and read one's own jobs; `read`: dashboards,
+/// results, events, the fleet, metrics and every job; `admin`: everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes {
+    /// Send images; read the jobs this token sent.
+    pub submit: bool,
+    /// Read everything.
+    pub read: bool,
+    /// Everything, administration included.
+    pub admin: bool,
+}
+
+impl Scopes {
+    /// `submit` and `read`: what a token without scopes (`frontend.tokens`) may do.
+    pub const SUBMIT_READ: Scopes = Scopes { submit: true, read: true, admin: false };
+    /// Every scope: authentication is off.
+    pub const ALL: Scopes = Scopes { submit: true, read: true, admin: true };
+
+    /// Parses `submit,read`; an unknown scope is an error naming it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut scopes = Scopes::default();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "submit" => scopes.submit = true,
+                "read" => scopes.read = true,
+                "admin" => scopes.admin = true,
+                other => return Err(format!("unknown scope {other:?}; scopes are submit, read and admin")),
+            }
+        }
+        if scopes == Scopes::default() {
+            return Err("no scope given; scopes are submit, read and admin".into());
+        }
+        Ok(scopes)
+    }
+
+    fn allows(self, needed: Needed) -> bool {
+        self.admin
+            || match needed {
+                Needed::Any => self.submit || self.read,
+                Needed::Submit => self.submit,
+                Needed::Read => self.read,
+                Needed::SubmitOrRead => self.submit || self.read,
+            }
+    }
+}
+
+/// Who sent a request, as the token check found it; in the request's extensions for handlers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The first 16 hex digits of the token's sha256, recorded with the jobs it submits;
+    /// `None` when authentication is off.
+    pub id: Option<String>,
+    /// What it may do.
+    pub scopes: Scopes,
+}
+
+impl Caller {
+    /// Whether it may read a job that `submitter` sent: `read` and `admin` read every job,
+    /// `submit` only its own.
+    pub fn may_read_job(&self, submitter: Option<&str>) -> bool {
+        self.scopes.read || self.scopes.admin || (self.id.is_some() && self.id.as_deref() == submitter)
+    }
+}
+
+/// The caller the token check found for `req`; every scope where no check ran (a test's bare
+/// app).
+pub fn caller(req: &actix_web::HttpRequest) -> Caller {
+    req.extensions().get::<Caller>().cloned().unwrap_or(Caller { id: None, scopes: Scopes::ALL })
+}
+
+/// The scope a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needed {
+    /// Any valid token (the OpenAPI document).
+    Any,
+    /// Sending images.
+    Submit,
+    /// Reading everything.
+    Read,
+    /// One job: its submitter (checked by the handler) or a reader.
+    SubmitOrRead,
+}
+
+/// The scope `method` on the route `pattern` needs.
+fn needed(method: &actix_web::http::Method, pattern: Option<&str>) -> Needed {
+    match (method.as_str(), pattern) {
+        ("POST", Some("/api/detect" | "/upload" | "/upload/{zone}" | "/api/jobs")) => Needed::Submit,
+        (_, Some("/api/jobs/{job_id}" | "/api/jobs/{job_id}/image")) => Needed::SubmitOrRead,
+        (_, Some("/api/openapi.json")) => Needed::Any,
+        _ => Needed::Read,
+    }
+}
+
+/// The accepted tokens' digests and scopes; empty means authentication is off.
 #[derive(Clone, Default)]
-pub struct Tokens(Vec<[u8; 32]>);
+pub struct Tokens(Vec<([u8; 32], Scopes)>);
 
 impl Tokens {
-    /// From the configured tokens.
-    pub fn new(tokens: &[String]) -> Self {
-        Self(tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect())
+    /// From the configured tokens and their scopes.
+    pub fn new(tokens: &[(String, Scopes)]) -> Self {
+        Self(tokens.iter().map(|(t, scopes)| (Sha256::digest(t.as_bytes()).into(), *scopes)).collect())
     }
 
     /// Whether any token is configured.
@@ -31,9 +124,13 @@ impl Tokens {
         !self.0.is_empty()
     }
 
-    fn accepts(&self, presented: &str) -> bool {
+    /// The caller presenting `presented`, if it is a configured token. Every digest is
+    /// compared, so the time taken does not say which token came close.
+    fn caller(&self, presented: &str) -> Option<Caller> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.0.iter().fold(false, |found, t| found | (*t == digest))
+        let found = self.0.iter().fold(None, |found, (t, scopes)| if *t == digest { Some(*scopes) } else { found });
+        let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        found.map(|scopes| Caller { id: Some(id), scopes })
     }
 }
 
@@ -46,7 +143,10 @@ fn query_token(req: &ServiceRequest) -> Option<String> {
     query.get("access_token").cloned()
 }
 
-/// Rejects requests without a valid `Authorization: Bearer <token>` when tokens are set.
+/// Rejects requests without a valid `Authorization: Bearer <token>` when tokens are set, and
+/// requests whose token lacks the route's scope; puts the [`Caller`] in the request's extensions.
+/// The query-string token of `/api/events` is taken only with the `read` scope (a URL ends up
+/// in logs and histories; a dashboard token is the one to risk there).
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -54,24 +154,84 @@ pub async fn require_token(
     let tokens = req.app_data::<web::Data<Tokens>>().map(|t| t.get_ref().clone()).unwrap_or_default();
     let open = OPEN_PATHS.contains(&req.path()) || super::dashboard::serves(req.path());
     if !tokens.enabled() || open {
+        req.extensions_mut().insert(Caller { id: None, scopes: Scopes::ALL });
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     }
-    let presented = req
+    let bearer = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
-        .or_else(|| query_token(&req));
-    match presented {
-        Some(token) if tokens.accepts(&token) => next.call(req).await.map(ServiceResponse::map_into_boxed_body),
-        _ => {
-            let error = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send `Authorization: Bearer <token>` with one of the tokens in frontend.tokens",
-            );
-            Ok(req.into_response(error.error_response()))
+        .map(|t| t.trim().to_string());
+    let caller = match bearer {
+        Some(token) => tokens.caller(&token),
+        None => query_token(&req).and_then(|token| tokens.caller(&token)).filter(|c| c.scopes.read || c.scopes.admin),
+    };
+    let Some(caller) = caller else {
+        let error = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>` with one of the tokens in frontend.tokens or frontend.tokens_file",
+        );
+        return Ok(req.into_response(error.error_response()));
+    };
+    let needed = needed(req.method(), req.match_pattern().as_deref());
+    if !caller.scopes.allows(needed) {
+        let scope = match needed {
+            Needed::Submit => "submit",
+            _ => "read",
+        };
+        let error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token lacks the {scope} scope that {} {} needs", req.method(), req.path()),
+        );
+        return Ok(req.into_response(error.error_response()));
+    }
+    req.extensions_mut().insert(caller);
+    next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::Method;
+
+    #[test]
+    fn scopes_parse_and_unknown_ones_are_named() {
+        assert_eq!(Scopes::parse("submit, read").unwrap(), Scopes::SUBMIT_READ);
+        assert!(Scopes::parse("admin").unwrap().admin);
+        assert!(Scopes::parse("root").unwrap_err().contains("\"root\""));
+        assert!(Scopes::parse("").is_err());
+    }
+
+    #[test]
+    fn each_route_needs_its_scope() {
+        let submit = Scopes { submit: true, ..Scopes::default() };
+        let read = Scopes { read: true, ..Scopes::default() };
+        let admin = Scopes { admin: true, ..Scopes::default() };
+        let post = |p| needed(&Method::POST, Some(p));
+        let get = |p| needed(&Method::GET, Some(p));
+        for route in ["/api/detect", "/upload", "/upload/{zone}", "/api/jobs"] {
+            assert!(submit.allows(post(route)) && !read.allows(post(route)) && admin.allows(post(route)), "{route}");
         }
+        for route in
+            ["/api/zones", "/api/stats", "/api/events", "/api/results", "/api/queues", "/api/fleet", "/metrics"]
+        {
+            assert!(!submit.allows(get(route)) && read.allows(get(route)) && admin.allows(get(route)), "{route}");
+        }
+        for route in ["/api/jobs/{job_id}", "/api/jobs/{job_id}/image", "/api/openapi.json"] {
+            assert!(submit.allows(get(route)) && read.allows(get(route)), "{route}");
+        }
+        assert!(!submit.allows(needed(&Method::GET, None)), "an unmatched path needs read");
+    }
+
+    #[test]
+    fn a_submitter_reads_only_its_own_jobs() {
+        let me = Caller { id: Some("ab".into()), scopes: Scopes { submit: true, ..Scopes::default() } };
+        assert!(me.may_read_job(Some("ab")));
+        assert!(!me.may_read_job(Some("cd")) && !me.may_read_job(None));
+        let reader = Caller { id: Some("ef".into()), scopes: Scopes { read: true, ..Scopes::default() } };
+        assert!(reader.may_read_job(Some("ab")) && reader.may_read_job(None));
     }
 }

@@ -31,6 +31,8 @@ pub struct Upload {
     pub zone: Option<String>,
     /// File name, if multipart.
     pub file: Option<String>,
+    /// The submitting token's id, recorded so a `submit` token reads only its own jobs.
+    pub submitter: Option<String>,
 }
 
 /// Checks a zone name: 1..=32 of `A-Z a-z 0-9 _ -`.
@@ -139,6 +141,7 @@ pub async fn submit(
         zone: upload.zone.clone(),
         file: upload.file.clone(),
         queued_at_ms: now,
+        submitter: upload.submitter.clone(),
     };
     if let Err(e) = state.index.insert(new_job).await {
         let _ = state.store.delete(&bucket, &key).await;

@@ -30,8 +30,13 @@ fn parse_job_id(text: &str) -> Result<Uuid, ApiError> {
         (status = 404, description = "No such job", body = ErrorBody),
     )
 )]
-pub async fn job_status(state: web::Data<AppState>, job_id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn job_status(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    job_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job_id = parse_job_id(&job_id)?;
+    readable(&state, &req, job_id).await?;
     let record = state.index.job(job_id).await?;
     if let Some(record) = &record {
         if matches!(record.status, JobStatus::Done | JobStatus::Failed) {
@@ -83,6 +88,20 @@ fn record_from(response: JobResponse) -> JobRecord {
     }
 }
 
+/// `Ok` if the caller may read `job_id`: a `submit`-scoped token only its own jobs, as far as
+/// this front end's index knows; for any other job it gets the same `404` as for one that does
+/// not exist, so it learns nothing of other clients' jobs.
+async fn readable(state: &AppState, req: &actix_web::HttpRequest, job_id: Uuid) -> Result<(), ApiError> {
+    let caller = super::auth::caller(req);
+    if caller.scopes.read || caller.scopes.admin {
+        return Ok(());
+    }
+    match caller.may_read_job(state.index.submitter(job_id).await?.as_deref()) {
+        true => Ok(()),
+        false => Err(ApiError::not_found(format!("no job {job_id}"))),
+    }
+}
+
 /// The image a job was queued with.
 #[utoipa::path(
     get, path = "/api/jobs/{job_id}/image",
@@ -94,8 +113,13 @@ fn record_from(response: JobResponse) -> JobRecord {
         (status = 503, description = "The store cannot be read", body = ErrorBody),
     )
 )]
-pub async fn job_image(state: web::Data<AppState>, job_id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn job_image(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    job_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job_id = parse_job_id(&job_id)?;
+    readable(&state, &req, job_id).await?;
     let bytes = state.store.get(&state.settings.input_bucket, &job::image_key(job_id)).await?;
     let mime = preprocess::inspect(&bytes, u64::MAX)
         .map(|info| info.format.to_mime_type())

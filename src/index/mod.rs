@@ -115,6 +115,8 @@ pub struct NewJob {
     pub file: Option<String>,
     /// Queued at, ms.
     pub queued_at_ms: i64,
+    /// The submitting token's id ([`crate::frontend::auth::Caller::id`]); `None` without tokens.
+    pub submitter: Option<String>,
 }
 
 /// Objects of one label.
@@ -223,11 +225,30 @@ impl ResultIndex {
     pub async fn insert(&self, job: NewJob) -> Result<()> {
         self.with_db(move |c| {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO jobs (job_id, client_id, zone, file, status, queued_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                "INSERT OR IGNORE INTO jobs (job_id, client_id, zone, file, status, queued_at_ms, submitter)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6)",
             )?
-            .execute(params![job.job_id.to_string(), job.client_id, job.zone, job.file, job.queued_at_ms])
+            .execute(params![
+                job.job_id.to_string(),
+                job.client_id,
+                job.zone,
+                job.file,
+                job.queued_at_ms,
+                job.submitter
+            ])
             .map(|_| ())
+        })
+        .await
+    }
+
+    /// The token id that submitted `job_id`: `Ok(None)` for a job this index does not hold or
+    /// that was submitted without tokens.
+    pub async fn submitter(&self, job_id: Uuid) -> Result<Option<String>> {
+        self.with_db(move |c| {
+            c.prepare_cached("SELECT submitter FROM jobs WHERE job_id = ?1")?
+                .query_row(params![job_id.to_string()], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
         })
         .await
     }
@@ -337,6 +358,15 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ) WHERE status IN ('done', 'failed');
              CREATE UNIQUE INDEX jobs_by_seq ON jobs (finished_seq);
              PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        // v3: which token submitted each job, so a `submit`-scoped token reads only its own.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE jobs ADD COLUMN submitter TEXT;
+             PRAGMA user_version = 3;
              COMMIT;",
         )?;
     }
@@ -466,7 +496,14 @@ mod tests {
 
     async fn finish(index: &ResultIndex, zone: Option<&str>, at_ms: i64, labels: &[&str]) {
         let job_id = Uuid::new_v4();
-        let job = NewJob { job_id, client_id: None, zone: zone.map(Into::into), file: None, queued_at_ms: at_ms - 100 };
+        let job = NewJob {
+            job_id,
+            client_id: None,
+            zone: zone.map(Into::into),
+            file: None,
+            queued_at_ms: at_ms - 100,
+            submitter: None,
+        };
         index.insert(job).await.unwrap();
         assert!(index.apply(done(job_id, at_ms, labels)).await.unwrap());
     }
@@ -491,11 +528,15 @@ mod tests {
         let job_id = events[0].job_id;
         assert!(!index.apply(done(job_id, 5_000, &["cat"])).await.unwrap());
         assert_eq!(index.last_seq().await.unwrap(), 2);
-        // An index written before v2 gets numbers by finish time when it is opened.
+        // An index written before v2 gets numbers by finish time when it is opened (and v3's
+        // submitter column).
         drop(index);
         let c = Connection::open(&path).unwrap();
-        c.execute_batch("DROP INDEX jobs_by_seq; ALTER TABLE jobs DROP COLUMN finished_seq; PRAGMA user_version = 1;")
-            .unwrap();
+        c.execute_batch(
+            "DROP INDEX jobs_by_seq; ALTER TABLE jobs DROP COLUMN finished_seq; ALTER TABLE jobs DROP COLUMN submitter;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(c);
         let index = ResultIndex::open(&path).unwrap();
         let order: Vec<(i64, i64)> =

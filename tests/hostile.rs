@@ -268,3 +268,30 @@ fn beyond_max_waiting_a_synchronous_request_is_refused_before_its_job_exists() {
     let (status, _) = service.post_json("/api/jobs", &crate::support::service::detect_body("third", "bus.jpg"));
     assert_eq!(status, 202);
 }
+
+#[test]
+fn without_tokens_on_loopback_only_loopback_hosts_are_answered() {
+    let _heavy = one_at_a_time();
+    let get = |service: &Service, host: &str| {
+        let mut stream = connect(service);
+        write!(stream, "GET /api/zones HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        read_answer(&mut stream)
+    };
+    let open = Service::start(&[]);
+    let port = open.url.rsplit(':').next().unwrap().to_string();
+    // A DNS-rebinding page's requests carry its own domain.
+    let (status, body) = get(&open, &format!("rebind.example:{port}"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("bad_host"), "{body}");
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), "[::1]".to_string()] {
+        assert_eq!(get(&open, &host).0, 200, "{host}");
+    }
+    drop(open);
+    // With tokens, the token is the guard and any name may be used (a proxy's, a DNS name).
+    let token = "host-test-token-0123456789";
+    let guarded = Service::start(&[("FRONTEND__TOKENS", token)]);
+    let mut stream = connect(&guarded);
+    write!(stream, "GET /api/zones HTTP/1.1\r\nHost: skyburst.example\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut stream).0, 200);
+}

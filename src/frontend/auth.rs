@@ -134,6 +134,23 @@ impl Tokens {
     }
 }
 
+/// Without tokens on a loopback address, requests must name a loopback host: a web page a user
+/// opens can point its own domain's DNS at 127.0.0.1 (DNS rebinding) and have the browser read
+/// this front end's answers, but its requests carry that domain as `Host`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopbackHostOnly(pub bool);
+
+/// Whether `host` (a `Host` header: `name[:port]`) names this machine's loopback.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => {
+            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `?access_token=` on [`QUERY_TOKEN_PATH`].
 fn query_token(req: &ServiceRequest) -> Option<String> {
     if req.path() != QUERY_TOKEN_PATH {
@@ -152,6 +169,17 @@ pub async fn require_token(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let tokens = req.app_data::<web::Data<Tokens>>().map(|t| t.get_ref().clone()).unwrap_or_default();
+    let guard = req.app_data::<web::Data<LoopbackHostOnly>>().is_some_and(|g| g.0);
+    let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
+    if guard && !host.is_none_or(loopback_host) {
+        let error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_host",
+            "without tokens this front end answers only requests addressed to localhost or 127.0.0.1; \
+             set frontend.tokens to serve other names",
+        );
+        return Ok(req.into_response(error.error_response()));
+    }
     let open = OPEN_PATHS.contains(&req.path()) || super::dashboard::serves(req.path());
     if !tokens.enabled() || open {
         req.extensions_mut().insert(Caller { id: None, scopes: Scopes::ALL });
@@ -196,6 +224,17 @@ pub async fn require_token(
 mod tests {
     use super::*;
     use actix_web::http::Method;
+
+    #[test]
+    fn only_loopback_hosts_pass_the_rebinding_guard() {
+        for host in ["127.0.0.1:8080", "localhost", "LOCALHOST:80", "[::1]:8080", "127.0.0.2"] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in ["evil.example:8080", "example.com", "10.0.0.1:8080", "[2001:db8::1]:80", "localhost.evil.example"]
+        {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
 
     #[test]
     fn scopes_parse_and_unknown_ones_are_named() {

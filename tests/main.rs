@@ -22,6 +22,7 @@ mod hostile;
 mod hybrid;
 mod images;
 mod locust;
+mod openapi_fuzz;
 #[cfg(feature = "openstack")]
 mod openstack;
 mod scopes;

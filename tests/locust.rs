@@ -8,12 +8,7 @@ use crate::support::service::{one_at_a_time, start_up};
 
 /// Locust from its venv, as scripts/install-locust.sh makes it.
 fn locust() -> std::path::PathBuf {
-    let path = std::env::var_os("LOCUST_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| skyburst::config::cache_dir().join("locust-venv"))
-        .join("bin/locust");
-    assert!(path.is_file(), "missing {}: run `scripts/install-locust.sh` first", path.display());
-    path
+    crate::support::venv_program("LOCUST_VENV", "locust-venv", "locust", "install-locust.sh")
 }
 
 #[test]

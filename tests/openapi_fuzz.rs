@@ -8,12 +8,7 @@ use crate::support::service::{one_at_a_time, Service};
 
 /// Schemathesis's `st` from its venv, as scripts/install-schemathesis.sh makes it.
 fn schemathesis() -> std::path::PathBuf {
-    let path = std::env::var_os("SCHEMATHESIS_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| skyburst::config::cache_dir().join("schemathesis-venv"))
-        .join("bin/st");
-    assert!(path.is_file(), "missing {}: run `scripts/install-schemathesis.sh` first", path.display());
-    path
+    crate::support::venv_program("SCHEMATHESIS_VENV", "schemathesis-venv", "st", "install-schemathesis.sh")
 }
 
 #[test]

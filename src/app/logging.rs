@@ -113,15 +113,23 @@ fn env_filter() -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("info,aws_config=error,openstack_sdk=off"))
 }
 
-/// Logs to stderr, or with `file` to that file with only warnings and errors on stderr.
+/// Logs to stderr, or with `file` to that file with only warnings and errors on stderr. Colours
+/// only on a terminal: a pipe (`up` reading its parts, CI) or a file gets plain text.
 pub fn init(file: Option<LogFile>) {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal();
     let Some(file) = file else {
-        let _ = tracing_subscriber::fmt().with_env_filter(env_filter()).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(env_filter())
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .try_init();
         return;
     };
     let to_file =
         tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || file.clone()).with_filter(env_filter());
-    let to_console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(LevelFilter::WARN);
+    let to_console =
+        tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(std::io::stderr).with_filter(LevelFilter::WARN);
     let _ = tracing_subscriber::registry().with(to_file).with(to_console).try_init();
 }
 
@@ -140,7 +148,8 @@ pub fn worth_showing(line: &str) -> bool {
     }
 }
 
-/// `line` without its terminal colour codes.
+/// `line` without terminal colour codes (a part started by hand on a terminal may still send
+/// them).
 pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();

@@ -54,7 +54,6 @@ impl Scopes {
     fn allows(self, needed: Needed) -> bool {
         self.admin
             || match needed {
-                Needed::Any => self.submit || self.read,
                 Needed::Submit => self.submit,
                 Needed::Read => self.read,
                 Needed::SubmitOrRead => self.submit || self.read,
@@ -89,13 +88,12 @@ pub fn caller(req: &actix_web::HttpRequest) -> Caller {
 /// The scope a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Needed {
-    /// Any valid token (the OpenAPI document).
-    Any,
     /// Sending images.
     Submit,
     /// Reading everything.
     Read,
-    /// One job: its submitter (checked by the handler) or a reader.
+    /// Either scope: one job (its submitter, which the handler checks, or a reader) and the
+    /// OpenAPI document.
     SubmitOrRead,
 }
 
@@ -104,7 +102,7 @@ fn needed(method: &actix_web::http::Method, pattern: Option<&str>) -> Needed {
     match (method.as_str(), pattern) {
         ("POST", Some("/api/detect" | "/upload" | "/upload/{zone}" | "/api/jobs")) => Needed::Submit,
         (_, Some("/api/jobs/{job_id}" | "/api/jobs/{job_id}/image")) => Needed::SubmitOrRead,
-        (_, Some("/api/openapi.json")) => Needed::Any,
+        (_, Some("/api/openapi.json")) => Needed::SubmitOrRead,
         _ => Needed::Read,
     }
 }

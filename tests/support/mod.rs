@@ -46,6 +46,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
 }
 
+/// A program from a venv the test command makes (`scripts/install-<script>.sh`): `$VAR`, or
+/// `~/.cache/skyburst/<venv>`, then `bin/<program>`; panics naming the script when it is missing.
+pub fn venv_program(var: &str, venv: &str, program: &str, script: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| skyburst::config::cache_dir().join(venv))
+        .join("bin")
+        .join(program);
+    assert!(path.is_file(), "missing {}: run `scripts/{script}` first", path.display());
+    path
+}
+
 /// The real `skyburst` binary with a clean environment: no `SKYBURST_*` variables leak in.
 pub fn skyburst() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skyburst"));

@@ -2,7 +2,7 @@
 //! run (`MOTO_ENDPOINT`), or a private one a test may freeze. Every test uses its own queue,
 //! bucket and deployment names, so tests share the server without seeing each other.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -139,11 +139,9 @@ impl MotoServer {
     /// Starts one on a free port and waits until it answers (about 1 s; EC2's first call takes
     /// 1-2 s more).
     pub fn start() -> Self {
-        let venv = std::env::var_os("MOTO_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| skyburst::config::cache_dir().join("moto-venv"));
+        let program = super::venv_program("MOTO_VENV", "moto-venv", "moto_server", "install-moto.sh");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(venv.join("bin/moto_server"))
+        let child = Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

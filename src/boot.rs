@@ -113,6 +113,7 @@ pub fn worker_config(config: &Config, pool: &PoolConfig) -> String {
         // one-time token each server's user-data gets in place of the placeholder.
         credentials: config.credentials.vended_to(pool).then(|| CredentialsConfig {
             url: config.credentials.url.clone(),
+            controller_cert_sha256: config.credentials.controller_cert_sha256,
             token: Some(skyburst_providers::TOKEN_PLACEHOLDER.into()),
             ..CredentialsConfig::default()
         }),
@@ -123,6 +124,19 @@ pub fn worker_config(config: &Config, pool: &PoolConfig) -> String {
     boot.aws.call_log = None;
     let body = toml::to_string(&boot).expect("the config serializes to TOML");
     format!("# Skyburst worker of pool {} (rendered by skyburst render-user-data).\n{body}", pool.name)
+}
+
+/// `config` with `credentials.controller_cert_sha256` filled in from `controller.tls.cert` when
+/// workers reach the controller over HTTPS and no pin is set: the pin rendered into Nova
+/// workers' config, so they accept the controller's own certificate and no other.
+pub fn pin_controller_certificate(config: &Config) -> Result<Config, crate::tls::TlsError> {
+    let mut pinned = config.clone();
+    let c = &mut pinned.credentials;
+    let https = c.url.as_deref().is_some_and(|url| url.starts_with("https://"));
+    if let (true, None, Some(cert)) = (https, c.controller_cert_sha256, &config.controller.tls.cert) {
+        c.controller_cert_sha256 = Some(crate::tls::file_fingerprint(cert)?);
+    }
+    Ok(pinned)
 }
 
 /// The user-data an instance of `pool` is launched with.

@@ -134,7 +134,8 @@ pub struct ListenArgs {
     /// Port; 0 picks a free one. Overrides frontend.port.
     #[arg(long)]
     pub port: Option<u16>,
-    /// Allow a non-loopback address without frontend.tokens (anyone who reaches it can use it).
+    /// Allow a non-loopback address without frontend.tokens (anyone who reaches it can use it)
+    /// or without frontend.tls (tokens, images and results cross the network in cleartext).
     #[arg(long)]
     pub insecure: bool,
 }
@@ -167,6 +168,10 @@ pub struct ControllerArgs {
     /// Decide and log every check, but launch, terminate and drain nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Allow plain HTTP for `/metrics` and `/v1/credentials` on a non-loopback
+    /// controller.metrics_bind (without controller.tls).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// `skyburst simulate`.
@@ -232,6 +237,14 @@ pub struct LoadArgs {
     /// Bearer token for a service with frontend.tokens.
     #[arg(long, env = "BEARER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificate(s) to trust besides the system's roots: a front end's self-signed
+    /// certificate, or the CA that signed it.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Send --token over plain HTTP to a non-loopback address (it crosses the network in
+    /// cleartext).
+    #[arg(long)]
+    pub insecure: bool,
     /// Print one JSON line per result as it arrives.
     #[arg(long)]
     pub print_results: bool,

@@ -14,6 +14,7 @@
 //! - [`load`]: the workload generator (`skyburst load`); [`simulate`]: the discrete-event policy
 //!   simulator (`skyburst simulate`).
 //! - [`boot`]: what a cloud worker receives at boot (cloud-init user-data, the pinned release).
+//! - [`tls`]: rustls for the front end, the controller and the pinned credentials client.
 //! - [`error`]: the cause errors keep; [`config`]: the typed, layered, validated configuration; [`host`]: this process's name.
 //! - [`cli`]: the command-line definition; [`cmd`]: one module per subcommand.
 //! - [`app`]: the composition root, the only place that turns config into concrete parts.
@@ -40,4 +41,5 @@ pub mod result;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+pub mod tls;
 pub mod worker;

@@ -21,19 +21,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_credential_types::provider::ProvideCredentials;
 use serde_json::Value;
 use skyburst_providers::Provider;
 
 use crate::support::moto::{self, bootstrap_and_publish, config_file, endpoint, set, unique, AMI};
 use crate::support::openstack::{exclusive_plane, nova_api, Admin, TenantGone, FLAVOR, IMAGE};
 use crate::support::service::{one_at_a_time, Service};
+use crate::support::tls::TestCert;
 
 /// Seconds an unreachable Nova's last listing stands in (phase 4).
 const GRACE_S: f64 = 6.0;
 
 /// A test copy of `examples/configs/hybrid.toml` on `endpoint` ([`moto::test_config`]) with
 /// the test caps: private 2 and public 2.
-fn hybrid_config(endpoint: &str, name: &str) -> String {
+fn hybrid_config(endpoint: &str, name: &str, cert: &TestCert) -> String {
     let mut config = moto::test_config("hybrid.toml", endpoint, name);
     let text = |s: &str| toml::Value::String(s.into());
     set(&mut config, "scaling", "unavailable_grace_seconds", GRACE_S.into());
@@ -41,7 +43,12 @@ fn hybrid_config(endpoint: &str, name: &str) -> String {
     // before the controller starts.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     set(&mut config, "controller", "metrics_port", i64::from(port).into());
-    set(&mut config, "credentials", "url", text(&format!("http://127.0.0.1:{port}/v1/credentials")));
+    // Credentials travel over TLS; the controller pins its certificate in Nova workers' config.
+    set(&mut config, "credentials", "url", text(&format!("https://127.0.0.1:{port}/v1/credentials")));
+    let mut tls = toml::Table::new();
+    tls.insert("cert".into(), text(cert.cert.to_str().unwrap()));
+    tls.insert("key".into(), text(cert.key.to_str().unwrap()));
+    set(&mut config, "controller", "tls", tls.into());
     set(&mut config, "credentials", "duration_seconds", 900.into());
     // The example waits up to 60 s for booting Nova servers before bursting; here the burst is
     // what is tested.
@@ -163,6 +170,7 @@ fn check_vending(
     runtime: &tokio::runtime::Runtime,
     nova: &skyburst_providers::nova::NovaProvider,
     url: &str,
+    cert: &TestCert,
 ) {
     let servers = runtime.block_on(nova.list()).unwrap();
     let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
@@ -172,7 +180,25 @@ fn check_vending(
     let worker: toml::Table = toml::from_str(&worker_toml).unwrap();
     let token = worker["credentials"]["token"].as_str().unwrap();
     assert_eq!(token.len(), 64, "a server's own token, not the placeholder: {token}");
-    let http = reqwest::blocking::Client::new();
+    let pin = worker["credentials"]["controller_cert_sha256"].as_str().unwrap();
+    assert_eq!(pin, cert.pin.to_string(), "the worker pins the controller's certificate");
+    assert!(url.starts_with("https://"), "{url}");
+    // A worker pinning another certificate refuses this controller before sending anything.
+    let wrong: skyburst::tls::Pin = "ab".repeat(32).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let impostor = skyburst::credentials::client::VendedCredentialsProvider::new(
+        url.to_string(),
+        Some(wrong),
+        ids[1].to_string(),
+        "0".repeat(64),
+        dir.path().join("refresh"),
+    )
+    .unwrap();
+    let refused = runtime.block_on(impostor.provide_credentials()).unwrap_err();
+    let refused = skyburst::error::chain(&refused);
+    assert!(refused.contains(&format!("not the pinned {wrong}")), "{refused}");
+    assert!(refused.contains(&cert.pin.to_string()), "the error names what was shown: {refused}");
+    let http = cert.client();
     let post = |body: Value| {
         let response = http.post(url).json(&body).send().unwrap();
         let status = response.status().as_u16();
@@ -266,12 +292,14 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
     let admin = Admin::connect();
     let tenant = admin.create_tenant(&name);
     let _gone = TenantGone(&admin, &tenant);
-    let text = hybrid_config(&endpoint, &name);
+    let cert = TestCert::new();
+    let text = hybrid_config(&endpoint, &name, &cert);
     let credentials_url =
         toml::from_str::<toml::Table>(&text).unwrap()["credentials"]["url"].as_str().unwrap().to_string();
     bootstrap_and_publish(config_file(&text).path());
 
     let mut service = Service::start_with_config(Some(&text), &[]);
+    service.trust(&cert);
     for (key, value) in tenant.env(admin.keystone()) {
         service.set_env(&key, &value);
     }
@@ -432,7 +460,7 @@ fn hybrid_burst_fills_nova_first_bursts_to_ec2_and_drains_ec2_first() {
         assert!(started.elapsed() < Duration::from_secs(90), "two private workers within 90 s: {fleet}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    check_vending(&service, &runtime, &nova, &credentials_url);
+    check_vending(&service, &runtime, &nova, &credentials_url, &cert);
     nova_api("kill");
     let back = NovaApiBack(true);
     let killed = start.elapsed().as_secs_f64();

@@ -27,3 +27,4 @@ mod openapi_fuzz;
 mod openstack;
 mod scopes;
 mod scripts;
+mod tls;

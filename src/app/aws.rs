@@ -47,8 +47,13 @@ pub async fn session_for(config: &Config, role: &str, instance: Option<&str>) ->
         (Some(token), Some(url), Some(instance)) => {
             // Kept across restarts: the one-time token is spent after the first exchange.
             let refresh_file = config.embedded.data_dir.join("credentials").join(format!("{instance}.refresh"));
-            let provider =
-                VendedCredentialsProvider::new(url.clone(), instance.to_string(), token.clone(), refresh_file);
+            let provider = VendedCredentialsProvider::new(
+                url.clone(),
+                c.controller_cert_sha256,
+                instance.to_string(),
+                token.clone(),
+                refresh_file,
+            )?;
             Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
         }
         (Some(_), None, _) => anyhow::bail!("credentials.token is set but credentials.url is not: set both or neither"),

@@ -2,6 +2,8 @@
 //! user-data, the policy and planner from `[scaling]`, and (with AWS) the credentials vendor.
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use super::backends::backends;
@@ -13,6 +15,8 @@ use crate::controller::{Controller, ControllerSettings, Pool};
 /// worker processes the `local` pool starts.
 pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
     let backends = backends(config, "controller").await?;
+    // Nova workers pin the certificate the controller serves them credentials with.
+    let pinned = crate::boot::pin_controller_certificate(config).context("cannot pin controller.tls.cert")?;
     // Every cloud pool's user-data pins the same release: its manifest is read once.
     let release = match config.pools.iter().any(|p| p.provider != ProviderKind::Local) {
         true => Some(crate::boot::fetch_release(config, backends.store.as_ref()).await?),
@@ -21,7 +25,7 @@ pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bo
     let mut pools = Vec::new();
     for p in &config.pools {
         let user_data = match &release {
-            Some(release) if p.provider != ProviderKind::Local => crate::boot::render_user_data(config, p, release),
+            Some(release) if p.provider != ProviderKind::Local => crate::boot::render_user_data(&pinned, p, release),
             _ => String::new(),
         };
         let vends_credentials = config.credentials.vended_to(p);

@@ -88,6 +88,7 @@ async fn ramp_and_confirm(args: &ExperimentArgs, workers: usize, url: &str) -> a
         zone: None,
         timeout: Duration::from_secs(30),
         token: std::env::var("BEARER_TOKEN").ok(),
+        ca_cert: None,
     };
     // Every worker loads its model before it takes a job: the first answers are slow.
     let (_, warm) = load::run(&options, |_: &Record| {}).await?;

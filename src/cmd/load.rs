@@ -14,6 +14,12 @@ use crate::load::{self, LoadOptions, Record};
 pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.requests > 0, "--requests must be at least 1");
     anyhow::ensure!((1..=1024).contains(&args.concurrency), "--concurrency must be in 1..=1024");
+    anyhow::ensure!(
+        args.token.is_none() || args.insecure || !crate::tls::is_cleartext_off_loopback(&args.url),
+        "refusing to send the token to {} over plain HTTP: it would cross the network in cleartext. \
+         Use the front end's https:// URL (with --ca-cert for a self-signed certificate), or pass --insecure",
+        args.url
+    );
     let options = LoadOptions {
         url: args.url.clone(),
         images: args.images.clone(),
@@ -24,6 +30,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         zone: args.zone.clone(),
         timeout: Duration::from_secs(args.timeout_seconds.max(1)),
         token: args.token.clone(),
+        ca_cert: args.ca_cert.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (records, good, slo_ms) = if args.ramp.ramp {

@@ -21,10 +21,11 @@ pub fn run(config: &Config, args: &RenderUserDataArgs) -> anyhow::Result<ExitCod
         "pool {} is a local pool: its workers are processes on this machine and get no user-data",
         pool.name
     );
+    let pinned = boot::pin_controller_certificate(config).context("cannot pin controller.tls.cert")?;
     let user_data = app::runtime()?.block_on(async {
         let store = app::store(config, "render-user-data").await?;
         let release = boot::fetch_release(config, store.as_ref()).await?;
-        anyhow::Ok(boot::render_user_data(config, pool, &release))
+        anyhow::Ok(boot::render_user_data(&pinned, pool, &release))
     })?;
     print!("{user_data}");
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,8 @@
 //! `skyburst up`: the embedded deployment in one command. Starts `serve` and the controller
 //! (which scales the `local` pool's worker processes to the queue) as child processes of this
 //! binary, or a fixed fleet of workers with `--workers N`; restarts a part that dies; on Ctrl-C
-//! or SIGTERM stops them all (workers finish their batch first).
+//! or SIGTERM stops them all (workers finish their batch first); SIGHUP is passed on to the
+//! front end and the controller (they reload their TLS certificates).
 //!
 //! Its own and its parts' log lines go to one [`LogFile`] (`<data-dir>/skyburst.log`); the
 //! console gets the URL on stdout and only warnings and errors on stderr.
@@ -121,12 +122,19 @@ impl Children {
         self.spawn(&mut self.command(&args), "a worker")
     }
 
-    fn controller(&self) -> anyhow::Result<Child> {
-        self.spawn(self.command(&["controller".to_string()]).stdout(Stdio::piped()), "the controller")
+    fn controller(&self, insecure: bool) -> anyhow::Result<Child> {
+        let mut args = vec!["controller".to_string()];
+        if insecure {
+            args.push("--insecure".into());
+        }
+        self.spawn(self.command(&args).stdout(Stdio::piped()), "the controller")
     }
 
     async fn run(self, args: &UpArgs, fixed: Option<usize>) -> anyhow::Result<ExitCode> {
         let (_signal, mut stop) = shutdown::on_signal();
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install a SIGHUP handler")?;
+        let insecure = args.listen.insecure;
         let mut serve_args = vec!["serve".to_string()];
         if let Some(bind) = &args.listen.bind {
             serve_args.extend(["--bind".into(), bind.clone()]);
@@ -144,7 +152,7 @@ impl Children {
         let mut controller = match fixed {
             Some(_) => None,
             None => {
-                let mut child = self.controller()?;
+                let mut child = self.controller(insecure)?;
                 read_url(&mut child).await?;
                 Some(child)
             }
@@ -159,6 +167,14 @@ impl Children {
         let code = loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break ExitCode::SUCCESS,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: the front end and the controller reload their certificates");
+                    for child in std::iter::once(&serve).chain(controller.as_ref()) {
+                        if let Some(pid) = child.id() {
+                            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+                        }
+                    }
+                }
                 status = serve.wait() => {
                     tracing::error!(?status, "the front end exited; stopping");
                     break ExitCode::FAILURE;
@@ -172,7 +188,7 @@ impl Children {
                     // It resumes from control/status.json and adopts the workers it started.
                     tracing::warn!(?status, "the controller exited; restarting it");
                     tokio::time::sleep(RESTART_BACKOFF).await;
-                    let mut child = self.controller()?;
+                    let mut child = self.controller(insecure)?;
                     read_url(&mut child).await?;
                     controller = Some(child);
                 }
@@ -195,7 +211,10 @@ pub(crate) async fn read_url(child: &mut Child) -> anyhow::Result<String> {
         .context("a part did not start within 60 s")??
         .context("a part exited before listening; see its error above")?;
     say(&first);
-    let url = first.split_whitespace().find(|w| w.starts_with("http://")).context("unexpected output")?;
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .context("unexpected output")?;
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             say(&line);

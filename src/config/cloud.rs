@@ -90,10 +90,17 @@ pub struct CredentialsConfig {
     /// lost on the way can ask again with the token it holds. 0..=600, default 60.
     pub refresh_grace_seconds: u32,
     /// The controller's `/v1/credentials` endpoint as workers reach it, e.g.
-    /// `http://10.0.0.5:9464/v1/credentials` (served on `controller.metrics_bind` and
-    /// `metrics_port`). Rendered into Nova workers' config.
+    /// `https://10.0.0.5:9464/v1/credentials` (served on `controller.metrics_bind` and
+    /// `metrics_port`). Rendered into Nova workers' config. Plain `http://` only to loopback:
+    /// credentials never cross a network in cleartext.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The SHA-256 of the controller's certificate: a worker accepts that certificate and no
+    /// other. Rendered into Nova workers' config from `controller.tls.cert` unless set here
+    /// (set it when a proxy with another certificate fronts the controller). Unset on a
+    /// worker: the URL's certificate is checked against the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_cert_sha256: Option<crate::tls::Pin>,
     /// Worker: its one-time token, rendered into its user-data per server; useless once used
     /// and on any other server. Never set by hand.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,6 +118,13 @@ impl CredentialsConfig {
 
 impl Default for CredentialsConfig {
     fn default() -> Self {
-        Self { role_arn: None, duration_seconds: 3600, refresh_grace_seconds: 60, url: None, token: None }
+        Self {
+            role_arn: None,
+            duration_seconds: 3600,
+            refresh_grace_seconds: 60,
+            url: None,
+            controller_cert_sha256: None,
+            token: None,
+        }
     }
 }

@@ -372,9 +372,22 @@ mod tests {
         for needle in ["not a role ARN", "must be an http(s) URL", "duration_seconds = 60"] {
             assert!(all.contains(needle), "{needle:?} missing from {all}");
         }
-        let good = format!(
-            "{nova}[credentials]\nrole_arn = \"arn:aws:iam::1:role/w\"\nurl = \"http://10.0.0.5:9464/v1/credentials\"\n"
-        );
+        let role = "role_arn = \"arn:aws:iam::1:role/w\"";
+        for (url, extra, problem) in [
+            ("http://10.0.0.5:9464/v1/credentials", "", "is plain HTTP off loopback"),
+            (
+                "http://127.0.0.1:9464/v1/credentials",
+                &format!("controller_cert_sha256 = \"{}\"\n", "0".repeat(64)),
+                "is not https://",
+            ),
+        ] {
+            let text = format!("{nova}[credentials]\n{role}\nurl = \"{url}\"\n{extra}");
+            let Err(ConfigError::Invalid(problems)) = Config::load_with_env(Some(write(&text).path()), env(&[])) else {
+                panic!("{url} {extra}: expected invalid values")
+            };
+            assert!(problems.join("\n").contains(problem), "{problem:?} missing from {problems:?}");
+        }
+        let good = format!("{nova}[credentials]\n{role}\nurl = \"https://10.0.0.5:9464/v1/credentials\"\n");
         Config::load_with_env(Some(write(&good).path()), env(&[])).unwrap();
         let unknown = format!("{good}secret = \"x\"\n");
         let err = Config::load_with_env(Some(write(&unknown).path()), env(&[])).unwrap_err();

@@ -115,6 +115,10 @@ pub struct ControllerConfig {
     pub metrics_bind: String,
     /// Port of the `/metrics` endpoint; 0 picks a free one (printed). Default 9464.
     pub metrics_port: u16,
+    /// `[controller.tls]`: serve `/metrics` and `/v1/credentials` over HTTPS with this
+    /// certificate and key (PEM; a self-signed pair is enough: Nova workers pin it). Unset:
+    /// plain HTTP, refused off loopback without `--insecure`.
+    pub tls: crate::tls::TlsFiles,
     /// Decisions kept in `control/status.json` (those that acted or changed the target).
     /// Default 50.
     pub decisions_kept: usize,
@@ -128,6 +132,7 @@ impl Default for ControllerConfig {
             lease_seconds: 15.0,
             metrics_bind: "127.0.0.1".into(),
             metrics_port: 9464,
+            tls: Default::default(),
             decisions_kept: 50,
         }
     }

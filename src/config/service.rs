@@ -43,6 +43,10 @@ pub struct FrontendConfig {
     pub tokens: Vec<String>,
     /// A file with one bearer token per line (blank lines and `#` comments ignored).
     pub tokens_file: Option<PathBuf>,
+    /// `[frontend.tls]`: serve HTTPS with this certificate and key (PEM files), reloaded on
+    /// SIGHUP or when the files change. Unset: plain HTTP, refused off loopback without
+    /// `--insecure`.
+    pub tls: crate::tls::TlsFiles,
     /// This replica's name; its response queue is `<queue.responses_prefix>-<instance_id>`, so a
     /// restarted front end picks up the answers its predecessor was waiting for. Default `frontend`.
     pub instance_id: String,
@@ -62,6 +66,7 @@ impl Default for FrontendConfig {
             max_waiting: 512,
             tokens: Vec::new(),
             tokens_file: None,
+            tls: Default::default(),
             instance_id: "frontend".into(),
         }
     }

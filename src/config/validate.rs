@@ -67,6 +67,7 @@ fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
         format!("frontend.max_waiting = {} must be in 1..=65536", f.max_waiting),
     );
     check(f.tokens.iter().all(|t| t.len() >= 16), "frontend.tokens: every token needs at least 16 characters".into());
+    tls_pair("frontend.tls", &f.tls, check);
     check(
         (1..=43_200).contains(&q.visibility_timeout_seconds),
         format!("queue.visibility_timeout_seconds = {} must be in 1..=43200", q.visibility_timeout_seconds),
@@ -148,6 +149,7 @@ fn fleet(config: &Config, check: &mut impl FnMut(bool, String)) {
         ),
     );
     check(!c.metrics_bind.trim().is_empty(), "controller.metrics_bind must be an address such as 127.0.0.1".into());
+    tls_pair("controller.tls", &c.tls, check);
     check(!config.pools.is_empty(), "pools: at least one [[pools]] entry is needed".into());
     let mut names = std::collections::BTreeSet::new();
     for p in &config.pools {
@@ -246,7 +248,28 @@ fn vending(config: &Config, check: &mut impl FnMut(bool, String)) {
             url.starts_with("http://") || url.starts_with("https://"),
             format!("credentials.url = {url:?} must be an http(s) URL"),
         );
+        check(
+            !crate::tls::is_cleartext_off_loopback(url),
+            format!(
+                "credentials.url = {url:?} is plain HTTP off loopback: credentials would cross the network in \
+                 cleartext. Serve the controller over TLS (controller.tls.cert and .key) and use https://"
+            ),
+        );
+        check(
+            c.controller_cert_sha256.is_none() || url.starts_with("https://"),
+            format!(
+                "credentials.controller_cert_sha256 pins a certificate, but credentials.url = {url:?} is not https://"
+            ),
+        );
     }
+}
+
+/// `[SECTION.tls]`: a certificate and its key, or neither.
+fn tls_pair(section: &str, files: &crate::tls::TlsFiles, check: &mut impl FnMut(bool, String)) {
+    check(
+        files.cert.is_some() == files.key.is_some(),
+        format!("{section}: set both cert and key (PEM files), or neither for plain HTTP"),
+    );
 }
 
 /// Each provider's required settings are set, and none meant for another provider is.

@@ -16,11 +16,13 @@ pub struct Extras {
     pub vendor: Option<Arc<crate::credentials::vendor::CredentialVendor>>,
 }
 
-/// Binds `addr` (port 0 picks one) and serves until the returned server is stopped.
+/// Binds `addr` (port 0 picks one) and serves, over HTTPS with `certificates`, until the
+/// returned server is stopped.
 pub fn metrics_server(
     addr: &str,
     metrics: Arc<Metrics>,
     extras: Extras,
+    certificates: Option<Arc<crate::tls::server::Certificates>>,
 ) -> anyhow::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let listener = TcpListener::bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr} for /metrics: {e}; pick another controller.metrics_port")
@@ -56,8 +58,11 @@ pub fn metrics_server(
         app
     })
     .workers(1)
-    .disable_signals()
-    .listen(listener)?
+    .disable_signals();
+    let server = match certificates {
+        Some(certificates) => server.listen_rustls_0_23(listener, certificates.server_config())?,
+        None => server.listen(listener)?,
+    }
     .run();
     Ok((server, bound))
 }

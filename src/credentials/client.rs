@@ -1,7 +1,8 @@
 //! The worker's side: an AWS SDK credentials provider that exchanges the one-time token from
 //! the user-data, then renews with the refresh token 5 minutes before expiry. The refresh token
 //! is kept in a file (mode 0600), so a restarted worker renews instead of needing the spent
-//! one-time token.
+//! one-time token. The endpoint is HTTPS (plain HTTP only to loopback); with a pin, the
+//! controller's certificate is the only one accepted ([`crate::tls::pin`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,9 +11,42 @@ use aws_credential_types::provider::{error::CredentialsError, future, ProvideCre
 use aws_credential_types::Credentials;
 
 use super::{CredentialsRequest, VendedCredentials};
+use crate::tls::Pin;
 
 /// Renew this long before expiry: longer than a batch (≤ 1 min) plus retries.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+/// Why the worker cannot use the configured endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Plain HTTP to another machine.
+    #[error(
+        "credentials.url = {0:?} is plain HTTP off loopback: the credentials would cross the network in \
+         cleartext. Use the controller's https:// URL"
+    )]
+    Cleartext(String),
+    /// A pin with a URL that is not HTTPS.
+    #[error("credentials.controller_cert_sha256 pins a certificate, but credentials.url = {0:?} is not https://")]
+    PinWithoutTls(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the credentials client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// An HTTPS client for `url`: trusting only the certificate `pin` names, or the system's roots
+/// without one. Plain HTTP is accepted to loopback only.
+pub fn endpoint_client(url: &str, pin: Option<Pin>) -> Result<reqwest::Client, EndpointError> {
+    if crate::tls::is_cleartext_off_loopback(url) {
+        return Err(EndpointError::Cleartext(url.to_string()));
+    }
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let builder = match pin {
+        Some(_) if !url.starts_with("https://") => return Err(EndpointError::PinWithoutTls(url.to_string())),
+        Some(pin) => builder.tls_backend_preconfigured(crate::tls::pin::client_config(pin)),
+        None => builder,
+    };
+    builder.build().map_err(EndpointError::Client)
+}
 
 /// Credentials from the controller's `/v1/credentials`.
 #[derive(Debug)]
@@ -27,10 +61,16 @@ pub struct VendedCredentialsProvider {
 
 impl VendedCredentialsProvider {
     /// A provider for server `instance_id` with its one-time `token`, keeping its refresh
-    /// token in `refresh_file`.
-    pub fn new(url: String, instance_id: String, token: String, refresh_file: PathBuf) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a plain HTTP client");
-        Self { url, instance_id, token, refresh_file, http, cached: Default::default() }
+    /// token in `refresh_file`; `url` is reached as [`endpoint_client`] says.
+    pub fn new(
+        url: String,
+        pin: Option<Pin>,
+        instance_id: String,
+        token: String,
+        refresh_file: PathBuf,
+    ) -> Result<Self, EndpointError> {
+        let http = endpoint_client(&url, pin)?;
+        Ok(Self { url, instance_id, token, refresh_file, http, cached: Default::default() })
     }
 
     async fn credentials(&self) -> Result<Credentials, CredentialsError> {
@@ -48,7 +88,8 @@ impl VendedCredentialsProvider {
             refresh_token: refresh,
         };
         let failed = |what: String| CredentialsError::provider_error(format!("{}: {what}", self.url));
-        let response = self.http.post(&self.url).json(&request).send().await.map_err(|e| failed(e.to_string()))?;
+        let response =
+            self.http.post(&self.url).json(&request).send().await.map_err(|e| failed(crate::error::chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -158,7 +199,8 @@ mod tests {
         let file = dir.path().join("credentials/i-1.refresh");
         // 1 h, then 2 min (inside the renewal window), then 1 h.
         let (url, seen) = vending_peer(vec![3600, 120, 3600]);
-        let provider = VendedCredentialsProvider::new(url.clone(), "i-1".into(), "one-time".into(), file.clone());
+        let provider =
+            VendedCredentialsProvider::new(url.clone(), None, "i-1".into(), "one-time".into(), file.clone()).unwrap();
         let first = provider.provide_credentials().await.unwrap();
         let again = provider.provide_credentials().await.unwrap();
         assert_eq!((first.access_key_id(), again.access_key_id()), ("ASIA0", "ASIA0"), "cached");
@@ -166,7 +208,8 @@ mod tests {
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
 
         // Force a renewal: drop the cache as a restarted worker would have none.
-        let restarted = VendedCredentialsProvider::new(url, "i-1".into(), "one-time".into(), file.clone());
+        let restarted =
+            VendedCredentialsProvider::new(url, None, "i-1".into(), "one-time".into(), file.clone()).unwrap();
         let short = restarted.provide_credentials().await.unwrap();
         assert_eq!(short.access_key_id(), "ASIA1");
         let renewed = restarted.provide_credentials().await.unwrap();
@@ -178,5 +221,17 @@ mod tests {
             requests.iter().map(|r| (r.token.as_deref(), r.refresh_token.as_deref())).collect();
         assert_eq!(sent, [(Some("one-time"), None), (None, Some("refresh-0")), (None, Some("refresh-1"))]);
         assert!(requests.iter().all(|r| r.instance_id == "i-1"));
+    }
+
+    #[test]
+    fn cleartext_off_loopback_and_pins_without_tls_are_refused() {
+        let pin: Pin = "00".repeat(32).parse().unwrap();
+        let refused = |url: &str, pin| endpoint_client(url, pin).unwrap_err().to_string();
+        assert!(refused("http://10.0.0.5:9464/v1/credentials", None).contains("cleartext"));
+        assert!(refused("http://10.0.0.5:9464/v1/credentials", Some(pin)).contains("cleartext"));
+        assert!(refused("http://127.0.0.1:9464/v1/credentials", Some(pin)).contains("not https://"));
+        endpoint_client("http://127.0.0.1:9464/v1/credentials", None).unwrap();
+        endpoint_client("https://10.0.0.5:9464/v1/credentials", None).unwrap();
+        endpoint_client("https://10.0.0.5:9464/v1/credentials", Some(pin)).unwrap();
     }
 }

@@ -138,10 +138,16 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequ
     ApiError::bad_request("bad_query", format!("bad query string: {err}")).into()
 }
 
-/// Serves on `listener` until `shutdown` turns true (see [`crate::shutdown`]): then readiness
+/// Serves on `listener` (HTTPS with `certificates`, which are reloaded as they change) until
+/// `shutdown` turns true (see [`crate::shutdown`]): then readiness
 /// turns false, waiting requests get `202` with their status URL, in-flight requests finish,
 /// and the server exits.
-pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens) -> anyhow::Result<()> {
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    tokens: auth::Tokens,
+    certificates: Option<Arc<crate::tls::server::Certificates>>,
+) -> anyhow::Result<()> {
     let mut stop = state.shutdown.clone();
     let max_connections = state.settings.max_connections;
     let responses = tokio::spawn(listener::run(state.clone(), state.shutdown.clone()));
@@ -165,8 +171,14 @@ pub async fn serve(state: AppState, listener: TcpListener, tokens: auth::Tokens)
     .workers(2)
     .max_connections(max_connections)
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
+    .shutdown_timeout(10);
+    let server = match certificates {
+        Some(certificates) => {
+            tokio::spawn(certificates.clone().watch("frontend", stop.clone()));
+            server.listen_rustls_0_23(listener, certificates.server_config())?
+        }
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     tokio::spawn(async move {

@@ -42,6 +42,8 @@ pub struct LoadOptions {
     pub timeout: Duration,
     /// Bearer token, if the service wants one.
     pub token: Option<String>,
+    /// PEM certificates trusted besides the system's roots (an HTTPS front end's own).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// One image to send.

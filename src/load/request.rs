@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::{Image, LoadOptions, Record};
@@ -42,10 +43,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with a connection per concurrent request.
+    /// A client with a connection per concurrent request, trusting `options.ca_cert` besides
+    /// the system's roots.
     pub fn new(options: &LoadOptions) -> anyhow::Result<Self> {
-        let http =
-            reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).timeout(options.timeout).build()?;
+        let mut builder =
+            reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).timeout(options.timeout);
+        if let Some(path) = &options.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-cert {} holds no PEM certificate", path.display()))?;
+            anyhow::ensure!(!certificates.is_empty(), "--ca-cert {} holds no PEM certificate", path.display());
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(Self {
             http,
             url: options.url.trim_end_matches('/').to_string(),

@@ -85,3 +85,4 @@ pub mod moto;
 #[cfg(feature = "openstack")]
 pub mod openstack;
 pub mod service;
+pub mod tls;

@@ -48,6 +48,21 @@ impl Service {
     /// As [`Service::start`], with a TOML config file (for `[[pools]]`, which the environment
     /// cannot set).
     pub fn start_with_config(toml: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        Self::launch(toml, env, http)
+    }
+
+    /// As [`Service::start`], serving HTTPS with `cert`; the test's client trusts it alone.
+    pub fn start_https(env: &[(&str, &str)], cert: &super::tls::TestCert) -> Self {
+        let mut all = vec![
+            ("FRONTEND__TLS__CERT", cert.cert.to_str().unwrap()),
+            ("FRONTEND__TLS__KEY", cert.key.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        Self::launch(None, &all, cert.client())
+    }
+
+    fn launch(toml: Option<&str>, env: &[(&str, &str)], http: reqwest::blocking::Client) -> Self {
         let mut all = vec![
             ("SKYBURST_DETECTOR__MODEL_DIR".to_string(), model_dir().display().to_string()),
             ("SKYBURST_QUEUE__VISIBILITY_TIMEOUT_SECONDS".to_string(), "2".to_string()),
@@ -55,7 +70,6 @@ impl Service {
         ];
         all.extend(env.iter().map(|(k, v)| (format!("SKYBURST_{k}"), v.to_string())));
         let data = tempfile::tempdir().unwrap();
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let config = toml.map(|text| {
             let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
             std::fs::write(file.path(), text).unwrap();
@@ -93,6 +107,12 @@ impl Service {
         }
     }
 
+    /// Trusts `cert` (and no other certificate) from now on: for a controller serving HTTPS
+    /// beside a plain-HTTP front end.
+    pub fn trust(&mut self, cert: &super::tls::TestCert) {
+        self.http = cert.client();
+    }
+
     /// Sets an environment variable (a full name, such as `OS_USERNAME`) for every process
     /// started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
@@ -118,7 +138,7 @@ impl Service {
         let mut child = self.command(&["serve", "--port", port]).stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+        let url = line.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://"));
         self.url = url.unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
         self.serve = child;
         self.wait_until(Duration::from_secs(10), |s| s.get("/readyz").0 == 200);
@@ -139,7 +159,7 @@ impl Service {
         let mut child = self.command(&all).stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+        let url = line.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://"));
         let url = url.unwrap_or_else(|| panic!("controller printed {line:?}")).to_string();
         self.controller = Some(child);
         url

@@ -1,0 +1,161 @@
+//! TLS on every hop, on rustls with aws-lc-rs: the AWS SDK's crypto provider, so the tree
+//! holds one TLS stack and one crypto library.
+//!
+//! # Layout
+//! - this file: the provider, PEM files, certificate fingerprints and the config's file pair.
+//! - [`server`]: the front end's and the controller's certificate, reloaded on SIGHUP or when
+//!   its files change (a certbot-style renewal needs no restart).
+//! - [`pin`]: a client that trusts exactly one certificate, named by its SHA-256: how a Nova
+//!   worker reaches the controller's `/v1/credentials` without a PKI.
+
+pub mod pin;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use pin::Pin;
+
+/// The crypto provider every TLS config here is built with, named explicitly rather than
+/// taken from a process-wide default.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A certificate chain and its private key, PEM files (`[frontend.tls]`, `[controller.tls]`).
+/// Both set: serve HTTPS; neither: plain HTTP (refused off loopback without `--insecure`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (certbot's `fullchain.pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Its private key: PKCS#8, PKCS#1 or SEC1 (certbot's `privkey.pem`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The pair, when both files are set (the config's validation refuses one without the other).
+    pub fn pair(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
+    }
+
+    /// The certificate to serve, when the pair is set.
+    pub fn load(&self) -> Result<Option<Arc<server::Certificates>>, TlsError> {
+        self.pair().map(|(cert, key)| server::Certificates::load(cert, key)).transpose()
+    }
+}
+
+/// Why a certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file could not be read or holds no valid PEM.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The file holds no certificate.
+    #[error("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key cannot be used, or is not the certificate's.
+    #[error("{key} cannot serve the certificate in {cert}: {source}")]
+    Key {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// The certificate chain in `path`, leaf first.
+pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |source| TlsError::Read { path: path.to_path_buf(), source };
+    let chain = CertificateDer::pem_file_iter(path).map_err(read)?.collect::<Result<Vec<_>, _>>().map_err(read)?;
+    match chain.is_empty() {
+        true => Err(TlsError::NoCertificate { path: path.to_path_buf() }),
+        false => Ok(chain),
+    }
+}
+
+/// The private key in `path` (the first PKCS#8, PKCS#1 or SEC1 key in it).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+}
+
+/// The SHA-256 of a certificate's DER encoding: what `openssl x509 -noout -fingerprint
+/// -sha256` prints, and what a worker pins.
+pub fn fingerprint(certificate: &CertificateDer<'_>) -> Pin {
+    Pin(Sha256::digest(certificate.as_ref()).into())
+}
+
+/// The fingerprint of the leaf certificate in the PEM file `path`.
+pub fn file_fingerprint(path: &Path) -> Result<Pin, TlsError> {
+    Ok(fingerprint(&read_chain(path)?[0]))
+}
+
+/// True if `host` (a URL's host: a name or an IP address, IPv6 in brackets) is this machine's
+/// loopback, where plain HTTP never leaves the machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of an `http://` or `https://` URL (`None` for anything else).
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => &authority[..v6.find(']')? + 2],
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// True if `url` is plain HTTP to a host other than loopback: traffic in cleartext on a network.
+pub fn is_cleartext_off_loopback(url: &str) -> bool {
+    url.starts_with("http://") && !url_host(url).is_some_and(is_loopback_host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_and_loopback() {
+        for (url, host) in [
+            ("http://127.0.0.1:9464/v1/credentials", Some("127.0.0.1")),
+            ("https://user@10.0.0.5:9464/x", Some("10.0.0.5")),
+            ("http://[::1]:8080/", Some("[::1]")),
+            ("http://localhost", Some("localhost")),
+            ("http://127.0.0.1.evil.example/", Some("127.0.0.1.evil.example")),
+            ("ftp://127.0.0.1/", None),
+            ("http://", None),
+        ] {
+            assert_eq!(url_host(url), host, "{url}");
+        }
+        assert!(!is_cleartext_off_loopback("http://127.0.0.1:1/"));
+        assert!(!is_cleartext_off_loopback("http://[::1]:1/"));
+        assert!(!is_cleartext_off_loopback("https://10.0.0.5/"));
+        assert!(is_cleartext_off_loopback("http://10.0.0.5:9464/v1/credentials"));
+        assert!(is_cleartext_off_loopback("http://127.0.0.1.evil.example/"));
+        assert!(is_cleartext_off_loopback("http://localhost@10.0.0.5/"));
+    }
+}

@@ -2,7 +2,8 @@
 # Prepares a fresh DevStack (devstack/local.conf, after stack.sh) for Skyburst: the worker image
 # in Glance, the worker flavor, a private network routed to the external one, the front end's
 # security group, the operator's key pair, and the front end itself (skyburst serve + skyburst
-# controller on one Nova instance, with a floating IP, set up through cloud-init).
+# controller on one Nova instance, with a floating IP, set up through cloud-init). Both serve
+# HTTPS with key pairs the instance makes at first boot (devstack/make-tls.sh).
 #
 #   source ~/devstack/openrc admin admin      # or: export OS_CLOUD=...
 #   devstack/bootstrap.sh --image-file skyburst-worker.qcow2 --admin-cidr 192.0.2.0/24 \
@@ -34,8 +35,11 @@ this order; each one finds what exists (by name) and creates only what is missin
             from --client-cidr, and tcp/<controller-port> from --subnet-cidr (the Nova
             workers fetch their AWS credentials from the controller), nothing else
   keypair   key pair <prefix>-admin from --public-key
-  frontend  server <prefix>-frontend (skyburst serve + skyburst controller, through cloud-init
-            user-data) on <prefix>-private, with a floating IP on the external network
+  frontend  a floating IP on the external network (described <prefix>-frontend), then server
+            <prefix>-frontend (skyburst serve + skyburst controller, through cloud-init
+            user-data) on <prefix>-private, with that floating IP. Both serve HTTPS with
+            self-signed ECDSA key pairs the instance makes at first boot in /etc/skyburst/tls
+            (devstack/make-tls.sh); the front end's names the floating IP or --frontend-name
 
 Options:
   --only STEPS            comma list of steps to run (default: all of them)
@@ -53,11 +57,17 @@ Options:
   --client-cidr CIDR      who may reach the front end's port (default: the
                           admin CIDR)                                           [secgroup]
   --frontend-port PORT    the front end's port (default: 8080)                  [secgroup, frontend]
-  --controller-port PORT  the controller's /metrics and /v1/credentials port,
-                          controller.metrics_port (default: 9464)               [secgroup]
+  --controller-port PORT  the controller's /metrics and /v1/credentials port
+                          (HTTPS), controller.metrics_port (default: 9464)      [secgroup]
   --public-key PATH       the admin's SSH public key                            [keypair]
   --config PATH           the Skyburst config the front end and the controller
-                          run with (e.g. examples/configs/hybrid.toml)          [frontend]
+                          run with (e.g. examples/configs/hybrid.toml); its
+                          credentials.url must be https:// (the controller's
+                          private address)                                      [frontend]
+  --frontend-name NAME    the DNS name or IP address clients reach the front end
+                          by, put in its certificate (default: the floating IP;
+                          with --print-user-data: none, only the instance's own
+                          hostname and addresses)                               [frontend]
   --frontend-flavor NAME  flavor of the front end (default: the worker flavor)  [frontend]
   --os-cloud NAME         the clouds.yaml entry the controller uses on the
                           instance (default: skyburst)                          [frontend]
@@ -65,8 +75,9 @@ Options:
   -h, --help              this text
 
 Secrets never travel in user-data (any process on the instance can read it back from the
-metadata service): after the frontend step, copy the bearer tokens, clouds.yaml and AWS
-credentials over SSH, as the step prints.
+metadata service): the TLS private keys are made on the instance, and after the frontend step
+you copy the bearer tokens, clouds.yaml and AWS credentials over SSH, as the step prints (it
+also says how to trust the front end's certificate, or to put a real one in its place).
 EOF
 }
 
@@ -100,6 +111,7 @@ controller_port=9464
 public_key=""
 config=""
 frontend_flavor=""
+frontend_name=""
 os_cloud=skyburst
 print_user_data=0
 
@@ -110,7 +122,8 @@ while [ $# -gt 0 ]; do
     --print-user-data) print_user_data=1; shift; continue ;;
     --only | --prefix | --image-file | --flavor-vcpus | --flavor-ram-mib | --flavor-disk-gb | \
       --external-network | --subnet-cidr | --dns-nameserver | --admin-cidr | --client-cidr | \
-      --frontend-port | --controller-port | --public-key | --config | --frontend-flavor | --os-cloud)
+      --frontend-port | --controller-port | --public-key | --config | --frontend-flavor | --os-cloud | \
+      --frontend-name)
       need_value "$@" ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -132,6 +145,7 @@ while [ $# -gt 0 ]; do
     --config) config=$2 ;;
     --frontend-flavor) frontend_flavor=$2 ;;
     --os-cloud) os_cloud=$2 ;;
+    --frontend-name) frontend_name=$2 ;;
   esac
   shift 2
 done
@@ -182,7 +196,51 @@ if runs frontend || [ "$print_user_data" = 1 ]; then
   if grep -Eq '^[[:space:]]*(frontend\.)?tokens[[:space:]]*=' "$config"; then
     die "$config sets frontend.tokens: user-data is readable by anyone on the instance. Remove them; copy them to /etc/skyburst/secrets/tokens over SSH after this step (one token per line)"
   fi
+  # The workers fetch AWS credentials from the controller at credentials.url: never in cleartext
+  # off the machine (skyburst refuses it too).
+  python3 - "$config" <<'PY' || exit 1
+import ipaddress, re, sys, urllib.parse
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: the url line of the [credentials] table
+    url, table = None, ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            table = line.strip("[] ")
+            continue
+        m = re.match(r'(credentials\.)?url\s*=\s*["\']([^"\']*)', line)
+        if m and (m.group(1) or table == "credentials"):
+            url = m.group(2)
+else:
+    try:
+        url = (tomllib.loads(text).get("credentials") or {}).get("url")
+    except tomllib.TOMLDecodeError as e:
+        sys.exit(f"bootstrap: error: --config {path} is not valid TOML: {e}")
+if isinstance(url, str) and url.lower().startswith("http://"):
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        sys.exit(
+            f"bootstrap: error: {path} sets credentials.url = \"{url}\": plain HTTP would carry the Nova "
+            "workers' AWS credentials across the network in cleartext, and skyburst refuses it. Use "
+            "https:// (e.g. https://CONTROLLER-PRIVATE-IP:9464/v1/credentials): the controller serves "
+            "HTTPS with a certificate the instance makes at first boot, which the workers pin"
+        )
+PY
   [[ $os_cloud =~ ^[A-Za-z0-9_.-]+$ ]] || die "--os-cloud '$os_cloud': use letters, digits, '_', '.' and '-'"
+  if [ -n "$frontend_name" ]; then
+    # A name goes in the certificate as a DNS name or an IP address, and into user-data as is.
+    python3 -c 'import ipaddress, sys; ipaddress.ip_address(sys.argv[1])' "$frontend_name" 2>/dev/null ||
+      { [ ${#frontend_name} -le 253 ] &&
+        [[ $frontend_name =~ ^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$ ]]; } ||
+      die "--frontend-name '$frontend_name' is neither a DNS name (e.g. skyburst.example.org) nor an IP address"
+  fi
 fi
 if runs secgroup || runs frontend || [ "$print_user_data" = 1 ]; then
   if ! [[ $frontend_port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$frontend_port" -gt 65535 ]; then
@@ -239,13 +297,18 @@ fi
 indent() { sed "s/^\(.\)/$(printf '%*s' "$1" '')\1/"; }
 
 # The front end's cloud-config: the operator's config, the two units, the environment they read,
-# and a secrets directory the operator fills over SSH. The binary comes with the image
-# (images/build-qcow2.sh puts it at /usr/local/bin/skyburst); nothing here is secret.
+# the script that makes their TLS key pairs, and a secrets directory the operator fills over
+# SSH. The binary comes with the image (images/build-qcow2.sh puts it at
+# /usr/local/bin/skyburst); nothing here is secret. frontend_name, when set, is validated above
+# (a DNS name or an IP address: nothing to quote in YAML).
 render_user_data() {
+  local make_tls="[/usr/local/lib/skyburst/make-tls.sh]"
+  [ -z "$frontend_name" ] || make_tls="[/usr/local/lib/skyburst/make-tls.sh, \"$frontend_name\"]"
   cat <<EOF
 #cloud-config
 # The Skyburst front end (skyburst serve + skyburst controller), rendered by devstack/bootstrap.sh.
-# Nothing here is secret: tokens and cloud credentials are copied over SSH after boot.
+# Nothing here is secret: the TLS keys are made on the instance at first boot, tokens and cloud
+# credentials are copied over SSH after boot.
 users:
   - default
   - name: skyburst
@@ -258,16 +321,29 @@ write_files:
     permissions: "0644"
     content: |
 $(indent 6 <"$config")
-  # Read by both units: where the front end listens (the security group's port) and where the
-  # credentials copied after boot are.
+  # Read by both units: where the front end listens (the security group's port), its and the
+  # controller's certificates, and where the credentials copied after boot are. These lines
+  # override the config's keys.
   - path: /etc/skyburst/environment
     permissions: "0644"
     content: |
       SKYBURST_FRONTEND__BIND=0.0.0.0
       SKYBURST_FRONTEND__PORT=$frontend_port
       SKYBURST_FRONTEND__TOKENS_FILE=/etc/skyburst/secrets/tokens
+      # Made at first boot by make-tls.sh. A real certificate for the front end: point these two
+      # at /etc/letsencrypt/live/NAME/fullchain.pem and privkey.pem, then restart the unit once
+      # (renewals are picked up without a restart). The controller's is pinned by the workers.
+      SKYBURST_FRONTEND__TLS__CERT=/etc/skyburst/tls/frontend.crt
+      SKYBURST_FRONTEND__TLS__KEY=/etc/skyburst/tls/frontend.key
+      SKYBURST_CONTROLLER__TLS__CERT=/etc/skyburst/tls/controller.crt
+      SKYBURST_CONTROLLER__TLS__KEY=/etc/skyburst/tls/controller.key
       OS_CLOUD=$os_cloud
       AWS_SHARED_CREDENTIALS_FILE=/etc/skyburst/secrets/aws-credentials
+  # Makes /etc/skyburst/tls/{frontend,controller}.{crt,key} unless they exist (runcmd below).
+  - path: /usr/local/lib/skyburst/make-tls.sh
+    permissions: "0755"
+    content: |
+$(indent 6 <"$here/make-tls.sh")
   - path: /etc/systemd/system/skyburst-frontend.service
     permissions: "0644"
     content: |
@@ -279,6 +355,10 @@ $(indent 6 <"$here/skyburst-controller.service")
 runcmd:
   - [install, -d, -m, "0750", -g, skyburst, /etc/skyburst/secrets, /etc/openstack]
   - [sh, -c, 'test -x /usr/local/bin/skyburst || { echo "skyburst: no /usr/local/bin/skyburst: boot the front end from the image images/build-qcow2.sh builds" >&2; exit 1; }']
+  # The key pairs, made here rather than in an ExecStartPre: once, as root, before the units
+  # first start, with the network up (hostname -I has the private address); the units stay
+  # unprivileged and never rewrite a certificate. Extra name: the front end's public one.
+  - $make_tls
   # The front end runs no detector: if the image enables a worker, it stays off here.
   - [sh, -c, 'systemctl disable --now skyburst-worker.service 2>/dev/null || true']
   - [systemctl, daemon-reload]
@@ -551,8 +631,21 @@ wait_active() {
   done
 }
 
+# floating_ips ARGS...: "ID ADDRESS PORT" for each floating IP `openstack floating ip list ARGS`
+# finds whose description is the server's name (PORT "-" when unbound); `--port P` lists the one
+# on the server's port, whatever its description.
+floating_ips() {
+  osc floating ip list --project "$project" --long "$@" -f json >"$work/fips.json"
+  python3 -c '
+import json, sys
+by_port = "--port" in sys.argv[3:]
+for f in json.load(open(sys.argv[1])):
+    if by_port or f.get("Description") == sys.argv[2]:
+        print(f["ID"], f["Floating IP Address"], f.get("Port") or "-")' "$work/fips.json" "$server_name" "$@"
+}
+
 step_frontend() {
-  local image flavor net sg server port address external ids
+  local image flavor net sg server port external ids fip fip_id address fip_port count
   image=$(find_image)
   [ -n "$image" ] || die "no image $image_name: run the image step first (--only image --image-file PATH)"
   frontend_flavor=${frontend_flavor:-$flavor_name}
@@ -568,6 +661,43 @@ step_frontend() {
 
   ids=$(osc server list --name "^${server_name}\$" -f value -c ID)
   server=$(one server "$server_name" "$ids")
+  fip=""
+  if [ -n "$server" ]; then
+    report found server "$server_name" "$server"
+    wait_active "$server"
+    port=$(first_port --server "$server" --network "$net")
+    [ -n "$port" ] || die "server $server_name ($server) has no port on $network_name: delete it and run again"
+    ids=$(floating_ips --port "$port")
+    fip=${ids%%$'\n'*}
+    [ -z "$frontend_name" ] ||
+      note "server $server_name exists: its certificate has the names of its first boot (--frontend-name applies to a new server; see devstack/README.md to make it again)"
+  fi
+  # The floating IP comes before the server: its address is a name in the front end's
+  # certificate, which the instance makes at first boot from its user-data. Made unbound (and
+  # described with the server's name, so a run cut short finds it again), bound once the server is.
+  if [ -z "$fip" ]; then
+    ids=$(floating_ips --network "$external")
+    count=$(grep -c . <<<"$ids" || true)
+    [ "$count" -le 1 ] ||
+      die "$count floating IPs are described '$server_name' in this project: delete the extra ones (openstack floating ip delete ADDRESS) and run again"
+    fip=$ids
+  fi
+  if [ -z "$fip" ]; then
+    osc floating ip create --description "$server_name" "$external" -f json >"$work/fip.json"
+    fip=$(python3 -c '
+import json, sys
+f = json.load(open(sys.argv[1]))
+print(f["id"], f["floating_ip_address"], "-")' "$work/fip.json")
+    read -r fip_id address fip_port <<<"$fip"
+    report created floating-ip "$server_name" "$address"
+  else
+    read -r fip_id address fip_port <<<"$fip"
+    report found floating-ip "$server_name" "$address"
+  fi
+  frontend_name=${frontend_name:-$address}
+  local host=$frontend_name
+  [[ $host != *:* ]] || host="[$host]"
+
   if [ -z "$server" ]; then
     render_user_data >"$work/user-data"
     # Nova refuses user-data over 65535 bytes once base64-encoded.
@@ -581,25 +711,15 @@ step_frontend() {
       "$server_name" -f value -c id)
     report created server "$server_name" "$server"
     wait_active "$server"
-  else
-    report found server "$server_name" "$server"
-    wait_active "$server"
+    port=$(first_port --server "$server" --network "$net")
+    [ -n "$port" ] || die "server $server_name ($server) has no port on $network_name: delete it and run again"
   fi
-
-  port=$(first_port --server "$server" --network "$net")
-  [ -n "$port" ] || die "server $server_name ($server) has no port on $network_name: delete it and run again"
-  ids=$(osc floating ip list --port "$port" -f value -c "Floating IP Address")
-  address=${ids%%$'\n'*}
-  if [ -z "$address" ]; then
-    # Created already bound to the port: one call, so an interrupted run leaks no unbound address.
-    address=$(osc floating ip create --port "$port" --description "$server_name" "$external" \
-      -f value -c floating_ip_address)
-    report created floating-ip "$server_name" "$address"
-  else
-    report found floating-ip "$server_name" "$address"
+  if [ "$fip_port" != "$port" ]; then
+    osc floating ip set --port "$port" "$fip_id"
+    note "bound floating IP $address to server $server_name"
   fi
   cat >&2 <<EOF
-bootstrap: the front end is at http://$address:$frontend_port once it has its tokens. Its secrets
+bootstrap: the front end is at https://$host:$frontend_port once it has its tokens. Its secrets
   go over SSH (the login user is the image's default one, "debian" on Debian's cloud images):
     scp tokens clouds.yaml aws-credentials debian@$address:
     ssh debian@$address 'sudo install -m 0640 -g skyburst tokens aws-credentials /etc/skyburst/secrets/ &&
@@ -609,6 +729,20 @@ bootstrap: the front end is at http://$address:$frontend_port once it has its to
   aws-credentials: for SQS, S3 and EC2 (see images/iam/). The units retry every 10 s until these
   are in place:
     ssh debian@$address sudo journalctl -u skyburst-frontend -u skyburst-controller -f
+  Its certificate is self-signed, made on the instance at first boot for $frontend_name (and the
+  instance's hostname and private addresses); its key never leaves the instance. Trust it:
+    ssh debian@$address sudo cat /etc/skyburst/tls/frontend.crt > skyburst-frontend.crt
+    skyburst load --url https://$host:$frontend_port --ca-cert skyburst-frontend.crt ...
+  (curl: --cacert skyburst-frontend.crt). A real certificate instead, for a DNS name NAME that
+  points at $address: get one with certbot on the instance, then
+    sudo sh -c 'cd /etc/letsencrypt && chgrp skyburst live archive archive/NAME/privkey*.pem &&
+      chmod 0750 live archive && chmod 0640 archive/NAME/privkey*.pem'
+    sudo sed -i 's|^SKYBURST_FRONTEND__TLS__CERT=.*|SKYBURST_FRONTEND__TLS__CERT=/etc/letsencrypt/live/NAME/fullchain.pem|' /etc/skyburst/environment
+    sudo sed -i 's|^SKYBURST_FRONTEND__TLS__KEY=.*|SKYBURST_FRONTEND__TLS__KEY=/etc/letsencrypt/live/NAME/privkey.pem|' /etc/skyburst/environment
+    sudo systemctl restart skyburst-frontend
+  Renewals (certbot keeps the key's group and mode) are picked up without a restart, or at once
+  with sudo systemctl reload skyburst-frontend.
+  The controller's certificate (/etc/skyburst/tls/controller.crt) stays: the workers pin it.
 EOF
 }
 

@@ -87,9 +87,11 @@ fn devstack_scripts_pass_bash_n_shellcheck_and_systemd_analyze() {
 }
 
 /// `bootstrap.sh --print-user-data` (no cloud call) renders a cloud-config that `cloud-init
-/// schema` accepts and that writes the operator's config byte for byte, the two units as
-/// committed, and the port and cloud asked for; a config holding bearer tokens is refused, since
-/// any process on the instance can read user-data back from the metadata service.
+/// schema` accepts and that writes the operator's config byte for byte, the two units and
+/// make-tls.sh as committed, the port and cloud asked for, and the TLS files' paths; runcmd makes
+/// the key pairs on the instance (with the front end's public name), so no private key is in
+/// user-data; a config holding bearer tokens, or a plain-HTTP credentials.url off loopback, is
+/// refused, since any process on the instance can read user-data back from the metadata service.
 #[cfg(feature = "dev-tools")]
 #[test]
 fn frontend_user_data_carries_the_config_and_units_but_no_tokens() {
@@ -97,10 +99,12 @@ fn frontend_user_data_carries_the_config_and_units_but_no_tokens() {
     let user_data = succeed(
         Command::new("bash")
             .arg(devstack().join("bootstrap.sh"))
-            .args(["--print-user-data", "--frontend-port", "8443", "--os-cloud", "private-cloud", "--config"])
+            .args(["--print-user-data", "--frontend-port", "8443", "--os-cloud", "private-cloud"])
+            .args(["--frontend-name", "skyburst.example.org", "--config"])
             .arg(&config_path),
     );
     assert!(user_data.starts_with("#cloud-config\n"), "{user_data}");
+    assert!(!user_data.contains("PRIVATE KEY"), "a private key in user-data:\n{user_data}");
     let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&user_data).unwrap();
     let files: BTreeMap<String, String> = parsed["write_files"]
         .as_sequence()
@@ -113,9 +117,20 @@ fn frontend_user_data_carries_the_config_and_units_but_no_tokens() {
     for unit in ["skyburst-frontend.service", "skyburst-controller.service"] {
         let committed = std::fs::read_to_string(devstack().join(unit)).unwrap();
         assert_eq!(files[&format!("/etc/systemd/system/{unit}")], committed, "{unit}");
+        assert!(committed.lines().any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"), "{unit}: {committed}");
     }
+    let make_tls = "/usr/local/lib/skyburst/make-tls.sh";
+    assert_eq!(files[make_tls], std::fs::read_to_string(devstack().join("make-tls.sh")).unwrap());
     let environment = &files["/etc/skyburst/environment"];
-    for line in ["SKYBURST_FRONTEND__BIND=0.0.0.0", "SKYBURST_FRONTEND__PORT=8443", "OS_CLOUD=private-cloud"] {
+    for line in [
+        "SKYBURST_FRONTEND__BIND=0.0.0.0",
+        "SKYBURST_FRONTEND__PORT=8443",
+        "OS_CLOUD=private-cloud",
+        "SKYBURST_FRONTEND__TLS__CERT=/etc/skyburst/tls/frontend.crt",
+        "SKYBURST_FRONTEND__TLS__KEY=/etc/skyburst/tls/frontend.key",
+        "SKYBURST_CONTROLLER__TLS__CERT=/etc/skyburst/tls/controller.crt",
+        "SKYBURST_CONTROLLER__TLS__KEY=/etc/skyburst/tls/controller.key",
+    ] {
         assert!(environment.lines().any(|l| l == line), "{line} missing from\n{environment}");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +140,11 @@ fn frontend_user_data_carries_the_config_and_units_but_no_tokens() {
     assert!(schema.contains("Valid cloud-config"), "{schema}");
     let runcmd = format!("{:?}", parsed["runcmd"]);
     assert!(runcmd.contains("skyburst-frontend.service") && runcmd.contains("skyburst-controller.service"), "{runcmd}");
+    // The key pairs are made before the units are enabled, with the front end's public name.
+    let commands: Vec<String> = parsed["runcmd"].as_sequence().unwrap().iter().map(|c| format!("{c:?}")).collect();
+    let made = commands.iter().position(|c| c.contains(make_tls) && c.contains("skyburst.example.org"));
+    let enabled = commands.iter().position(|c| c.contains("\"enable\""));
+    assert!(made.is_some() && made < enabled, "{runcmd}");
 
     let with_tokens = dir.path().join("tokens.toml");
     std::fs::write(&with_tokens, "[frontend]\ntokens = [\"0123456789abcdef0123\"]\n").unwrap();
@@ -136,6 +156,17 @@ fn frontend_user_data_carries_the_config_and_units_but_no_tokens() {
             .arg(&with_tokens),
     );
     assert!(code != 0 && stdout.is_empty() && stderr.contains("frontend.tokens"), "{code}\n{stdout}\n{stderr}");
+
+    let cleartext = dir.path().join("cleartext.toml");
+    std::fs::write(&cleartext, config.replace("https://10.0.0.5:", "http://10.0.0.5:")).unwrap();
+    let (code, stdout, stderr) = output(
+        Command::new("bash")
+            .arg(devstack().join("bootstrap.sh"))
+            .arg("--print-user-data")
+            .arg("--config")
+            .arg(&cleartext),
+    );
+    assert!(code != 0 && stdout.is_empty() && stderr.contains("credentials.url"), "{code}\n{stdout}\n{stderr}");
 }
 
 // === the local OpenStack plane ===

@@ -21,6 +21,30 @@ fn the_front_end_serves_https_and_load_runs_over_it() {
     let plain = service.url.replace("https://", "http://");
     let cleartext = reqwest::blocking::Client::new().get(format!("{plain}/healthz")).send();
     assert!(cleartext.is_err(), "nothing is served in cleartext on the HTTPS port: {cleartext:?}");
+    // A client that connects and never starts its handshake is dropped after the timeout.
+    let mut silent = std::net::TcpStream::connect(service.url.trim_start_matches("https://")).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let read = std::io::Read::read(&mut silent, &mut [0u8; 64]);
+    let waited = started.elapsed();
+    assert!(matches!(read, Ok(0)) || read.is_err(), "{read:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
+        "dropped after {waited:?}, not the {:?} handshake timeout",
+        skyburst::tls::HANDSHAKE_TIMEOUT
+    );
+
+    // A client pinning this certificate gets in; one pinning another is refused, and says why.
+    let pinned = |pin| {
+        let config = skyburst::tls::pin::client_config(pin);
+        reqwest::blocking::Client::builder().tls_backend_preconfigured(config).build().unwrap()
+    };
+    let healthz = format!("{}/healthz", service.url);
+    assert_eq!(pinned(cert.pin).get(&healthz).send().unwrap().status().as_u16(), 200);
+    let wrong = skyburst::tls::Pin([0xab; 32]);
+    let refused = pinned(wrong).get(&healthz).send().unwrap_err();
+    let mismatch = skyburst::tls::pin::PinMismatch::find(&refused).expect("the handshake's own error");
+    assert_eq!((mismatch.expected, mismatch.got), (wrong, cert.pin));
 
     let data = tempfile::tempdir().unwrap();
     let labels = data.path().join("labels.csv");

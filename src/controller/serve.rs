@@ -58,6 +58,7 @@ pub fn metrics_server(
         app
     })
     .workers(1)
+    .tls_handshake_timeout(crate::tls::HANDSHAKE_TIMEOUT)
     .disable_signals();
     let server = match certificates {
         Some(certificates) => server.listen_rustls_0_23(listener, certificates.server_config())?,

@@ -88,8 +88,12 @@ impl VendedCredentialsProvider {
             refresh_token: refresh,
         };
         let failed = |what: String| CredentialsError::provider_error(format!("{}: {what}", self.url));
-        let response =
-            self.http.post(&self.url).json(&request).send().await.map_err(|e| failed(crate::error::chain(&e)))?;
+        let response = self.http.post(&self.url).json(&request).send().await.map_err(|e| {
+            failed(match crate::tls::pin::PinMismatch::find(&e) {
+                Some(mismatch) => mismatch.to_string(),
+                None => crate::error::chain(&e),
+            })
+        })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

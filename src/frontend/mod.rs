@@ -170,6 +170,7 @@ pub async fn serve(
     })
     .workers(2)
     .max_connections(max_connections)
+    .tls_handshake_timeout(crate::tls::HANDSHAKE_TIMEOUT)
     .disable_signals()
     .shutdown_timeout(10);
     let server = match certificates {

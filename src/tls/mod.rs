@@ -22,6 +22,10 @@ use sha2::{Digest, Sha256};
 
 pub use pin::Pin;
 
+/// A client that has not finished its TLS handshake this long after connecting is dropped, so
+/// silent connections cannot pile up before any request limit applies.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The crypto provider every TLS config here is built with, named explicitly rather than
 /// taken from a process-wide default.
 pub fn provider() -> Arc<CryptoProvider> {

@@ -70,7 +70,7 @@ impl<'de> Deserialize<'de> for Pin {
 }
 
 /// The server showed a certificate other than the pinned one.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the server's certificate has SHA-256 {got}, not the pinned {expected}: this is not the controller \
      this worker was launched for (or its certificate was replaced; workers launched before the change \
@@ -81,6 +81,26 @@ pub struct PinMismatch {
     pub expected: Pin,
     /// What the server showed.
     pub got: Pin,
+}
+
+impl PinMismatch {
+    /// The mismatch somewhere in `error`'s causes: an HTTP client's error wraps the handshake's
+    /// (inside an `io::Error`, whose `source` skips it), and rustls keeps it as an opaque
+    /// "other" certificate error, printed with `Debug`. This finds it to say it plainly.
+    pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) = error.downcast_ref() {
+                return other.0.downcast_ref::<PinMismatch>().copied();
+            }
+            // An `io::Error` around another error: look at what it wraps, not at its `source`.
+            next = match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => error.source(),
+            };
+        }
+        None
+    }
 }
 
 /// Accepts the pinned certificate only; checks the handshake's signatures with the provider's

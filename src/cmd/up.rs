@@ -84,6 +84,8 @@ struct Children {
     data_dir: std::path::PathBuf,
     /// Where the children's stderr goes, when not to ours.
     log: Option<LogFile>,
+    /// `frontend.tls.cert`: what a client of an HTTPS front end may need to trust.
+    certificate: Option<std::path::PathBuf>,
 }
 
 impl Children {
@@ -96,7 +98,7 @@ impl Children {
             common.extend(["--config".to_string(), file.display().to_string()]);
         }
         common.extend(["--data-dir".to_string(), data_dir.display().to_string()]);
-        Ok(Self { exe, common, data_dir, log })
+        Ok(Self { exe, common, data_dir, log, certificate: config.frontend.tls.cert.clone() })
     }
 
     fn command(&self, args: &[String]) -> Command {
@@ -162,7 +164,11 @@ impl Children {
             None => "workers scaled by the controller".to_string(),
         };
         say(&format!("skyburst up: {url}  ({fleet}, data in {})", self.data_dir.display()));
-        say(&format!("  try: skyburst load --url {url} --images ~/.cache/skyburst/images --requests 4"));
+        let trust = match &self.certificate {
+            Some(cert) => format!(" --ca-cert {}", cert.display()),
+            None => String::new(),
+        };
+        say(&format!("  try: skyburst load --url {url}{trust} --images ~/.cache/skyburst/images --requests 4"));
         say("  Ctrl-C stops everything");
         let code = loop {
             tokio::select! {

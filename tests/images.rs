@@ -82,6 +82,7 @@ fn rendered_user_data_passes_cloud_init_schema() {
         for file in skyburst::boot::MODEL_FILES {
             std::fs::write(models.join(file), format!("stand-in {file}\n")).unwrap();
         }
+        let cert = crate::support::tls::TestCert::new();
         let binary = work.path().join("skyburst");
         std::fs::write(&binary, b"stand-in binary\n").unwrap();
         let skyburst = || {
@@ -92,6 +93,9 @@ fn rendered_user_data_passes_cloud_init_schema() {
                 .env("SKYBURST_STORE__BACKEND", "embedded")
                 .env("SKYBURST_EMBEDDED__DATA_DIR", work.path().join("data"))
                 .env("SKYBURST_DETECTOR__MODEL_DIR", &models)
+                // The examples' controller certificate, whose pin Nova workers are given.
+                .env("SKYBURST_CONTROLLER__TLS__CERT", &cert.cert)
+                .env("SKYBURST_CONTROLLER__TLS__KEY", &cert.key)
                 .env("AWS_ACCESS_KEY_ID", "stand-in")
                 .env("AWS_SECRET_ACCESS_KEY", "stand-in")
                 .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -106,6 +110,11 @@ fn rendered_user_data_passes_cloud_init_schema() {
         for pool in pools {
             let (code, user_data, stderr) = crate::support::run(skyburst().args(["render-user-data", "--pool", pool]));
             assert_eq!(code, 0, "{name}: render-user-data --pool {pool} failed:\n{stderr}");
+            let worker = skyburst::boot::worker_config_from_user_data(&user_data).unwrap();
+            if worker.contains("[credentials]") {
+                let pin = format!("controller_cert_sha256 = \"{}\"", cert.pin);
+                assert!(worker.contains(&pin), "{name}, pool {pool}: vended workers pin the controller: {worker}");
+            }
             let file = work.path().join(format!("{name}-{pool}.yaml"));
             std::fs::write(&file, &user_data).unwrap();
             let output =

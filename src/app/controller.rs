@@ -16,7 +16,10 @@ use crate::controller::{Controller, ControllerSettings, Pool};
 pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
     let backends = backends(config, "controller").await?;
     // Nova workers pin the certificate the controller serves them credentials with.
-    let pinned = crate::boot::pin_controller_certificate(config).context("cannot pin controller.tls.cert")?;
+    let pinned = crate::boot::pin_controller_certificate(config).context(
+        "cannot pin controller.tls.cert, whose SHA-256 Nova workers are given (they accept that certificate only): \
+         run where the certificate is, or set credentials.controller_cert_sha256",
+    )?;
     // Every cloud pool's user-data pins the same release: its manifest is read once.
     let release = match config.pools.iter().any(|p| p.provider != ProviderKind::Local) {
         true => Some(crate::boot::fetch_release(config, backends.store.as_ref()).await?),

@@ -60,12 +60,21 @@ impl TlsFiles {
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The file could not be read or holds no valid PEM.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read.
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the reader said.
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid PEM.
+    #[error("{path} is not valid PEM")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
         #[source]
         source: rustls::pki_types::pem::Error,
     },
@@ -88,9 +97,17 @@ pub enum TlsError {
     },
 }
 
+/// A PEM reader's error on `path`, the I/O error kept as such.
+fn pem_error(path: &Path, error: rustls::pki_types::pem::Error) -> TlsError {
+    match error {
+        rustls::pki_types::pem::Error::Io(source) => TlsError::Read { path: path.to_path_buf(), source },
+        source => TlsError::Pem { path: path.to_path_buf(), source },
+    }
+}
+
 /// The certificate chain in `path`, leaf first.
 pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read = |source| TlsError::Read { path: path.to_path_buf(), source };
+    let read = |error| pem_error(path, error);
     let chain = CertificateDer::pem_file_iter(path).map_err(read)?.collect::<Result<Vec<_>, _>>().map_err(read)?;
     match chain.is_empty() {
         true => Err(TlsError::NoCertificate { path: path.to_path_buf() }),
@@ -100,7 +117,7 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// The private key in `path` (the first PKCS#8, PKCS#1 or SEC1 key in it).
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    PrivateKeyDer::from_pem_file(path).map_err(|error| pem_error(path, error))
 }
 
 /// The SHA-256 of a certificate's DER encoding: what `openssl x509 -noout -fingerprint

@@ -171,6 +171,8 @@ mod tests {
         assert!(matches!(error, TlsError::Key { .. }), "{error}");
         assert_eq!(certificates.fingerprint(), first, "still serving the good pair");
         std::fs::write(&key, "not a key").unwrap();
+        assert!(matches!(certificates.reload().unwrap_err(), TlsError::Pem { .. }));
+        std::fs::remove_file(&key).unwrap();
         assert!(matches!(certificates.reload().unwrap_err(), TlsError::Read { .. }));
         std::fs::write(&cert, "").unwrap();
         assert!(matches!(Certificates::load(&cert, &key).unwrap_err(), TlsError::NoCertificate { .. }));

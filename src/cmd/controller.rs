@@ -35,7 +35,11 @@ pub fn run(config: &Config, args: &ControllerArgs, config_file: Option<&Path>) -
         };
         let scheme = if certificates.is_some() { "https" } else { "http" };
         if let Some(certificates) = &certificates {
-            tokio::spawn(certificates.clone().watch("controller", stop.clone()));
+            // Nova workers are given this certificate's SHA-256 when they launch.
+            let replaced = "the controller's certificate changed: running Nova workers pinned the old one and \
+                            will refuse it, and new ones are given the old pin until the controller restarts; \
+                            keep the controller's pair for the deployment's life";
+            tokio::spawn(certificates.clone().watch("controller", Some(replaced), stop.clone()));
         }
         let (server, bound) =
             controller::serve::metrics_server(&addr, controller.metrics.clone(), extras, certificates)?;

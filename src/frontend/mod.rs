@@ -175,7 +175,7 @@ pub async fn serve(
     .shutdown_timeout(10);
     let server = match certificates {
         Some(certificates) => {
-            tokio::spawn(certificates.clone().watch("frontend", stop.clone()));
+            tokio::spawn(certificates.clone().watch("frontend", None, stop.clone()));
             server.listen_rustls_0_23(listener, certificates.server_config())?
         }
         None => server.listen(listener)?,

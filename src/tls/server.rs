@@ -95,8 +95,14 @@ impl Certificates {
     }
 
     /// Reloads on SIGHUP and when the files change, until `shutdown` turns true. `what` names
-    /// the server in the log.
-    pub async fn watch(self: Arc<Self>, what: &'static str, mut shutdown: watch::Receiver<bool>) {
+    /// the server in the log; `when_replaced`, if any, is logged as a warning when a reload
+    /// brings a different certificate (the controller's: its clients pin it).
+    pub async fn watch(
+        self: Arc<Self>,
+        what: &'static str,
+        when_replaced: Option<&'static str>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(hangup) => Some(hangup),
@@ -116,9 +122,13 @@ impl Certificates {
                     false => continue,
                 },
             };
+            let before = self.fingerprint();
             match self.reload() {
                 Ok(pin) => {
-                    tracing::info!(server = what, cert = %self.cert.display(), sha256 = %pin, why, "certificate reloaded")
+                    tracing::info!(server = what, cert = %self.cert.display(), sha256 = %pin, why, "certificate reloaded");
+                    if let Some(warning) = when_replaced.filter(|_| pin != before) {
+                        tracing::warn!(server = what, old = %before, new = %pin, "{warning}");
+                    }
                 }
                 Err(e) => tracing::error!(
                     server = what, why, error = %crate::error::chain(&e),
@@ -187,7 +197,7 @@ mod tests {
         write_pair(dir.path());
         let certificates = Certificates::load(&cert, &key).unwrap();
         let (stop, shutdown) = watch::channel(false);
-        let watcher = tokio::spawn(certificates.clone().watch("test", shutdown));
+        let watcher = tokio::spawn(certificates.clone().watch("test", None, shutdown));
         // Let the watcher install its handler before the signal comes.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let second = write_pair(dir.path());

@@ -126,15 +126,27 @@ pub fn worker_config(config: &Config, pool: &PoolConfig) -> String {
     format!("# Skyburst worker of pool {} (rendered by skyburst render-user-data).\n{body}", pool.name)
 }
 
-/// `config` with `credentials.controller_cert_sha256` filled in from `controller.tls.cert` when
-/// workers reach the controller over HTTPS and no pin is set: the pin rendered into Nova
-/// workers' config, so they accept the controller's own certificate and no other.
-pub fn pin_controller_certificate(config: &Config) -> Result<Config, crate::tls::TlsError> {
+/// What to do when [`pin_controller_certificate`] cannot read the certificate.
+pub const PIN_HELP: &str = "cannot pin controller.tls.cert, whose SHA-256 Nova workers are given (they accept \
+                            that certificate only): run where the certificate is, or set \
+                            credentials.controller_cert_sha256";
+
+/// `config` with `credentials.controller_cert_sha256` filled in when workers reach the
+/// controller over HTTPS and no pin is set: the pin rendered into Nova workers' config, so they
+/// accept the controller's own certificate and no other. It is `served`, the fingerprint of the
+/// certificate the controller serves, or else that of the file `controller.tls.cert`.
+pub fn pin_controller_certificate(
+    config: &Config,
+    served: Option<crate::tls::Pin>,
+) -> Result<Config, crate::tls::TlsError> {
     let mut pinned = config.clone();
     let c = &mut pinned.credentials;
     let https = c.url.as_deref().is_some_and(|url| url.starts_with("https://"));
     if let (true, None, Some(cert)) = (https, c.controller_cert_sha256, &config.controller.tls.cert) {
-        c.controller_cert_sha256 = Some(crate::tls::file_fingerprint(cert)?);
+        c.controller_cert_sha256 = Some(match served {
+            Some(pin) => pin,
+            None => crate::tls::file_fingerprint(cert)?,
+        });
     }
     Ok(pinned)
 }

@@ -195,7 +195,7 @@ fn check_vending(
     )
     .unwrap();
     let refused = runtime.block_on(impostor.provide_credentials()).unwrap_err();
-    let refused = skyburst::error::chain(&refused);
+    let refused = skyburst::error::error_chain(&refused);
     assert!(refused.contains(&format!("not the pinned {wrong}")), "{refused}");
     assert!(refused.contains(&cert.pin.to_string()), "the error names what was shown: {refused}");
     let http = cert.client();

@@ -22,6 +22,8 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
+use crate::error_chain;
+
 /// The instance metadata service is probed for a region and credentials only when nothing else
 /// gave them; off EC2 it does not answer, so one attempt of 1 s (the SDK's default is 4 attempts,
 /// up to 30 s) keeps a missing-credentials error quick.
@@ -148,21 +150,6 @@ impl AwsSession {
         }
         aws_sdk_ec2::Client::from_conf(config.build())
     }
-}
-
-/// The error and its sources on one line: the SDK's top-level messages are often generic.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Appends one line per AWS call, `<role> <service>:<Operation>`. The IAM policy test reads it to

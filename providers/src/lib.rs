@@ -116,6 +116,22 @@ pub fn explained(message: impl Into<String>, error: impl Into<Cause>) -> Cause {
     Box::new(Explained { message: message.into(), source: error.into() })
 }
 
+/// The error and its sources on one line, each said once: an SDK's or an HTTP client's
+/// top-level messages are often generic ("error sending request").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Why a provider call failed, in the taxonomy the controller acts on. Each variant keeps what
 /// the cloud answered as its [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]

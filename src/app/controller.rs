@@ -12,14 +12,16 @@ use crate::config::{Config, ProviderKind};
 use crate::controller::{Controller, ControllerSettings, Pool};
 
 /// The controller with every configured pool's provider. `config_file` is passed on to the
-/// worker processes the `local` pool starts.
-pub async fn controller(config: &Config, config_file: Option<&Path>, dry_run: bool) -> anyhow::Result<Controller> {
+/// worker processes the `local` pool starts; `served` is the certificate the controller serves
+/// `/v1/credentials` with, whose SHA-256 Nova workers are given.
+pub async fn controller(
+    config: &Config,
+    config_file: Option<&Path>,
+    dry_run: bool,
+    served: Option<crate::tls::Pin>,
+) -> anyhow::Result<Controller> {
     let backends = backends(config, "controller").await?;
-    // Nova workers pin the certificate the controller serves them credentials with.
-    let pinned = crate::boot::pin_controller_certificate(config).context(
-        "cannot pin controller.tls.cert, whose SHA-256 Nova workers are given (they accept that certificate only): \
-         run where the certificate is, or set credentials.controller_cert_sha256",
-    )?;
+    let pinned = crate::boot::pin_controller_certificate(config, served).context(crate::boot::PIN_HELP)?;
     // Every cloud pool's user-data pins the same release: its manifest is read once.
     let release = match config.pools.iter().any(|p| p.provider != ProviderKind::Local) {
         true => Some(crate::boot::fetch_release(config, backends.store.as_ref()).await?),

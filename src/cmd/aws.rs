@@ -36,7 +36,8 @@ mod enabled {
         PublicAccessBlockConfiguration,
     };
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    use skyburst_providers::aws::{error_chain, AwsSession};
+    use skyburst_providers::aws::AwsSession;
+    use skyburst_providers::error_chain;
 
     use crate::cli::PublishWorkerArgs;
     use crate::config::{Config, QueueBackend, StoreBackend};

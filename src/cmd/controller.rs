@@ -27,7 +27,8 @@ pub fn run(config: &Config, args: &ControllerArgs, config_file: Option<&Path>) -
     );
     app::runtime()?.block_on(async {
         let (_signal, stop) = shutdown::on_signal();
-        let controller = app::controller(config, config_file, args.dry_run).await?;
+        let served = certificates.as_ref().map(|c| c.fingerprint());
+        let controller = app::controller(config, config_file, args.dry_run, served).await?;
         let addr = format!("{}:{}", c.metrics_bind, c.metrics_port);
         let extras = controller::serve::Extras {
             #[cfg(feature = "aws")]

@@ -21,10 +21,7 @@ pub fn run(config: &Config, args: &RenderUserDataArgs) -> anyhow::Result<ExitCod
         "pool {} is a local pool: its workers are processes on this machine and get no user-data",
         pool.name
     );
-    let pinned = boot::pin_controller_certificate(config).context(
-        "cannot pin controller.tls.cert, whose SHA-256 Nova workers are given (they accept that certificate only): \
-         run where the certificate is, or set credentials.controller_cert_sha256",
-    )?;
+    let pinned = boot::pin_controller_certificate(config, None).context(boot::PIN_HELP)?;
     let user_data = app::runtime()?.block_on(async {
         let store = app::store(config, "render-user-data").await?;
         let release = boot::fetch_release(config, store.as_ref()).await?;

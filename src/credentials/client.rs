@@ -91,7 +91,7 @@ impl VendedCredentialsProvider {
         let response = self.http.post(&self.url).json(&request).send().await.map_err(|e| {
             failed(match crate::tls::pin::PinMismatch::find(&e) {
                 Some(mismatch) => mismatch.to_string(),
-                None => crate::error::chain(&e),
+                None => crate::error::error_chain(&e),
             })
         })?;
         let status = response.status();

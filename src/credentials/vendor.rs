@@ -168,7 +168,7 @@ impl CredentialVendor {
             .send()
             .await
             .map_err(|e| {
-                let message = format!("STS AssumeRole: {}", skyburst_providers::aws::error_chain(&e));
+                let message = format!("STS AssumeRole: {}", skyburst_providers::error_chain(&e));
                 VendError::Unavailable(crate::error::explained(message, e))
             })?;
         let c = answer.credentials().ok_or_else(|| VendError::Unavailable("STS answered no credentials".into()))?;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use skyburst_providers::aws::{error_chain, AwsSession};
+use skyburst_providers::aws::AwsSession;
+use skyburst_providers::error_chain;
 use tokio::sync::OnceCell;
 
 use super::{Delivery, Queue, QueueDepth, QueueError, Receipt, Result};

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use skyburst_providers::aws::{error_chain, AwsSession};
+use skyburst_providers::aws::AwsSession;
+use skyburst_providers::error_chain;
 
 use super::{check_key, ObjectInfo, ObjectStore, Result, StoreError};
 

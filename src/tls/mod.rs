@@ -131,28 +131,20 @@ pub fn file_fingerprint(path: &Path) -> Result<Pin, TlsError> {
     Ok(fingerprint(&read_chain(path)?[0]))
 }
 
-/// True if `host` (a URL's host: a name or an IP address, IPv6 in brackets) is this machine's
-/// loopback, where plain HTTP never leaves the machine.
-pub fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The host of an `http://` or `https://` URL (`None` for anything else).
-pub fn url_host(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => &authority[..v6.find(']')? + 2],
-        None => authority.split(':').next()?,
-    };
-    (!host.is_empty()).then_some(host)
-}
-
-/// True if `url` is plain HTTP to a host other than loopback: traffic in cleartext on a network.
+/// True if `url` is plain HTTP to a host other than loopback (`localhost`, 127.0.0.0/8, `::1`):
+/// traffic in cleartext on a network. An `http://` URL that does not parse counts as off loopback.
 pub fn is_cleartext_off_loopback(url: &str) -> bool {
-    url.starts_with("http://") && !url_host(url).is_some_and(is_loopback_host)
+    match reqwest::Url::parse(url) {
+        Ok(url) => {
+            // The parser lowercases names, normalises IPv4 forms (`127.1`) and brackets IPv6.
+            let loopback = url.host_str().is_some_and(|host| {
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            url.scheme() == "http" && !loopback
+        }
+        Err(_) => url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://")),
+    }
 }
 
 #[cfg(test)]
@@ -160,23 +152,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_hosts_and_loopback() {
-        for (url, host) in [
-            ("http://127.0.0.1:9464/v1/credentials", Some("127.0.0.1")),
-            ("https://user@10.0.0.5:9464/x", Some("10.0.0.5")),
-            ("http://[::1]:8080/", Some("[::1]")),
-            ("http://localhost", Some("localhost")),
-            ("http://127.0.0.1.evil.example/", Some("127.0.0.1.evil.example")),
-            ("ftp://127.0.0.1/", None),
-            ("http://", None),
-        ] {
-            assert_eq!(url_host(url), host, "{url}");
+    fn cleartext_is_plain_http_to_anything_but_loopback() {
+        for url in
+            ["http://127.0.0.1:1/", "http://127.1/x", "http://[::1]:1/", "http://LOCALHOST/", "https://10.0.0.5/"]
+        {
+            assert!(!is_cleartext_off_loopback(url), "{url}");
         }
-        assert!(!is_cleartext_off_loopback("http://127.0.0.1:1/"));
-        assert!(!is_cleartext_off_loopback("http://[::1]:1/"));
-        assert!(!is_cleartext_off_loopback("https://10.0.0.5/"));
-        assert!(is_cleartext_off_loopback("http://10.0.0.5:9464/v1/credentials"));
-        assert!(is_cleartext_off_loopback("http://127.0.0.1.evil.example/"));
-        assert!(is_cleartext_off_loopback("http://localhost@10.0.0.5/"));
+        for url in [
+            "http://10.0.0.5:9464/v1/credentials",
+            "http://127.0.0.1.evil.example/",
+            "http://localhost@10.0.0.5/",
+            "HTTP://10.0.0.5/",
+            "http://[::1/",
+        ] {
+            assert!(is_cleartext_off_loopback(url), "{url}");
+        }
     }
 }

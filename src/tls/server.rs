@@ -131,7 +131,7 @@ impl Certificates {
                     }
                 }
                 Err(e) => tracing::error!(
-                    server = what, why, error = %crate::error::chain(&e),
+                    server = what, why, error = %crate::error::error_chain(&e),
                     "certificate not reloaded; still serving the previous one"
                 ),
             }

@@ -70,7 +70,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let chain = crate::aws::error_chain(&error);
+    let chain = crate::error_chain(&error);
     let transport =
         matches!(error, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_));
     if let SdkError::ServiceError(service) = &error {

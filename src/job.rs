@@ -41,6 +41,38 @@ pub struct JobRequest {
     pub reply_queue: String,
     /// When the front end queued the job, ms since the Unix epoch.
     pub enqueued_at_ms: i64,
+    /// Attempts that ended in an error a worker reported (deliveries to a worker that crashed
+    /// are not counted here: see `queue.max_receives`). A worker re-queues the job with this
+    /// one higher, or moves it to the dead-letter queue at `queue.max_attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// The error that ended the last attempt: the reason a dead-lettered job shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Run in a batch of its own: a batch it was in ran past its deadline, and only alone can
+    /// it be told whether it was the one that hung.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alone: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Why a job that has no answer is failed, as the `reason` of [`Outcome::Failed`] starts: the
+/// client and an operator can tell a dead-lettered job from one whose image was bad.
+pub mod reason {
+    /// Moved to the dead-letter queue: too many deliveries or failed attempts.
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// The detector ran past `worker.job_deadline_seconds` on it.
+    pub const DEADLINE: &str = "deadline";
+    /// Lost before it was queued (its image is gone too).
+    pub const LOST: &str = "lost";
+
+    /// `"<code>: <detail>"`.
+    pub fn with(code: &str, detail: impl std::fmt::Display) -> String {
+        format!("{code}: {detail}")
+    }
 }
 
 /// What a worker reports about a job.

@@ -20,6 +20,8 @@ pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker>
         long_poll: Duration::from_secs(config.queue.long_poll_seconds),
         visibility: Duration::from_secs(config.queue.visibility_timeout_seconds),
         output_bucket: config.store.output_bucket.clone(),
+        max_attempts: config.queue.max_attempts,
+        deadline: Duration::from_secs_f64(config.worker.job_deadline_seconds),
     };
     let detector = DetectorThread::spawn(Arc::new(super::detector(config)?), config.detector.threads)
         .context("cannot start the detector thread")?;
@@ -30,5 +32,6 @@ pub async fn worker(config: &Config, instance: String) -> anyhow::Result<Worker>
         &settings.pool,
         Duration::from_secs_f64(config.worker.heartbeat_seconds),
     ));
-    Ok(Worker::new(settings, queues.requests, ReplyQueues::new(queues.open), store, detector, heartbeats))
+    let queues_used = (queues.requests, queues.dead_letters);
+    Ok(Worker::new(settings, queues_used, ReplyQueues::new(queues.open), store, detector, heartbeats))
 }

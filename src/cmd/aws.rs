@@ -58,7 +58,8 @@ mod enabled {
             let s3 = S3Store::new(&session);
             let region = session.sdk.region().map(|r| r.to_string()).unwrap_or_default();
             let s = &config.store;
-            let days = s.retention_days;
+            // Validated: a whole number of days for S3.
+            let days = s.retention_days as u32;
             bucket(&s3, &region, &s.input_bucket, Retention::Everything(days)).await?;
             bucket(&s3, &region, &s.output_bucket, Retention::Under("results/", days)).await?;
             let release = crate::boot::release_bucket(config);

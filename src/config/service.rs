@@ -86,9 +86,23 @@ pub struct QueueConfig {
     /// Seconds a received message stays hidden from other receivers. A worker that dies holding a
     /// job gives it back after this long. 1..=43200 (SQS's limit), default 30.
     pub visibility_timeout_seconds: u64,
-    /// Receives after which a message that is still not deleted moves to the dead-letter queue.
-    /// 1..=1000, default 3.
+    /// Deliveries after which a message that is still not deleted moves to the dead-letter
+    /// queue (SQS's `maxReceiveCount`). Every delivery counts, a worker that crashed or hung
+    /// included, so this is a larger budget than `max_attempts`: a healthy job survives a few
+    /// killed workers, while an image that kills every worker ends `failed: dead_lettered`.
+    /// 1..=1000, default 10.
     pub max_receives: u32,
+    /// Attempts that ended in an error a worker reported (the image could not be fetched, the
+    /// detector failed, a batch ran past its deadline) after which the worker moves the job to
+    /// the dead-letter queue; until then it re-queues the job with a growing delay. 1..=100,
+    /// default 3.
+    pub max_attempts: u32,
+    /// Days a message may wait in the embedded request and response queues before it is
+    /// deleted (SQS's default retention is 4 days). 1..=14, default 4.
+    pub retention_days: u32,
+    /// Days a dead-lettered message is kept in the embedded dead-letter queue for an operator
+    /// to look at or redrive (SQS's longest retention, 14 days). 1..=14, default 14.
+    pub dead_letter_retention_days: u32,
     /// Longest a receive waits for a message (long poll). 1..=20 s (SQS's limit), default 5.
     pub long_poll_seconds: u64,
     /// How often a waiting receive on the embedded queue looks again, 1..=50 ms, default 10.
@@ -104,7 +118,10 @@ impl Default for QueueConfig {
             requests: "skyburst-requests".into(),
             responses_prefix: "skyburst-responses".into(),
             visibility_timeout_seconds: 30,
-            max_receives: 3,
+            max_receives: 10,
+            max_attempts: 3,
+            retention_days: 4,
+            dead_letter_retention_days: 14,
             long_poll_seconds: 5,
             poll_interval_ms: 10,
         }
@@ -144,9 +161,15 @@ pub struct StoreConfig {
     pub input_bucket: String,
     /// Bucket for results (`results/<job id>.json`) and control records.
     pub output_bucket: String,
-    /// S3: days after which images and results expire (the lifecycle rule `skyburst aws
-    /// bootstrap` sets), 1..=3650. Default 30. Control records and releases never expire.
-    pub retention_days: u32,
+    /// Days after which a job's image, result and index row are deleted. Embedded store: by the
+    /// front end's retention task, any fraction of a day from one minute (0.0007) up to 3650.
+    /// S3: the lifecycle rule `skyburst aws bootstrap` sets, whole days 1..=3650. Default 30.
+    /// Control records and releases never expire.
+    pub retention_days: f64,
+    /// Free space (MB) below which the embedded deployment's data directory refuses uploads
+    /// with `507`, before the disk is full: reads, deletes and the retention task keep working,
+    /// and SQLite keeps the room it needs to commit them. 0 turns the check off. Default 512.
+    pub min_free_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -155,7 +178,8 @@ impl Default for StoreConfig {
             backend: StoreBackend::Embedded,
             input_bucket: "skyburst-input".into(),
             output_bucket: "skyburst-output".into(),
-            retention_days: 30,
+            retention_days: 30.0,
+            min_free_mb: 512,
         }
     }
 }
@@ -173,11 +197,17 @@ pub struct WorkerConfig {
     /// Seconds between heartbeats (`control/heartbeats/<instance>` in the output bucket); one
     /// is also written on every change between idle, busy and drained. 0.1..=60, default 5.
     pub heartbeat_seconds: f64,
+    /// Longest the detector may spend on one image (a batch of n gets n times this). Past it
+    /// the worker gives the job up (`failed: deadline`; a batch of several is re-queued, each
+    /// job to run alone) and exits so its supervisor starts a fresh one: the detector thread
+    /// cannot be stopped. 0.01..=3600, default 60 (a YOLOv3-tiny pass takes ≈ 0.05 s on two
+    /// cores; a 24-megapixel photo decodes in under 1 s).
+    pub job_deadline_seconds: f64,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { pool: "local".into(), jobs_per_receive: 1, heartbeat_seconds: 5.0 }
+        Self { pool: "local".into(), jobs_per_receive: 1, heartbeat_seconds: 5.0, job_deadline_seconds: 60.0 }
     }
 }
 

@@ -73,6 +73,19 @@ fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
         format!("queue.visibility_timeout_seconds = {} must be in 1..=43200", q.visibility_timeout_seconds),
     );
     check((1..=1000).contains(&q.max_receives), format!("queue.max_receives = {} must be in 1..=1000", q.max_receives));
+    check((1..=100).contains(&q.max_attempts), format!("queue.max_attempts = {} must be in 1..=100", q.max_attempts));
+    check(
+        (1..=14).contains(&q.retention_days),
+        format!("queue.retention_days = {} must be in 1..=14", q.retention_days),
+    );
+    check(
+        (1..=14).contains(&q.dead_letter_retention_days),
+        format!("queue.dead_letter_retention_days = {} must be in 1..=14", q.dead_letter_retention_days),
+    );
+    check(
+        (0.01..=3600.0).contains(&w.job_deadline_seconds),
+        format!("worker.job_deadline_seconds = {} must be in 0.01..=3600", w.job_deadline_seconds),
+    );
     check(
         (1..=20).contains(&q.long_poll_seconds),
         format!("queue.long_poll_seconds = {} must be in 1..=20", q.long_poll_seconds),
@@ -183,6 +196,9 @@ fn fleet(config: &Config, check: &mut impl FnMut(bool, String)) {
     );
 }
 
+/// One minute, in days: the shortest retention of the embedded store (tests, soaks).
+const MIN_RETENTION_DAYS: f64 = 1.0 / 1440.0;
+
 fn cloud(config: &Config, check: &mut impl FnMut(bool, String)) {
     let a = &config.aws;
     for (key, v, range) in [
@@ -199,7 +215,19 @@ fn cloud(config: &Config, check: &mut impl FnMut(bool, String)) {
     );
     check(a.region.as_deref().is_none_or(|r| !r.trim().is_empty()), "aws.region must not be empty when set".into());
     let days = config.store.retention_days;
-    check((1..=3650).contains(&days), format!("store.retention_days = {days} must be in 1..=3650"));
+    if config.store.backend == StoreBackend::S3 {
+        check(
+            (1.0..=3650.0).contains(&days) && days.fract() == 0.0,
+            format!("store.retention_days = {days} must be a whole number of days in 1..=3650 for S3 (its lifecycle rules count days)"),
+        );
+    } else {
+        check(
+            (MIN_RETENTION_DAYS..=3650.0).contains(&days),
+            format!(
+                "store.retention_days = {days} must be in {MIN_RETENTION_DAYS:.4}..=3650 (one minute to ten years)"
+            ),
+        );
+    }
     let b = &config.boot;
     check(!b.version.trim().is_empty(), "boot.version must not be empty".into());
     check(b.model_dir.is_absolute(), format!("boot.model_dir = {} must be an absolute path", b.model_dir.display()));

@@ -157,6 +157,9 @@ pub async fn submit(
         file: upload.file,
         reply_queue: state.responses.name().to_string(),
         enqueued_at_ms: now,
+        attempts: 0,
+        last_error: None,
+        alone: false,
     };
     let body = serde_json::to_string(&request).expect("a JobRequest always serializes");
     if let Err(e) = state.requests.send(&body, Duration::ZERO).await {

@@ -5,7 +5,11 @@
 //! - this file: the rows, the write side (insert, answers applied) and single-job reads;
 //! - [`report`]: zone totals, time buckets and the finished-jobs stream.
 
+mod idempotency;
 mod report;
+mod schema;
+mod totals;
+mod upkeep;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,8 +20,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::job::{JobResponse, JobResult, Outcome};
+pub use idempotency::{Claim, IdempotencyKey};
 use report::{buckets, finished_after, zones};
 pub use report::{head_count, label_counts};
+use schema::migrate;
+pub use upkeep::StaleJob;
 
 /// The label whose count is the head count (city cameras).
 pub const PERSON: &str = "person";
@@ -255,10 +262,7 @@ impl ResultIndex {
 
     /// Forgets a job that could not be queued.
     pub async fn remove(&self, job_id: Uuid) -> Result<()> {
-        self.with_db(move |c| {
-            c.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job_id.to_string()]).map(|_| ())
-        })
-        .await
+        self.delete_jobs(vec![job_id]).await.map(|_| ())
     }
 
     /// Applies a worker's response. Idempotent: once a job is done or failed, later responses
@@ -324,55 +328,6 @@ impl ResultIndex {
     }
 }
 
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version = crate::queue::local::shared_connection(conn)?;
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS jobs (
-                 job_id TEXT PRIMARY KEY, client_id TEXT, zone TEXT, file TEXT,
-                 status TEXT NOT NULL, queued_at_ms INTEGER NOT NULL,
-                 started_at_ms INTEGER, finished_at_ms INTEGER,
-                 worker_instance TEXT, worker_pool TEXT, model TEXT, detector_ms REAL,
-                 error TEXT, result TEXT
-             );
-             CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (zone, finished_at_ms);
-             CREATE TABLE IF NOT EXISTS labels (
-                 job_id TEXT NOT NULL, zone TEXT, label TEXT NOT NULL, count INTEGER NOT NULL,
-                 PRIMARY KEY (job_id, label)
-             );
-             PRAGMA user_version = 1;
-             COMMIT;",
-        )?;
-    }
-    if version < 2 {
-        // v2: `finished_seq` numbers jobs in the order this index saw them finish: the event id
-        // of `/api/events`, which a reconnecting client sends back as `Last-Event-ID`. (Worker
-        // clocks may disagree by milliseconds, so `finished_at_ms` cannot serve as a cursor.)
-        conn.execute_batch(
-            "BEGIN;
-             ALTER TABLE jobs ADD COLUMN finished_seq INTEGER;
-             UPDATE jobs SET finished_seq = (
-                 SELECT COUNT(*) FROM jobs AS earlier WHERE earlier.status IN ('done', 'failed')
-                 AND (earlier.finished_at_ms, earlier.job_id) <= (jobs.finished_at_ms, jobs.job_id)
-             ) WHERE status IN ('done', 'failed');
-             CREATE UNIQUE INDEX jobs_by_seq ON jobs (finished_seq);
-             PRAGMA user_version = 2;
-             COMMIT;",
-        )?;
-    }
-    if version < 3 {
-        // v3: which token submitted each job, so a `submit`-scoped token reads only its own.
-        conn.execute_batch(
-            "BEGIN;
-             ALTER TABLE jobs ADD COLUMN submitter TEXT;
-             PRAGMA user_version = 3;
-             COMMIT;",
-        )?;
-    }
-    Ok(())
-}
-
 fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let parse_id = |s: String| Uuid::parse_str(&s).unwrap_or_default();
     let result: Option<String> = row.get(13)?;
@@ -402,8 +357,17 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
         .query_row([&id], |row| row.get(0))
         .optional()?;
     let current = status.as_deref().map(JobStatus::parse);
-    if matches!(current, Some(JobStatus::Done | JobStatus::Failed)) {
-        return Ok(false);
+    match current {
+        // A dead-lettered job an operator redrove: a worker's answer takes it up again.
+        Some(JobStatus::Failed) if !matches!(r.outcome, Outcome::Failed { .. }) && dead_lettered(&tx, &id)? => {
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 'queued', finished_at_ms = NULL, finished_seq = NULL, error = NULL
+                 WHERE job_id = ?1",
+            )?
+            .execute([&id])?;
+        }
+        Some(JobStatus::Done | JobStatus::Failed) => return Ok(false),
+        _ => {}
     }
     if current.is_none() {
         // Queued by another replica or before the index was wiped: the response alone says enough.
@@ -413,8 +377,11 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
             }
             _ => (None, None, None),
         };
-        tx.prepare_cached("INSERT INTO jobs (job_id, client_id, zone, file, status, queued_at_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)")?.execute(params![id, client_id, zone, file, r.at_ms],
-        )?;
+        tx.prepare_cached(
+            "INSERT INTO jobs (job_id, client_id, zone, file, status, queued_at_ms, sent_at_ms)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
+        )?
+        .execute(params![id, client_id, zone, file, r.at_ms])?;
     }
     let next_seq = "(SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM jobs)";
     let became_final = match &r.outcome {
@@ -438,11 +405,15 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
             )?;
             let zone: Option<String> =
                 tx.prepare_cached("SELECT zone FROM jobs WHERE job_id = ?1")?.query_row([&id], |row| row.get(0))?;
-            for (label, count) in label_counts(result) {
+            let labels = label_counts(result);
+            for (label, count) in &labels {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO labels (job_id, zone, label, count) VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![id, zone, label, count])?;
+            }
+            if let Some(zone) = &zone {
+                totals::add(&tx, zone, &id, r.at_ms, &labels)?;
             }
             true
         }
@@ -461,12 +432,19 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
     Ok(became_final)
 }
 
+/// Whether job `id` failed because it was dead-lettered.
+fn dead_lettered(tx: &rusqlite::Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    let prefix = format!("{}:%", crate::job::reason::DEAD_LETTERED);
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE job_id = ?1 AND error LIKE ?2)")?
+        .query_row(params![id, prefix], |r| r.get(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::result::{DetectedObject, DetectionResult, Rectangle, Timings};
 
-    fn done(job_id: Uuid, at_ms: i64, labels: &[&str]) -> JobResponse {
+    pub(super) fn done(job_id: Uuid, at_ms: i64, labels: &[&str]) -> JobResponse {
         let objects = labels
             .iter()
             .map(|label| DetectedObject {
@@ -494,7 +472,7 @@ mod tests {
         }
     }
 
-    async fn finish(index: &ResultIndex, zone: Option<&str>, at_ms: i64, labels: &[&str]) {
+    pub(super) async fn finish(index: &ResultIndex, zone: Option<&str>, at_ms: i64, labels: &[&str]) -> Uuid {
         let job_id = Uuid::new_v4();
         let job = NewJob {
             job_id,
@@ -506,6 +484,7 @@ mod tests {
         };
         index.insert(job).await.unwrap();
         assert!(index.apply(done(job_id, at_ms, labels)).await.unwrap());
+        job_id
     }
 
     #[tokio::test]
@@ -528,17 +507,19 @@ mod tests {
         let job_id = events[0].job_id;
         assert!(!index.apply(done(job_id, 5_000, &["cat"])).await.unwrap());
         assert_eq!(index.last_seq().await.unwrap(), 2);
-        // An index written before v2 gets numbers by finish time when it is opened (and v3's
-        // submitter column).
+        // An index written before v2 gets numbers by finish time when it is opened.
         drop(index);
-        let c = Connection::open(&path).unwrap();
+        let old = dir.path().join("v1.db");
+        let c = Connection::open(&old).unwrap();
+        schema::migrate_to(&c, 1).unwrap();
         c.execute_batch(
-            "DROP INDEX jobs_by_seq; ALTER TABLE jobs DROP COLUMN finished_seq; ALTER TABLE jobs DROP COLUMN submitter;
-             PRAGMA user_version = 1;",
+            "INSERT INTO jobs (job_id, status, queued_at_ms, finished_at_ms) VALUES
+                 ('67e55044-10b1-426f-9247-bb680e5fe0c8', 'done', 1, 2000),
+                 ('67e55044-10b1-426f-9247-bb680e5fe0c9', 'failed', 1, 1000);",
         )
         .unwrap();
         drop(c);
-        let index = ResultIndex::open(&path).unwrap();
+        let index = ResultIndex::open(&old).unwrap();
         let order: Vec<(i64, i64)> =
             index.finished_after(0, 10).await.unwrap().iter().map(|e| (e.seq, e.finished_at_ms)).collect();
         assert_eq!(order, [(1, 1_000), (2, 2_000)]);

@@ -97,33 +97,33 @@ pub(super) fn buckets(
 }
 
 pub(super) fn zones(c: &mut Connection) -> rusqlite::Result<(Vec<ZoneSummary>, ZoneTotals)> {
-    let mut per_zone: Vec<ZoneSummary> = Vec::new();
-    let mut stmt = c.prepare(
-        "SELECT zone, COUNT(*), MAX(finished_at_ms) FROM jobs WHERE zone IS NOT NULL AND status = 'done'
-         GROUP BY zone ORDER BY zone",
+    // The totals the write side keeps (`super::totals`): a row per zone, a row per zone and label.
+    let mut stmt = c.prepare_cached(
+        "SELECT zone, images, last_job_id, last_finished_at_ms, last_head_count FROM zone_totals ORDER BY zone",
     )?;
-    let zones: Vec<(String, u64, i64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-    let mut label_stmt = c.prepare("SELECT label, SUM(count) FROM labels WHERE zone = ?1 GROUP BY label")?;
-    let mut last_stmt = c.prepare(
-        "SELECT job_id, finished_at_ms FROM jobs WHERE zone = ?1 AND status = 'done'
-         ORDER BY finished_at_ms DESC, job_id LIMIT 1",
-    )?;
-    let mut head_stmt = c.prepare("SELECT COALESCE(SUM(count), 0) FROM labels WHERE job_id = ?1 AND label = ?2")?;
-    for (zone, images, _) in zones {
-        let labels: Vec<LabelCount> = label_stmt
-            .query_map([&zone], |r| Ok(LabelCount { label: r.get(0)?, count: r.get(1)? }))?
-            .collect::<rusqlite::Result<_>>()?;
-        let labels = sorted_labels(labels);
-        let (last_id, last_at): (String, i64) = last_stmt.query_row([&zone], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let last_head_count: u64 = head_stmt.query_row(params![last_id, PERSON], |r| r.get(0))?;
-        per_zone.push(ZoneSummary {
-            zone,
-            totals: ZoneTotals { images, head_count: head_count(&labels), labels },
-            last_job_id: Uuid::parse_str(&last_id).unwrap_or_default(),
-            last_finished_at_ms: last_at,
-            last_head_count,
-        });
+    let mut per_zone: Vec<ZoneSummary> = stmt
+        .query_map([], |r| {
+            Ok(ZoneSummary {
+                zone: r.get(0)?,
+                totals: ZoneTotals { images: r.get(1)?, head_count: 0, labels: Vec::new() },
+                last_job_id: Uuid::parse_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                last_finished_at_ms: r.get(3)?,
+                last_head_count: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut label_stmt = c.prepare_cached("SELECT zone, label, count FROM zone_labels ORDER BY zone")?;
+    let rows = label_stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, LabelCount { label: r.get(1)?, count: r.get(2)? })))?;
+    for row in rows {
+        let (zone, label) = row?;
+        if let Ok(i) = per_zone.binary_search_by(|z| z.zone.as_str().cmp(&zone)) {
+            per_zone[i].totals.labels.push(label);
+        }
+    }
+    for zone in &mut per_zone {
+        zone.totals.labels = sorted_labels(std::mem::take(&mut zone.totals.labels));
+        zone.totals.head_count = head_count(&zone.totals.labels);
     }
     let mut totals = ZoneTotals { images: 0, head_count: 0, labels: Vec::new() };
     let mut all: std::collections::BTreeMap<String, u64> = Default::default();

@@ -1,6 +1,7 @@
 //! The embedded object store: one directory per bucket under a root, one file per object.
 //! Writes go to a temp file in the target's directory and are renamed into place, so a reader
-//! or a crash never sees half an object.
+//! or a crash never sees half an object; the file and then its directory are fsynced before a
+//! write returns, so an acknowledged object survives a power cut too.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
     let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    let written = write_synced(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    written
+    written?;
+    // The rename is durable once the directory entry is: fsync the directory.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a new file at `path` and waits until they are on disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Compare-and-swap under an exclusive lock on a sibling `.<name>.lock` file (hidden from
@@ -96,6 +107,21 @@ fn walk(bucket_root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::R
     Ok(())
 }
 
+/// The deepest directory every key with `prefix` lies under: `images/` and `images/ab` both
+/// give `images`; `res` gives the bucket root. Listing walks only it.
+fn prefix_dir(prefix: &str) -> &Path {
+    let dir = match prefix.rfind('/') {
+        Some(slash) => &prefix[..slash],
+        None => "",
+    };
+    // A prefix that could not be a key's directory (`..`, a leading `/`) lists from the root,
+    // where the key filter below still applies.
+    match dir.split('/').all(|s| !s.is_empty() && !s.starts_with('.')) {
+        true => Path::new(dir),
+        false => Path::new(""),
+    }
+}
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<()> {
@@ -123,8 +149,8 @@ impl ObjectStore for LocalStore {
         let prefix = prefix.to_string();
         let listed = tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
-            match walk(&root, &root, &mut all) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
+            match walk(&root, &root.join(prefix_dir(&prefix)), &mut all) {
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
                 other => other?,
             }
             all.retain(|o| o.key.starts_with(&prefix));
@@ -164,9 +190,24 @@ mod tests {
         let keys: Vec<_> = store.list("in", "images/").await.unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(keys, ["images/a", "images/b"]);
         assert!(store.list("empty", "").await.unwrap().is_empty());
+        let keys: Vec<_> = store.list("in", "res").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["results/a.json"], "a prefix that ends inside a segment");
+        let keys: Vec<_> = store.list("in", "images/b").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["images/b"]);
+        assert!(store.list("in", "images/b/c").await.unwrap().is_empty(), "a prefix under a file");
+        assert!(store.list("in", "nothing/here/").await.unwrap().is_empty());
         store.delete("in", "images/a").await.unwrap();
         store.delete("in", "images/a").await.unwrap();
         assert!(matches!(store.get("in", "images/a").await, Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn listing_starts_in_the_prefix_directory() {
+        assert_eq!(prefix_dir("control/heartbeats/"), Path::new("control/heartbeats"));
+        assert_eq!(prefix_dir("images/ab"), Path::new("images"));
+        assert_eq!(prefix_dir("images"), Path::new(""));
+        assert_eq!(prefix_dir("../x/"), Path::new(""));
+        assert_eq!(prefix_dir("/abs/"), Path::new(""));
     }
 
     #[tokio::test]

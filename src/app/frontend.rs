@@ -8,8 +8,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use super::backends::{backends, response_queue};
-use crate::config::Config;
+use crate::config::{Config, QueueBackend, StoreBackend};
 use crate::frontend::auth::{Scopes, Tokens};
+use crate::frontend::disk::Floor;
+use crate::frontend::upkeep::Retention;
 use crate::frontend::{AppState, Settings};
 use crate::index::ResultIndex;
 
@@ -33,12 +35,16 @@ pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyho
         output_bucket: config.store.output_bucket.clone(),
         instance_id: f.instance_id.clone(),
         long_poll: Duration::from_secs(config.queue.long_poll_seconds),
+        max_receives: config.queue.max_receives,
+        retention: retention(config),
+        disk_floor: disk_floor(config),
     };
     Ok(AppState {
         settings,
         requests: backends.queues.requests,
         dead_letters: backends.queues.dead_letters,
         responses,
+        replies: crate::worker::ReplyQueues::new(backends.queues.open),
         store: backends.store,
         index,
         waiters: Default::default(),
@@ -46,6 +52,31 @@ pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyho
         metrics: Default::default(),
         finished: Arc::new(watch::channel(0).0),
         probe: Default::default(),
+    })
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// What the upkeep task keeps: jobs for `store.retention_days`; the embedded queues'
+/// messages for their retention (SQS keeps its own); the embedded store is swept for objects
+/// without an index row (S3's lifecycle rules expire its own).
+fn retention(config: &Config) -> Retention {
+    let q = &config.queue;
+    Retention {
+        jobs: Duration::from_secs_f64(config.store.retention_days * DAY.as_secs_f64()),
+        messages: DAY * q.retention_days,
+        dead_letters: DAY * q.dead_letter_retention_days,
+        sweep_store: config.store.backend == StoreBackend::Embedded,
+    }
+}
+
+/// `store.min_free_mb` of the data directory, when something in it grows with uploads (the
+/// embedded store or queue; the result index always does, but by a few hundred bytes a job).
+fn disk_floor(config: &Config) -> Option<Floor> {
+    let embedded = config.store.backend == StoreBackend::Embedded || config.queue.backend == QueueBackend::Embedded;
+    (embedded && config.store.min_free_mb > 0).then(|| Floor {
+        dir: config.embedded.data_dir.clone(),
+        min_free_bytes: config.store.min_free_mb * 1024 * 1024,
     })
 }
 

@@ -139,14 +139,16 @@ async fn parse_multipart(
 /// Detect objects in one base64 image and wait for the result (CloudDetect).
 #[utoipa::path(
     post, path = "/api/detect", request_body = DetectRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key (per token) within 24 h returns the job the first request made, never a second one; 1..=255 visible ASCII characters, e.g. a UUID")),
     responses(
         (status = 200, description = "The result", body = JobResult),
         (status = 202, description = "Still running after frontend.wait_seconds", body = Accepted),
         (status = 400, description = "Bad JSON, base64, id or image", body = ErrorBody),
         (status = 413, description = "Body or image too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "The worker could not process the image", body = ErrorBody),
+        (status = 422, description = "The worker could not process the image (or it failed: dead_lettered, deadline), or the Idempotency-Key was used for another request", body = ErrorBody),
         (status = 503, description = "Store or queue down; retry later", body = ErrorBody),
+        (status = 507, description = "Free space in the data directory is below store.min_free_mb; uploads resume when space is freed", body = ErrorBody),
     )
 )]
 pub async fn detect(
@@ -155,15 +157,17 @@ pub async fn detect(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     intake::require_media_type(&req, JSON)?;
+    let key = intake::idempotency_key(&req)?;
     let body = intake::read_body(&req, payload, Limits::of(&state.settings)).await?;
     let upload = Upload { submitter: super::auth::caller(&req).id, ..parse_json(&body, true)? };
-    let (job_id, waiter) = intake::submit(&state, upload, true).await?;
-    Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
+    let submitted = intake::submit(&state, upload, true, key).await?;
+    Ok(intake::answer(&state, submitted.job_id, submitted.waiter.expect("a waiter was asked for")).await)
 }
 
 /// Upload one image as a multipart form (field `myfile` or any single file field) and wait.
 #[utoipa::path(
     post, path = "/upload",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key (per token) within 24 h returns the job the first request made, never a second one; 1..=255 visible ASCII characters, e.g. a UUID")),
     request_body(content = String, content_type = "multipart/form-data", description = "one image file, optional `zone` and `id` fields"),
     responses(
         (status = 200, description = "The result, with the file name", body = JobResult),
@@ -171,8 +175,9 @@ pub async fn detect(
         (status = 400, description = "No file, several files, or not an image", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = ErrorBody),
-        (status = 422, description = "The worker could not process the image", body = ErrorBody),
+        (status = 422, description = "The worker could not process the image (or it failed: dead_lettered, deadline), or the Idempotency-Key was used for another request", body = ErrorBody),
         (status = 503, description = "Store or queue down", body = ErrorBody),
+        (status = 507, description = "Free space in the data directory is below store.min_free_mb; uploads resume when space is freed", body = ErrorBody),
     )
 )]
 pub async fn upload(
@@ -186,7 +191,7 @@ pub async fn upload(
 /// Upload one image to a zone (camera) and wait.
 #[utoipa::path(
     post, path = "/upload/{zone}",
-    params(("zone" = String, Path, description = "1..=32 of A-Z a-z 0-9 - _")),
+    params(("zone" = String, Path, description = "1..=32 of A-Z a-z 0-9 - _"), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key (per token) within 24 h returns the job the first request made, never a second one; 1..=255 visible ASCII characters, e.g. a UUID")),
     request_body(content = String, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The result", body = JobResult),
@@ -194,8 +199,9 @@ pub async fn upload(
         (status = 400, description = "Bad zone, no file, or not an image", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = ErrorBody),
-        (status = 422, description = "The worker could not process the image", body = ErrorBody),
+        (status = 422, description = "The worker could not process the image (or it failed: dead_lettered, deadline), or the Idempotency-Key was used for another request", body = ErrorBody),
         (status = 503, description = "Store or queue down", body = ErrorBody),
+        (status = 507, description = "Free space in the data directory is below store.min_free_mb; uploads resume when space is freed", body = ErrorBody),
     )
 )]
 pub async fn upload_zone(
@@ -216,20 +222,24 @@ async fn upload_to(
     zone: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     intake::require_media_type(&req, MULTIPART)?;
+    let key = intake::idempotency_key(&req)?;
     let upload = parse_multipart(&req, payload, &state.settings, zone).await?;
-    let (job_id, waiter) = intake::submit(&state, upload, true).await?;
-    Ok(intake::answer(&state, job_id, waiter.expect("a waiter was asked for")).await)
+    let submitted = intake::submit(&state, upload, true, key).await?;
+    Ok(intake::answer(&state, submitted.job_id, submitted.waiter.expect("a waiter was asked for")).await)
 }
 
 /// Queue an image (JSON like `/api/detect`, or multipart like `/upload`) and return at once.
 #[utoipa::path(
     post, path = "/api/jobs", request_body = DetectRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key (per token) within 24 h returns the job the first request made, never a second one; 1..=255 visible ASCII characters, e.g. a UUID")),
     responses(
         (status = 202, description = "Queued", body = Accepted),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
         (status = 503, description = "Store or queue down", body = ErrorBody),
+        (status = 507, description = "Free space in the data directory is below store.min_free_mb; uploads resume when space is freed", body = ErrorBody),
     )
 )]
 pub async fn create_job(
@@ -238,6 +248,7 @@ pub async fn create_job(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let media = intake::media_type(&req);
+    let key = intake::idempotency_key(&req)?;
     let upload = match media.as_str() {
         JSON => {
             let body = intake::read_body(&req, payload, Limits::of(&state.settings)).await?;
@@ -246,6 +257,6 @@ pub async fn create_job(
         MULTIPART => parse_multipart(&req, payload, &state.settings, None).await?,
         other => return Err(intake::wrong_media_type(other, "application/json or multipart/form-data")),
     };
-    let (job_id, _) = intake::submit(&state, upload, false).await?;
-    Ok(intake::accepted(&state, job_id).await)
+    let submitted = intake::submit(&state, upload, false, key).await?;
+    Ok(intake::accepted(&state, submitted.job_id).await)
 }

@@ -44,8 +44,11 @@ impl ProbeCache {
     }
 }
 
-/// Counts the request queue and writes a stamp to the store.
+/// Checks the free space, counts the request queue and writes a stamp to the store.
 async fn probe(state: &AppState) -> Option<String> {
+    if let Some(problem) = state.settings.disk_floor.as_ref().and_then(|floor| floor.problem()) {
+        return Some(problem);
+    }
     if let Err(e) = state.requests.depth().await {
         return Some(e.to_string());
     }
@@ -54,8 +57,8 @@ async fn probe(state: &AppState) -> Option<String> {
     state.store.put(&state.settings.output_bucket, &key, stamp).await.err().map(|e| e.to_string())
 }
 
-/// Ready for traffic: not shutting down, the queue answers and the store takes a write (probed
-/// at most once a second).
+/// Ready for traffic: not shutting down, free space above `store.min_free_mb`, the queue
+/// answers and the store takes a write (probed at most once a second).
 #[utoipa::path(
     get, path = "/readyz",
     responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Not ready", body = ErrorBody))

@@ -12,7 +12,7 @@ use super::body::{Bounded, Limits};
 use super::error::ApiError;
 use super::views::{status_url, Accepted};
 use super::AppState;
-use crate::index::{JobStatus, NewJob};
+use crate::index::{Claim, IdempotencyKey, JobStatus, NewJob};
 use crate::job::{self, JobRequest, Outcome};
 use skyburst_detector::preprocess;
 
@@ -109,13 +109,37 @@ pub fn wrong_media_type(found: &str, expected: &str) -> ApiError {
     )
 }
 
+/// Longest `Idempotency-Key`: a UUID is 36 characters; Stripe allows 255.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`: 1..=255 visible ASCII characters, else `400`.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().unwrap_or("");
+    let ok = (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    match ok {
+        true => Ok(Some(key.to_string())),
+        false => Err(ApiError::bad_request(
+            "bad_idempotency_key",
+            format!(
+                "Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY} visible ASCII characters (a UUID is a good key)"
+            ),
+        )),
+    }
+}
+
+/// A submission's job, and the channel that yields its final outcome when one was asked for.
+pub struct Submitted {
+    /// The job: a new one, or the one an earlier request with the same `Idempotency-Key` made.
+    pub job_id: Uuid,
+    /// Yields the final outcome (when `wait` was set).
+    pub waiter: Option<tokio::sync::oneshot::Receiver<Outcome>>,
+}
+
 /// Stores, indexes and queues an image; returns the job id and, when `wait` is set, a channel
-/// that yields the job's final outcome.
-pub async fn submit(
-    state: &AppState,
-    upload: Upload,
-    wait: bool,
-) -> Result<(Uuid, Option<tokio::sync::oneshot::Receiver<Outcome>>), ApiError> {
+/// that yields the job's final outcome. With an idempotency `key` already used by this
+/// token within a day for the same request, nothing is stored: the earlier job is returned.
+pub async fn submit(state: &AppState, upload: Upload, wait: bool, key: Option<String>) -> Result<Submitted, ApiError> {
     if *state.shutdown.borrow() {
         return Err(ApiError::unavailable("this front end is shutting down"));
     }
@@ -130,8 +154,73 @@ pub async fn submit(
             ),
         ));
     }
+    if let Some(floor) = &state.settings.disk_floor {
+        floor.check()?;
+    }
     preprocess::inspect(&upload.bytes, state.settings.max_pixels)?;
     let job_id = Uuid::new_v4();
+    let Some(key) = key else { return queue(state, upload, wait, job_id).await };
+    let key = claim_key(state, &upload, &key, job_id).await?;
+    match key {
+        Ok(key) => {
+            let queued = queue(state, upload, wait, job_id).await;
+            if queued.is_err() {
+                let _ = state.index.release_key(key, job_id).await;
+            }
+            queued
+        }
+        Err(earlier) => Ok(replay(state, earlier, wait).await),
+    }
+}
+
+/// Claims `key` for `job_id`: `Ok(Ok(key))` to go on, `Ok(Err(job))` for a retry of `job`, or
+/// `422` when the key was used for a different request.
+async fn claim_key(
+    state: &AppState,
+    upload: &Upload,
+    key: &str,
+    job_id: Uuid,
+) -> Result<Result<IdempotencyKey, Uuid>, ApiError> {
+    let field = |f: &Option<String>| f.as_deref().unwrap_or("").as_bytes().to_vec();
+    let parts = [upload.bytes.as_slice(), &field(&upload.zone), &field(&upload.client_id), &field(&upload.file)];
+    let key = IdempotencyKey::new(upload.submitter.as_deref(), key, &parts);
+    match state.index.claim_key(key.clone(), job_id, job::now_ms()).await? {
+        Claim::New => Ok(Ok(key)),
+        Claim::Existing(earlier) => Ok(Err(earlier)),
+        Claim::Mismatch(earlier) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!(
+                "Idempotency-Key {:?} was used within the last 24 h for job {earlier} with a different request; \
+                 use a new key for a new request",
+                key.key
+            ),
+        )),
+    }
+}
+
+/// The earlier job of a retried submission; a waiter gets its outcome at once if it is final.
+async fn replay(state: &AppState, job_id: Uuid, wait: bool) -> Submitted {
+    tracing::info!(%job_id, "idempotent retry: the earlier job is returned");
+    let waiter = wait.then(|| state.waiters.register(job_id));
+    if wait {
+        if let Ok(Some(record)) = state.index.job(job_id).await {
+            let outcome = match record.status {
+                JobStatus::Done => record.result.map(|result| Outcome::Done { result }),
+                JobStatus::Failed => Some(Outcome::Failed { reason: record.error.unwrap_or_default() }),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                state.waiters.complete(job_id, outcome);
+            }
+        }
+    }
+    Submitted { job_id, waiter }
+}
+
+/// Store → index → queue, each undone if a later one fails, so a refused request leaves
+/// nothing behind.
+async fn queue(state: &AppState, upload: Upload, wait: bool, job_id: Uuid) -> Result<Submitted, ApiError> {
     let (bucket, key) = (state.settings.input_bucket.clone(), job::image_key(job_id));
     state.store.put(&bucket, &key, upload.bytes).await?;
     let now = job::now_ms();
@@ -147,7 +236,7 @@ pub async fn submit(
         let _ = state.store.delete(&bucket, &key).await;
         return Err(e.into());
     }
-    let waiter = wait.then(|| state.waiters.register(job_id));
+    let mut waiter = wait.then(|| state.waiters.register(job_id));
     let request = JobRequest {
         job_id,
         bucket: bucket.clone(),
@@ -163,14 +252,20 @@ pub async fn submit(
     };
     let body = serde_json::to_string(&request).expect("a JobRequest always serializes");
     if let Err(e) = state.requests.send(&body, Duration::ZERO).await {
+        waiter.take();
         state.waiters.forget(job_id);
         let _ = state.index.remove(job_id).await;
         let _ = state.store.delete(&bucket, &key).await;
         return Err(e.into());
     }
+    // Without this mark the reconciler would queue the job a second time (harmless: the index
+    // keeps the first answer).
+    if let Err(e) = state.index.mark_sent(job_id, job::now_ms()).await {
+        tracing::warn!(%job_id, error = %e, "queued, but the index did not record it");
+    }
     state.metrics.job_queued();
     tracing::info!(%job_id, zone = request.zone.as_deref().unwrap_or(""), "job queued");
-    Ok((job_id, waiter))
+    Ok(Submitted { job_id, waiter })
 }
 
 /// `202` with the job's status URL.

@@ -42,15 +42,9 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
             };
-            let (job_id, detector_ms) = (response.job_id, response.detector_ms);
-            let outcome = response.outcome.clone();
-            match state.index.apply(response).await {
-                Ok(became_final) => {
-                    if became_final {
-                        state.metrics.job_finished(&outcome, detector_ms);
-                        state.finished.send_modify(|count| *count += 1);
-                        state.waiters.complete(job_id, outcome);
-                    }
+            let job_id = response.job_id;
+            match record(&state, response).await {
+                Ok(_) => {
                     if let Err(e) = state.responses.delete(&delivery.receipt).await {
                         tracing::warn!(%job_id, error = %e, "response handled but not deleted; it will be replayed");
                     }
@@ -62,4 +56,17 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Records an answer: in the index, and if it made the job final, in the metrics, the event
+/// stream and to the request waiting for it. Returns whether it made the job final.
+pub async fn record(state: &AppState, response: JobResponse) -> Result<bool, crate::index::IndexError> {
+    let (job_id, detector_ms, outcome) = (response.job_id, response.detector_ms, response.outcome.clone());
+    let became_final = state.index.apply(response).await?;
+    if became_final {
+        state.metrics.job_finished(&outcome, detector_ms);
+        state.finished.send_modify(|count| *count += 1);
+        state.waiters.complete(job_id, outcome);
+    }
+    Ok(became_final)
 }

@@ -7,6 +7,8 @@
 //! - [`api`]: routes that take images; [`query`]: routes that read; [`stats`]: counts per time
 //!   bucket; [`events`]: finished jobs as Server-Sent Events; [`health`]: probes.
 //! - [`listener`]: the response-queue reader; [`waiters`]: requests waiting for answers.
+//! - [`dead_letters`]: fails dead-lettered jobs; [`upkeep`]: the reconciler and retention;
+//!   [`disk`]: the free-space floor below which uploads are refused.
 //! - [`dashboard`]: the page at `/`; [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
 //!   [`fleet`]: the versioned `/api/fleet` wire format;
 //!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
@@ -15,6 +17,8 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod dashboard;
+pub mod dead_letters;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod fleet;
@@ -25,6 +29,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod stats;
+pub mod upkeep;
 pub mod views;
 pub mod waiters;
 
@@ -69,6 +74,13 @@ pub struct Settings {
     pub instance_id: String,
     /// Long-poll wait of the response listener.
     pub long_poll: Duration,
+    /// Deliveries before the dead-letter queue (`queue.max_receives`), for the reason a
+    /// dead-lettered job shows.
+    pub max_receives: u32,
+    /// What the upkeep task keeps and for how long.
+    pub retention: upkeep::Retention,
+    /// Uploads are refused with `507` below this much free space in the data directory.
+    pub disk_floor: Option<disk::Floor>,
 }
 
 /// Everything a handler can reach.
@@ -82,6 +94,9 @@ pub struct AppState {
     pub dead_letters: Arc<dyn Queue>,
     /// This front end's response queue.
     pub responses: Arc<dyn Queue>,
+    /// Other front ends' response queues, by name: a dead-lettered job's answer goes to the
+    /// front end that queued it.
+    pub replies: crate::worker::ReplyQueues,
     /// Images and results.
     pub store: Arc<dyn ObjectStore>,
     /// The result index.
@@ -151,6 +166,8 @@ pub async fn serve(
     let mut stop = state.shutdown.clone();
     let max_connections = state.settings.max_connections;
     let responses = tokio::spawn(listener::run(state.clone(), state.shutdown.clone()));
+    let dead_letters = tokio::spawn(dead_letters::run(state.clone(), state.shutdown.clone()));
+    let upkeep = tokio::spawn(upkeep::run(state.clone(), state.shutdown.clone()));
     let data = web::Data::new(state);
     let guard = web::Data::new(auth::LoopbackHostOnly(!tokens.enabled() && listener.local_addr()?.ip().is_loopback()));
     let tokens = web::Data::new(tokens);
@@ -188,6 +205,6 @@ pub async fn serve(
         handle.stop(true).await;
     });
     server.await?;
-    let _ = responses.await;
+    let _ = tokio::join!(responses, dead_letters, upkeep);
     Ok(())
 }

@@ -9,35 +9,43 @@ use uuid::Uuid;
 
 use crate::job::Outcome;
 
-/// Pending synchronous requests. A std mutex: held for one map operation, never across an await.
+/// Pending synchronous requests (several may wait for one job: retries with one
+/// `Idempotency-Key`). A std mutex: held for one map operation, never across an await.
 #[derive(Clone, Default)]
 pub struct Waiters {
-    pending: Arc<Mutex<HashMap<Uuid, oneshot::Sender<Outcome>>>>,
+    pending: Arc<Mutex<HashMap<Uuid, Vec<oneshot::Sender<Outcome>>>>>,
 }
 
 impl Waiters {
     /// Registers interest in `job_id` before the job is queued, so a fast answer is not missed.
     pub fn register(&self, job_id: Uuid) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(job_id, tx);
+        self.lock().entry(job_id).or_default().push(tx);
         rx
     }
 
-    /// Hands a final outcome to the request waiting for it, if any.
+    /// Hands a final outcome to every request waiting for it.
     pub fn complete(&self, job_id: Uuid, outcome: Outcome) {
-        if let Some(tx) = self.lock().remove(&job_id) {
-            let _ = tx.send(outcome);
+        for tx in self.lock().remove(&job_id).unwrap_or_default() {
+            let _ = tx.send(outcome.clone());
         }
     }
 
-    /// Stops waiting for `job_id` (timeout, shutdown, or the job could not be queued).
+    /// Forgets the requests for `job_id` that stopped waiting (dropped their receiver: a
+    /// timeout, shutdown, or the job could not be queued).
     pub fn forget(&self, job_id: Uuid) {
-        self.lock().remove(&job_id);
+        let mut pending = self.lock();
+        if let Some(waiting) = pending.get_mut(&job_id) {
+            waiting.retain(|tx| !tx.is_closed());
+            if waiting.is_empty() {
+                pending.remove(&job_id);
+            }
+        }
     }
 
     /// How many requests are waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(Vec::len).sum()
     }
 
     /// Whether none is.
@@ -45,7 +53,7 @@ impl Waiters {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Outcome>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<oneshot::Sender<Outcome>>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -353,6 +353,21 @@ impl Queue for LocalQueue {
         }
     }
 
+    async fn expire(&self, retention: Duration, limit: u32) -> Result<u64> {
+        let before = now_ms() - retention.as_millis() as i64;
+        self.with_db(move |conn, this| {
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM messages WHERE id IN
+                     (SELECT id FROM messages WHERE queue = ?1 AND sent_at_ms < ?2 ORDER BY id LIMIT ?3)",
+                )?
+                .execute(params![this.name, before, limit])?;
+            this.committed();
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn depth(&self) -> Result<QueueDepth> {
         self.with_db(|conn, this| {
             conn.prepare_cached(
@@ -494,6 +509,23 @@ mod tests {
         assert!(holds(&conn, &got[0].receipt));
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+        let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        assert_eq!(synchronous, 2, "FULL: a commit waits for the disk");
+    }
+
+    #[tokio::test]
+    async fn messages_older_than_the_retention_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = queues(&dir);
+        let (q, other) = (db.queue("jobs", None), db.queue("other", None));
+        q.send("old", NOW).await.unwrap();
+        other.send("old elsewhere", NOW).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.send("new", NOW).await.unwrap();
+        assert_eq!(q.expire(Duration::from_millis(30), 10).await.unwrap(), 1);
+        let left = q.receive(10, NOW, VIS).await.unwrap();
+        assert_eq!(left.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert_eq!(other.depth().await.unwrap().visible, 1, "only its own queue");
     }
 
     #[tokio::test]

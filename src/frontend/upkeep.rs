@@ -1,0 +1,267 @@
+//! Upkeep: what keeps a deployment true and bounded for a month without a person. A background
+//! task of every front end, off the request path, in small batches:
+//!
+//! - **Reconciler**: a job still unfinished a minute after it was queued is looked at. If its
+//!   message was never sent (the front end stopped between the index and the queue) it is
+//!   queued now, or failed `lost` when its image is gone too; if its answer is in the output
+//!   bucket but not in the index (the answer went to a response queue nobody reads any more),
+//!   the answer is applied.
+//! - **Retention**: jobs that finished more than `store.retention_days` ago are deleted with
+//!   their image and result; idempotency keys after a day; the embedded queues' messages after
+//!   `queue.retention_days` (dead letters after `queue.dead_letter_retention_days`); readiness
+//!   stamps and heartbeats nobody wrote for a day. The embedded store is also swept for images
+//!   and results older than the retention that no index row names.
+//!
+//! Several front ends may run it at once: every step is idempotent.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::index::StaleJob;
+use crate::job::{self, reason, JobRequest, JobResponse, Outcome};
+use crate::store::StoreError;
+
+/// What is kept, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// Finished jobs: index rows, images and results (`store.retention_days`).
+    pub jobs: Duration,
+    /// Messages of the request and response queues (embedded only; SQS keeps its own).
+    pub messages: Duration,
+    /// Messages of the dead-letter queue (embedded only).
+    pub dead_letters: Duration,
+    /// Whether to sweep the store for objects older than `jobs` (the embedded store; S3's
+    /// lifecycle rules do it there).
+    pub sweep_store: bool,
+}
+
+/// An unfinished job is looked at once it is this old: the index-to-queue gap is milliseconds.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+/// Rows, objects or messages handled per batch; each batch is one short transaction.
+const BATCH: u32 = 500;
+/// Unfinished jobs looked at per pass.
+const STALE_BATCH: u32 = 100;
+/// Control records (readiness stamps, heartbeats) nobody wrote for this long are removed.
+const CONTROL_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Prefixes of those records in the output bucket.
+const CONTROL_PREFIXES: [&str; 2] = ["control/readyz/", crate::control::HEARTBEATS];
+
+/// How often upkeep runs: every minute, or a quarter of the retention when that is shorter
+/// (a retention of minutes, in tests and soaks), but not more than every 5 s.
+pub fn interval(retention: &Retention) -> Duration {
+    (retention.jobs / 4).clamp(Duration::from_secs(5), Duration::from_secs(60))
+}
+
+/// Runs until `shutdown` turns true; the first pass comes a few seconds after start.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let every = interval(&state.settings.retention);
+    let mut wait = Duration::from_secs(5).min(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = every;
+        let reconciled = reconcile(&state).await;
+        let expired = retain(&state).await;
+        if reconciled + expired > 0 {
+            tracing::info!(reconciled, expired, "upkeep");
+        }
+    }
+}
+
+/// Looks at unfinished jobs older than [`STALE_AFTER`]; returns how many it moved on.
+pub async fn reconcile(state: &AppState) -> u64 {
+    let before = job::now_ms() - STALE_AFTER.as_millis() as i64;
+    let stale = match state.index.stale(before, STALE_BATCH).await {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::warn!(error = %e, "upkeep: cannot read unfinished jobs");
+            return 0;
+        }
+    };
+    let mut moved = 0;
+    for job in stale {
+        let job_id = job.job_id;
+        let outcome = match job.sent {
+            true => answer_in_store(state, job_id).await,
+            false => requeue(state, &job).await,
+        };
+        match outcome {
+            Ok(true) => moved += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%job_id, error = %e, "upkeep: cannot reconcile a job; trying again later"),
+        }
+    }
+    moved
+}
+
+/// Applies the job's answer from the output bucket, if a worker left one there.
+async fn answer_in_store(state: &AppState, job_id: Uuid) -> anyhow::Result<bool> {
+    let bytes = match state.store.get(&state.settings.output_bucket, &job::result_key(job_id)).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let response: JobResponse = serde_json::from_slice(&bytes)?;
+    Ok(super::listener::record(state, response).await?)
+}
+
+/// Queues a job whose message was never sent, or fails it when its image is gone.
+async fn requeue(state: &AppState, job: &StaleJob) -> anyhow::Result<bool> {
+    let (bucket, key) = (&state.settings.input_bucket, job::image_key(job.job_id));
+    match state.store.head(bucket, &key).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound { .. }) => {
+            let detail = "the front end stopped before queueing the job, and its image is gone";
+            fail(state, job.job_id, reason::with(reason::LOST, detail)).await?;
+            return Ok(true);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let request = JobRequest {
+        job_id: job.job_id,
+        bucket: bucket.clone(),
+        key,
+        zone: job.zone.clone(),
+        client_id: job.client_id.clone(),
+        file: job.file.clone(),
+        reply_queue: state.responses.name().to_string(),
+        enqueued_at_ms: job.queued_at_ms,
+        attempts: 0,
+        last_error: None,
+        alone: false,
+    };
+    let body = serde_json::to_string(&request).expect("a JobRequest always serializes");
+    state.requests.send(&body, Duration::ZERO).await?;
+    state.index.mark_sent(job.job_id, job::now_ms()).await?;
+    tracing::warn!(job_id = %job.job_id, "upkeep: queued a job its front end never queued");
+    Ok(true)
+}
+
+async fn fail(state: &AppState, job_id: Uuid, reason: String) -> anyhow::Result<()> {
+    let response = JobResponse {
+        job_id,
+        outcome: Outcome::Failed { reason },
+        instance: state.settings.instance_id.clone(),
+        pool: String::new(),
+        detector_ms: 0.0,
+        at_ms: job::now_ms(),
+    };
+    super::listener::record(state, response).await?;
+    Ok(())
+}
+
+/// One retention pass; returns how many jobs, keys, messages and objects it deleted.
+pub async fn retain(state: &AppState) -> u64 {
+    let r = &state.settings.retention;
+    let now = job::now_ms();
+    let mut deleted = expire_jobs(state, now - r.jobs.as_millis() as i64).await;
+    deleted += batches("idempotency keys", || state.index.expire_keys(now, BATCH)).await;
+    for (queue, keep) in
+        [(&state.requests, r.messages), (&state.responses, r.messages), (&state.dead_letters, r.dead_letters)]
+    {
+        deleted += batches(queue.name(), || queue.expire(keep, BATCH)).await;
+    }
+    let output = &state.settings.output_bucket;
+    for prefix in CONTROL_PREFIXES {
+        deleted += sweep(state, output, prefix, CONTROL_RETENTION).await;
+    }
+    if r.sweep_store {
+        deleted += sweep(state, &state.settings.input_bucket, "images/", r.jobs).await;
+        deleted += sweep(state, output, "results/", r.jobs).await;
+    }
+    deleted
+}
+
+/// Deletes finished jobs older than `before_ms` and their objects, a batch at a time.
+async fn expire_jobs(state: &AppState, before_ms: i64) -> u64 {
+    let mut deleted = 0;
+    loop {
+        let ids = match state.index.expire(before_ms, BATCH).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "upkeep: cannot delete old jobs from the index");
+                return deleted;
+            }
+        };
+        for id in &ids {
+            delete_objects(state, *id).await;
+        }
+        deleted += ids.len() as u64;
+        if ids.len() < BATCH as usize {
+            return deleted;
+        }
+    }
+}
+
+/// Deletes a job's image and result; a failure is logged and the store sweep retries it.
+pub async fn delete_objects(state: &AppState, job_id: Uuid) {
+    let s = &state.settings;
+    for (bucket, key) in [(&s.input_bucket, job::image_key(job_id)), (&s.output_bucket, job::result_key(job_id))] {
+        if let Err(e) = state.store.delete(bucket, &key).await {
+            tracing::warn!(%job_id, %key, error = %e, "upkeep: cannot delete an object");
+        }
+    }
+}
+
+/// Runs `step` until it deletes fewer than a batch; returns the total.
+async fn batches<E, N, F>(what: &str, mut step: impl FnMut() -> F) -> u64
+where
+    E: std::fmt::Display,
+    N: TryInto<u64>,
+    F: std::future::Future<Output = Result<N, E>>,
+{
+    let mut total = 0;
+    loop {
+        match step().await {
+            Ok(n) => {
+                let n: u64 = n.try_into().unwrap_or(0);
+                total += n;
+                if n < u64::from(BATCH) {
+                    return total;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(what, error = %e, "upkeep: cannot delete old entries");
+                return total;
+            }
+        }
+    }
+}
+
+/// Deletes the objects under `prefix` last written more than `keep` ago.
+async fn sweep(state: &AppState, bucket: &str, prefix: &str, keep: Duration) -> u64 {
+    let cutoff = SystemTime::now() - keep;
+    let objects = match state.store.list(bucket, prefix).await {
+        Ok(objects) => objects,
+        Err(e) => {
+            tracing::warn!(bucket, prefix, error = %e, "upkeep: cannot list old objects");
+            return 0;
+        }
+    };
+    let mut deleted = 0;
+    for object in objects.into_iter().filter(|o| o.modified < cutoff) {
+        match state.store.delete(bucket, &object.key).await {
+            Ok(()) => deleted += 1,
+            Err(e) => tracing::warn!(bucket, key = %object.key, error = %e, "upkeep: cannot delete an old object"),
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upkeep_runs_every_minute_or_more_often_for_short_retentions() {
+        let retention = |jobs| Retention { jobs, messages: jobs, dead_letters: jobs, sweep_store: true };
+        assert_eq!(interval(&retention(Duration::from_secs(30 * 86_400))), Duration::from_secs(60));
+        assert_eq!(interval(&retention(Duration::from_secs(120))), Duration::from_secs(30));
+        assert_eq!(interval(&retention(Duration::from_secs(1))), Duration::from_secs(5));
+    }
+}

@@ -28,3 +28,4 @@ mod openstack;
 mod scopes;
 mod scripts;
 mod tls;
+mod unattended;

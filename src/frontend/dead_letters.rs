@@ -15,9 +15,10 @@ use super::AppState;
 use crate::job::{self, reason, JobRequest, JobResponse, Outcome};
 use crate::queue::Delivery;
 
-/// How long a dead letter stays hidden once handled: 12 hours, SQS's longest. It is looked at
-/// again twice a day while it is kept, which costs one index read.
-const HANDLED: Duration = Duration::from_secs(12 * 3600);
+/// How long a dead letter stays hidden once handled. It is looked at again after that (one
+/// index read), and an SQS redrive (`StartMessageMoveTask`, which moves only visible
+/// messages) reaches it within this time.
+const HANDLED: Duration = Duration::from_secs(15 * 60);
 /// Pause after a failure before trying again.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// Messages per receive: SQS's maximum.

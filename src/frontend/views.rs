@@ -145,7 +145,9 @@ impl ZonesBody {
 pub struct QueuesBody {
     /// The shared request queue.
     pub requests: QueueDepth,
-    /// Requests that failed `queue.max_receives` times.
+    /// Dead-lettered requests (`queue.max_receives` deliveries or `queue.max_attempts` failed
+    /// attempts). The front end holds those it has already failed hidden between its looks,
+    /// so they count as in flight.
     pub dead_letters: QueueDepth,
     /// This front end's response queue.
     pub responses: QueueDepth,

@@ -107,9 +107,13 @@ mod tests {
     use super::*;
     use crate::job::{JobResponse, Outcome};
 
+    /// A zone as the tests compare it: name, images, sorted labels, latest job, its time and
+    /// its people.
+    type Zone = (String, u64, Vec<(String, u64)>, String, i64, u64);
+
     /// The zones as v3 computed them, from every job's labels: what the kept totals must equal.
-    fn zones_by_scan(c: &Connection) -> Vec<(String, u64, Vec<(String, u64)>, String, i64, u64)> {
-        let mut zones: Vec<(String, u64, Vec<(String, u64)>, String, i64, u64)> = c
+    fn zones_by_scan(c: &Connection) -> Vec<Zone> {
+        let mut zones: Vec<Zone> = c
             .prepare("SELECT zone, COUNT(*) FROM jobs WHERE zone IS NOT NULL AND status = 'done' GROUP BY zone ORDER BY zone")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, Vec::new(), String::new(), 0, 0)))
@@ -143,7 +147,7 @@ mod tests {
         zones
     }
 
-    fn kept(zones: &[ZoneSummary]) -> Vec<(String, u64, Vec<(String, u64)>, String, i64, u64)> {
+    fn kept(zones: &[ZoneSummary]) -> Vec<Zone> {
         zones
             .iter()
             .map(|z| {

@@ -62,14 +62,28 @@ impl Service {
         Self::launch(None, &all, cert.client())
     }
 
+    /// As [`Service::start`], with the data directory in `data` (a small file system, to fill).
+    pub fn start_in(data: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        Self::launch_in(data, None, env, http)
+    }
+
     fn launch(toml: Option<&str>, env: &[(&str, &str)], http: reqwest::blocking::Client) -> Self {
+        Self::launch_in(tempfile::tempdir().unwrap(), toml, env, http)
+    }
+
+    fn launch_in(
+        data: tempfile::TempDir,
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        http: reqwest::blocking::Client,
+    ) -> Self {
         let mut all = vec![
             ("SKYBURST_DETECTOR__MODEL_DIR".to_string(), model_dir().display().to_string()),
             ("SKYBURST_QUEUE__VISIBILITY_TIMEOUT_SECONDS".to_string(), "2".to_string()),
             ("SKYBURST_QUEUE__LONG_POLL_SECONDS".to_string(), "1".to_string()),
         ];
         all.extend(env.iter().map(|(k, v)| (format!("SKYBURST_{k}"), v.to_string())));
-        let data = tempfile::tempdir().unwrap();
         let config = toml.map(|text| {
             let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
             std::fs::write(file.path(), text).unwrap();

@@ -23,7 +23,8 @@ const NOW: Duration = Duration::ZERO;
 async fn sqs_redelivers_dead_letters_and_counts() {
     let endpoint = endpoint();
     let name = unique("sqs");
-    let text = moto::aws_config(&endpoint, &name).replace("max_receives = 3", "max_receives = 2");
+    let text = moto::aws_config(&endpoint, &name).replace("max_receives = 10", "max_receives = 2");
+    assert!(text.contains("max_receives = 2"), "the example's max_receives changed: update this test");
     let file = config_file(&text);
     bootstrap_and_publish(file.path());
     let (code, stdout, stderr) = run(skyburst().arg("--config").arg(file.path()).args(["aws", "bootstrap"]));

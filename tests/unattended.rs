@@ -309,3 +309,54 @@ fn write_v3_index(path: &Path, jobs: usize, zones: usize) {
     }
     tx.commit().unwrap();
 }
+
+/// The reconciler: a job its front end indexed but never queued (it stopped in between) is
+/// queued and completes; one whose image is gone too fails `lost`; one whose answer only
+/// reached the output bucket (its response queue is read by nobody) gets that answer.
+#[test]
+fn the_reconciler_queues_jobs_never_sent_and_applies_lost_answers() {
+    let _heavy = one_at_a_time();
+    let mut service = Service::start(&[]);
+    let index = skyburst::index::ResultIndex::open(&service.data_dir().join("index.db")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let two_minutes_ago = skyburst::job::now_ms() - 120_000;
+    let (input, output) = (service.bucket("skyburst-input"), service.bucket("skyburst-output"));
+    let unsent = |image: Option<&str>| {
+        let job_id = uuid::Uuid::new_v4();
+        if let Some(name) = image {
+            let path = input.join(skyburst::job::image_key(job_id));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, image_bytes(name)).unwrap();
+        }
+        let job = skyburst::index::NewJob {
+            job_id,
+            client_id: None,
+            zone: Some("gate".into()),
+            file: None,
+            queued_at_ms: two_minutes_ago,
+            submitter: None,
+        };
+        runtime.block_on(index.insert(job)).unwrap();
+        job_id.to_string()
+    };
+    let never_sent = unsent(Some("bus.jpg"));
+    let lost = unsent(None);
+    // A job a worker finished whose answer went to a response queue nobody reads.
+    let answered = service.post_images(1, "answered").remove(0);
+    service.start_worker("w1");
+    let result = service.wait_for_job(&answered, MINUTE);
+    let stranded = unsent(None);
+    runtime.block_on(index.mark_sent(stranded.parse().unwrap(), two_minutes_ago)).unwrap();
+    let response = serde_json::json!({
+        "job_id": stranded, "instance": "w1", "pool": "local", "detector_ms": 1.0, "at_ms": skyburst::job::now_ms(),
+        "outcome": {"status": "done", "result": result["result"]},
+    });
+    let key = output.join(skyburst::job::result_key(stranded.parse().unwrap()));
+    std::fs::write(key, serde_json::to_vec(&response).unwrap()).unwrap();
+    let view = service.wait_for_job(&never_sent, MINUTE);
+    assert_eq!(view["status"], "done", "{view}");
+    let view = service.wait_for_job(&lost, MINUTE);
+    assert!(view["error"].as_str().unwrap().starts_with("lost: "), "{view}");
+    let index_view = || runtime.block_on(index.job(stranded.parse().unwrap())).unwrap().unwrap();
+    service.wait_until(MINUTE, |_| index_view().status == skyburst::index::JobStatus::Done);
+}

@@ -86,9 +86,9 @@ pub async fn reconcile(state: &AppState) -> u64 {
     let mut moved = 0;
     for job in stale {
         let job_id = job.job_id;
-        let outcome = match job.sent {
-            true => answer_in_store(state, job_id).await,
-            false => requeue(state, &job).await,
+        let outcome = match answer_in_store(state, job_id).await {
+            Ok(false) if !job.sent => requeue(state, &job).await,
+            other => other,
         };
         match outcome {
             Ok(true) => moved += 1,

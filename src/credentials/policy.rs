@@ -19,6 +19,11 @@ pub fn worker_session_policy(config: &Config) -> Value {
                 &["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
                 json!(format!("arn:aws:sqs:*:*:{}", q.requests)),
             ),
+            statement(
+                "RetryAndDeadLetter",
+                &["sqs:GetQueueUrl", "sqs:SendMessage"],
+                json!([format!("arn:aws:sqs:*:*:{}", q.requests), format!("arn:aws:sqs:*:*:{}-dlq", q.requests)]),
+            ),
             statement("Answer", &["sqs:GetQueueUrl", "sqs:SendMessage"], json!(format!("arn:aws:sqs:*:*:{}-*", q.responses_prefix))),
             statement("ReadImages", &["s3:GetObject"], json!(format!("arn:aws:s3:::{}/images/*", s.input_bucket))),
             statement("WriteResults", &["s3:PutObject"], json!(format!("arn:aws:s3:::{}/results/*", s.output_bucket))),

@@ -46,8 +46,8 @@ const BATCH: u32 = 500;
 const STALE_BATCH: u32 = 100;
 /// Control records (readiness stamps, heartbeats) nobody wrote for this long are removed.
 const CONTROL_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// Prefixes of those records in the output bucket.
-const CONTROL_PREFIXES: [&str; 2] = ["control/readyz/", crate::control::HEARTBEATS];
+/// Front ends' readiness stamps, one per front end that ever ran.
+const READINESS: &str = "control/readyz/";
 
 /// How often upkeep runs: every minute, or a quarter of the retention when that is shorter
 /// (a retention of minutes, in tests and soaks), but not more than every 5 s.
@@ -167,10 +167,11 @@ pub async fn retain(state: &AppState) -> u64 {
         deleted += batches(queue.name(), || queue.expire(keep, BATCH)).await;
     }
     let output = &state.settings.output_bucket;
-    for prefix in CONTROL_PREFIXES {
-        deleted += sweep(state, output, prefix, CONTROL_RETENTION).await;
-    }
+    deleted += sweep(state, output, READINESS, CONTROL_RETENTION).await;
     if r.sweep_store {
+        // The controller removes the heartbeats of instances its pools no longer list; with a
+        // fixed fleet (`up --workers N`) there is no controller. On S3 it is always there.
+        deleted += sweep(state, output, crate::control::HEARTBEATS, CONTROL_RETENTION).await;
         deleted += sweep(state, &state.settings.input_bucket, "images/", r.jobs).await;
         deleted += sweep(state, output, "results/", r.jobs).await;
     }

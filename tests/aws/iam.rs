@@ -11,8 +11,10 @@ use serde_json::Value;
 const ROLES: [(&str, &str); 3] = [("serve", "frontend"), ("worker", "worker"), ("controller", "controller")];
 
 /// Calls a part makes only on paths a short end-to-end run does not take.
-const RARE: [(&str, &str, &str); 3] = [
+const RARE: [(&str, &str, &str); 5] = [
     ("worker", "SQS:ChangeMessageVisibility", "extends a batch's visibility only after a third of the timeout"),
+    ("worker", "SQS:SendMessage", "re-queues or dead-letters a job only when an attempt fails"),
+    ("serve", "S3:ListObjectsV2", "lists old readiness stamps once a minute, from 5 s after start"),
     ("serve", "S3:DeleteObject", "removes a stored image only when its job cannot be queued"),
     ("worker", "S3:DeleteObject", "removes its heartbeat when it stops"),
 ];

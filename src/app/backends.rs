@@ -73,7 +73,7 @@ fn embedded_queues(config: &Config) -> anyhow::Result<Queues> {
     let db = LocalQueues::open(&path, Duration::from_millis(q.poll_interval_ms))
         .with_context(|| format!("cannot open the embedded queue at {}", path.display()))?;
     let dlq_name = format!("{}-dlq", q.requests);
-    let requests = Arc::new(db.queue(&q.requests, Some((&dlq_name, q.max_receives))));
+    let requests = Arc::new(db.durable_queue(&q.requests, Some((&dlq_name, q.max_receives))));
     let dead_letters = Arc::new(db.queue(&dlq_name, None));
     let open: OpenQueue = Arc::new(move |name: &str| Arc::new(db.queue(name, None)) as Arc<dyn Queue>);
     Ok(Queues { requests, dead_letters, open })

@@ -4,6 +4,10 @@
 //! or SIGTERM stops them all (workers finish their batch first); SIGHUP is passed on to the
 //! front end and the controller (they reload their TLS certificates).
 //!
+//! Its parts never outlive it, even when it is killed with SIGKILL: they and the workers the
+//! controller starts inherit the read end of a [`Lifeline`] pipe whose write end only `up`
+//! holds, and shut down gracefully when it closes (see [`crate::shutdown`]).
+//!
 //! Its own and its parts' log lines go to one [`LogFile`] (`<data-dir>/skyburst.log`); the
 //! console gets the URL on stdout and only warnings and errors on stderr.
 
@@ -20,7 +24,7 @@ use tokio::process::{Child, Command};
 use crate::app::logging::{self, LogFile};
 use crate::cli::UpArgs;
 use crate::config::Config;
-use crate::shutdown;
+use crate::shutdown::{self, Lifeline};
 
 /// How long `serve` may take to print its URL (it opens the queue, store and index first).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,7 +49,9 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let fixed = args.workers.or((config.embedded.workers > 0).then_some(config.embedded.workers));
     let children_log = log.clone();
-    let children = Children::new(config, config_file, log)?;
+    // Held until this process ends: its parts shut down when it closes.
+    let lifeline = Lifeline::new().context("cannot tie the parts' lives to this process")?;
+    let children = Children::new(config, config_file, log, lifeline.env())?;
     let runtime = crate::app::runtime()?;
     let code = runtime.block_on(children.run(args, fixed))?;
     if fixed.is_none() {
@@ -86,10 +92,17 @@ struct Children {
     log: Option<LogFile>,
     /// `frontend.tls.cert`: what a client of an HTTPS front end may need to trust.
     certificate: Option<std::path::PathBuf>,
+    /// The [`Lifeline`]'s variable, set for every part.
+    lifeline: (&'static str, String),
 }
 
 impl Children {
-    fn new(config: &Config, config_file: Option<&Path>, log: Option<LogFile>) -> anyhow::Result<Self> {
+    fn new(
+        config: &Config,
+        config_file: Option<&Path>,
+        log: Option<LogFile>,
+        lifeline: (&'static str, String),
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this program's path to start its parts")?;
         let data_dir = config.embedded.data_dir.clone();
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -98,12 +111,13 @@ impl Children {
             common.extend(["--config".to_string(), file.display().to_string()]);
         }
         common.extend(["--data-dir".to_string(), data_dir.display().to_string()]);
-        Ok(Self { exe, common, data_dir, log, certificate: config.frontend.tls.cert.clone() })
+        Ok(Self { exe, common, data_dir, log, certificate: config.frontend.tls.cert.clone(), lifeline })
     }
 
     fn command(&self, args: &[String]) -> Command {
         let mut command = Command::new(&self.exe);
         command.args(&self.common).args(args).stdin(Stdio::null()).kill_on_drop(true);
+        command.env(self.lifeline.0, &self.lifeline.1);
         if self.log.is_some() {
             command.stderr(Stdio::piped());
         }

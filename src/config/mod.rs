@@ -403,6 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn the_default_instance_id_names_host_and_port_and_an_explicit_one_wins() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        let (a, b) = (config.frontend.instance_id_on(8080), config.frontend.instance_id_on(8081));
+        assert_ne!(a, b, "two front ends on one host get two response queues");
+        assert_eq!(a, config.frontend.instance_id_on(8080), "a restart on the same port keeps its queue");
+        let host = crate::host::name_fragment(32);
+        assert_eq!(a, format!("frontend-{host}-8080"));
+        assert!(validate::is_resource_name(&config.frontend.instance_id_on(u16::MAX)));
+        let explicit = Config::load_with_env(None, env(&[("SKYBURST_FRONTEND__INSTANCE_ID", "web-1")])).unwrap();
+        assert_eq!(explicit.frontend.instance_id_on(8080), "web-1");
+        let err = Config::load_with_env(None, env(&[("SKYBURST_FRONTEND__INSTANCE_ID", "Web_1")])).unwrap_err();
+        assert!(err.to_string().contains("frontend.instance_id = \"Web_1\""), "{err}");
+    }
+
+    #[test]
     fn the_default_is_one_local_pool_scaled_by_seed_hybrid() {
         let config = Config::load_with_env(None, env(&[("SKYBURST_SCALING__MAX", "4")])).unwrap();
         assert_eq!(config.pools.len(), 1);

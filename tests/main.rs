@@ -27,4 +27,5 @@ mod openapi_fuzz;
 mod openstack;
 mod scopes;
 mod scripts;
+mod supervision;
 mod tls;

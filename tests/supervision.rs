@@ -306,7 +306,8 @@ fn a_crashed_front_end_comes_back_on_the_same_url_and_no_job_is_lost() {
     let _heavy = one_at_a_time();
     let mut deployment = Deployment::new(None);
     let url = deployment.start("0", &["--workers", "1"], false);
-    let mut jobs: Vec<String> = (0..4).map(|i| deployment.submit(&url, &format!("before-{i}"))).collect();
+    // Enough that the worker is still answering while the front end is down.
+    let mut jobs: Vec<String> = (0..8).map(|i| deployment.submit(&url, &format!("before-{i}"))).collect();
     let serve = pids(&deployment.parts(), "serve");
     assert_eq!(serve.len(), 1);
     signal(serve[0], Signal::SIGKILL);
@@ -316,6 +317,14 @@ fn a_crashed_front_end_comes_back_on_the_same_url_and_no_job_is_lost() {
     assert_eq!(count(&parts, "serve"), 1, "{parts:?}");
     assert_ne!(pids(&parts, "serve"), serve, "a new front end");
     deployment.wait_done(&url, &jobs, Duration::from_secs(120));
+    // The answers sent while it was down went to its predecessor's response queue, which is its
+    // own (the same instance id): it took them all.
+    let data = deployment.data.path().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while unread_responses(&data) > 0 {
+        assert!(Instant::now() < deadline, "{} answers left unread", unread_responses(&data));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(deployment.up.as_mut().unwrap().try_wait().unwrap().is_none(), "up is still running");
     deployment.stop_up();
 }
@@ -372,6 +381,13 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Messages in any response queue of the embedded queue.
+fn unread_responses(data: &Path) -> i64 {
+    let db = rusqlite::Connection::open(data.join("queue.db")).unwrap();
+    let query = "SELECT COUNT(*) FROM messages WHERE queue LIKE 'skyburst-responses-%'";
+    db.query_row(query, [], |row| row.get(0)).unwrap()
 }
 
 /// The `reply_queue` of every job waiting in the embedded request queue.

@@ -27,5 +27,6 @@ mod openapi_fuzz;
 mod openstack;
 mod scopes;
 mod scripts;
+mod supervision;
 mod tls;
 mod unattended;

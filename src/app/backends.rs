@@ -79,10 +79,15 @@ fn embedded_queues(config: &Config) -> anyhow::Result<Queues> {
     Ok(Queues { requests, dead_letters, open })
 }
 
-/// The front end's own response queue, `<responses_prefix>-<instance_id>`; on SQS it is created
-/// if missing (each front-end instance owns one).
-pub async fn response_queue(config: &Config, backends: &Backends) -> anyhow::Result<Arc<dyn Queue>> {
-    let name = format!("{}-{}", config.queue.responses_prefix, config.frontend.instance_id);
+/// The name of the response queue of front end `instance_id`: `<responses_prefix>-<instance_id>`.
+pub fn response_queue_name(config: &Config, instance_id: &str) -> String {
+    format!("{}-{instance_id}", config.queue.responses_prefix)
+}
+
+/// The response queue of front end `instance_id` ([`response_queue_name`]); on SQS it is
+/// created if missing (each front-end instance owns one).
+pub async fn response_queue(config: &Config, backends: &Backends, instance_id: &str) -> anyhow::Result<Arc<dyn Queue>> {
+    let name = response_queue_name(config, instance_id);
     match config.queue.backend {
         QueueBackend::Sqs => aws::create_response_queue(config, backends.aws.as_ref(), &name).await,
         QueueBackend::Embedded => Ok((backends.queues.open)(&name)),

@@ -15,13 +15,16 @@ use crate::frontend::upkeep::Retention;
 use crate::frontend::{AppState, Settings};
 use crate::index::ResultIndex;
 
-/// The front end's state, with `shutdown` turning true when it should stop.
-pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<AppState> {
+/// The state of a front end listening on `port` (its instance id, and so its response queue,
+/// may depend on it: [`crate::config::FrontendConfig::instance_id_on`]), with `shutdown`
+/// turning true when it should stop.
+pub async fn frontend(config: &Config, port: u16, shutdown: watch::Receiver<bool>) -> anyhow::Result<AppState> {
     let backends = backends(config, "serve").await?;
     let f = &config.frontend;
     let index_path = config.embedded.data_dir.join("index.db");
     let index = ResultIndex::open(&index_path)?;
-    let responses = response_queue(config, &backends).await?;
+    let instance_id = f.instance_id_on(port);
+    let responses = response_queue(config, &backends, &instance_id).await?;
     let settings = Settings {
         wait: Duration::from_secs(f.wait_seconds),
         max_body: f.max_body_bytes,
@@ -33,7 +36,7 @@ pub async fn frontend(config: &Config, shutdown: watch::Receiver<bool>) -> anyho
         max_pixels: config.detector.max_pixels,
         input_bucket: config.store.input_bucket.clone(),
         output_bucket: config.store.output_bucket.clone(),
-        instance_id: f.instance_id.clone(),
+        instance_id,
         long_poll: Duration::from_secs(config.queue.long_poll_seconds),
         max_receives: config.queue.max_receives,
         retention: retention(config),

@@ -115,6 +115,10 @@ fn env_filter() -> EnvFilter {
 
 /// Logs to stderr, or with `file` to that file with only warnings and errors on stderr. Colours
 /// only on a terminal: a pipe (`up` reading its parts, CI) or a file gets plain text.
+///
+/// A line that cannot be written is dropped quietly: a part of a killed `up` still shuts down
+/// gracefully with its stderr a broken pipe, and tracing's own report of the failure would
+/// panic the task that logged.
 pub fn init(file: Option<LogFile>) {
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal();
@@ -123,13 +127,17 @@ pub fn init(file: Option<LogFile>) {
             .with_env_filter(env_filter())
             .with_ansi(colour)
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .try_init();
         return;
     };
     let to_file =
         tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || file.clone()).with_filter(env_filter());
-    let to_console =
-        tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(std::io::stderr).with_filter(LevelFilter::WARN);
+    let to_console = tracing_subscriber::fmt::layer()
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false)
+        .with_filter(LevelFilter::WARN);
     let _ = tracing_subscriber::registry().with(to_file).with(to_console).try_init();
 }
 

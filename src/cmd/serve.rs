@@ -15,10 +15,12 @@ pub fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let certificates = config.frontend.tls.load().context("cannot serve HTTPS (frontend.tls)")?;
     let listener = bind(config, &args.listen, tokens.enabled())?;
     let scheme = if certificates.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
+    let url = format!("{scheme}://{address}");
     app::runtime()?.block_on(async {
         let (_signal, stop) = shutdown::on_signal();
-        let state = app::frontend(config, stop).await?;
+        // Bound first: the default instance id names the port, 0 included.
+        let state = app::frontend(config, address.port(), stop).await?;
         println!("skyburst serve: listening on {url}");
         frontend::serve(state, listener, tokens, certificates).await
     })?;

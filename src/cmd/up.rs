@@ -1,26 +1,40 @@
 //! `skyburst up`: the embedded deployment in one command. Starts `serve` and the controller
 //! (which scales the `local` pool's worker processes to the queue) as child processes of this
-//! binary, or a fixed fleet of workers with `--workers N`; restarts a part that dies; on Ctrl-C
-//! or SIGTERM stops them all (workers finish their batch first); SIGHUP is passed on to the
-//! front end and the controller (they reload their TLS certificates).
+//! binary, or a fixed fleet of workers with `--workers N`; on Ctrl-C or SIGTERM stops them all
+//! (workers finish their batch first); SIGHUP is passed on to the front end and the controller
+//! (they reload their TLS certificates).
+//!
+//! It supervises its parts. A worker or the controller that dies is started again (the
+//! controller adopts the workers it had started). A front end that dies is started again on
+//! the port it first got, so the printed URL stays valid, after a delay that doubles with each
+//! quick crash; after [`MAX_CRASHES`] crashes within [`CRASH_WINDOW`] `up` stops everything and
+//! exits with 1. A restarted front end keeps its instance id and so its response queue, and
+//! picks up the answers its predecessor was waiting for.
+//!
+//! Its parts never outlive it, even when it is killed with SIGKILL: they and the workers the
+//! controller starts inherit the read end of a [`Lifeline`] pipe whose write end only `up`
+//! holds, and shut down gracefully when it closes (see [`crate::shutdown`]).
 //!
 //! Its own and its parts' log lines go to one [`LogFile`] (`<data-dir>/skyburst.log`); the
 //! console gets the URL on stdout and only warnings and errors on stderr.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use crate::app::logging::{self, LogFile};
-use crate::cli::UpArgs;
+use crate::cli::{ListenArgs, UpArgs};
 use crate::config::Config;
-use crate::shutdown;
+use crate::shutdown::{self, Lifeline};
 
 /// How long `serve` may take to print its URL (it opens the queue, store and index first).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,6 +42,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A worker that keeps crashing is restarted at most this often.
 const RESTART_BACKOFF: Duration = Duration::from_secs(2);
+/// The wait before the front end's first restart; it doubles with each crash in [`CRASH_WINDOW`].
+const SERVE_BACKOFF: Duration = Duration::from_secs(1);
+/// `up` gives up when the front end crashes this many times within [`CRASH_WINDOW`].
+pub const MAX_CRASHES: usize = 5;
+/// See [`MAX_CRASHES`].
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// How long a restart waits for the front end's port to be free before counting a failure.
+const PORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens the log `up` writes: `--log-file`, or `<data-dir>/skyburst.log`.
 pub fn open_log(config: &Config, args: &UpArgs) -> anyhow::Result<LogFile> {
@@ -45,7 +67,9 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let fixed = args.workers.or((config.embedded.workers > 0).then_some(config.embedded.workers));
     let children_log = log.clone();
-    let children = Children::new(config, config_file, log)?;
+    // Held until this process ends: its parts shut down when it closes.
+    let lifeline = Lifeline::new().context("cannot tie the parts' lives to this process")?;
+    let children = Children::new(config, config_file, log, lifeline.env())?;
     let runtime = crate::app::runtime()?;
     let code = runtime.block_on(children.run(args, fixed))?;
     if fixed.is_none() {
@@ -86,10 +110,17 @@ struct Children {
     log: Option<LogFile>,
     /// `frontend.tls.cert`: what a client of an HTTPS front end may need to trust.
     certificate: Option<std::path::PathBuf>,
+    /// The [`Lifeline`]'s variable, set for every part.
+    lifeline: (&'static str, String),
 }
 
 impl Children {
-    fn new(config: &Config, config_file: Option<&Path>, log: Option<LogFile>) -> anyhow::Result<Self> {
+    fn new(
+        config: &Config,
+        config_file: Option<&Path>,
+        log: Option<LogFile>,
+        lifeline: (&'static str, String),
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this program's path to start its parts")?;
         let data_dir = config.embedded.data_dir.clone();
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -98,12 +129,13 @@ impl Children {
             common.extend(["--config".to_string(), file.display().to_string()]);
         }
         common.extend(["--data-dir".to_string(), data_dir.display().to_string()]);
-        Ok(Self { exe, common, data_dir, log, certificate: config.frontend.tls.cert.clone() })
+        Ok(Self { exe, common, data_dir, log, certificate: config.frontend.tls.cert.clone(), lifeline })
     }
 
     fn command(&self, args: &[String]) -> Command {
         let mut command = Command::new(&self.exe);
         command.args(&self.common).args(args).stdin(Stdio::null()).kill_on_drop(true);
+        command.env(self.lifeline.0, &self.lifeline.1);
         if self.log.is_some() {
             command.stderr(Stdio::piped());
         }
@@ -124,6 +156,57 @@ impl Children {
         self.spawn(&mut self.command(&args), "a worker")
     }
 
+    /// Starts the front end, on `port` if given, else on `--port` or `frontend.port`.
+    fn serve(&self, listen: &ListenArgs, port: Option<u16>) -> anyhow::Result<Child> {
+        let mut args = vec!["serve".to_string()];
+        if let Some(bind) = &listen.bind {
+            args.extend(["--bind".into(), bind.clone()]);
+        }
+        if let Some(port) = port.or(listen.port) {
+            args.extend(["--port".into(), port.to_string()]);
+        }
+        if listen.insecure {
+            args.push("--insecure".into());
+        }
+        self.spawn(self.command(&args).stdout(Stdio::piped()), "the front end")
+    }
+
+    /// Starts the front end again on `address` after a crash, waiting longer after each quick
+    /// crash; `None` if a signal comes first, an error after [`MAX_CRASHES`] in [`CRASH_WINDOW`].
+    async fn restart_serve(
+        &self,
+        listen: &ListenArgs,
+        address: SocketAddr,
+        crashes: &mut Crashes,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Child>> {
+        loop {
+            let Some(delay) = crashes.record(Instant::now()) else {
+                anyhow::bail!(
+                    "the front end crashed {MAX_CRASHES} times within {} s; giving up (its errors are in the log)",
+                    CRASH_WINDOW.as_secs()
+                );
+            };
+            tracing::warn!(%address, delay_ms = delay.as_millis() as u64, "restarting the front end");
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(None),
+                started = self.serve_again(listen, address, delay) => match started {
+                    Ok(child) => return Ok(Some(child)),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "the front end did not start again"),
+                },
+            }
+        }
+    }
+
+    /// After `delay`, once `address` is free, starts the front end there and waits for it to listen.
+    async fn serve_again(&self, listen: &ListenArgs, address: SocketAddr, delay: Duration) -> anyhow::Result<Child> {
+        tokio::time::sleep(delay).await;
+        wait_for_port(address).await?;
+        let mut child = self.serve(listen, Some(address.port()))?;
+        read_url(&mut child).await?;
+        Ok(child)
+    }
+
     fn controller(&self, insecure: bool) -> anyhow::Result<Child> {
         let mut args = vec!["controller".to_string()];
         if insecure {
@@ -137,18 +220,13 @@ impl Children {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot install a SIGHUP handler")?;
         let insecure = args.listen.insecure;
-        let mut serve_args = vec!["serve".to_string()];
-        if let Some(bind) = &args.listen.bind {
-            serve_args.extend(["--bind".into(), bind.clone()]);
-        }
-        if let Some(port) = args.listen.port {
-            serve_args.extend(["--port".into(), port.to_string()]);
-        }
-        if args.listen.insecure {
-            serve_args.push("--insecure".into());
-        }
-        let mut serve = self.spawn(self.command(&serve_args).stdout(Stdio::piped()), "the front end")?;
+        let mut serve = self.serve(&args.listen, None)?;
         let url = read_url(&mut serve).await?;
+        // A restart binds the port this one got, even if `--port 0` picked it.
+        let address = address_of(&url)?;
+        let mut crashes = Crashes::default();
+        // `stop` stays borrowed by the loop's `select!`; a restart watches this copy.
+        let stopping = stop.clone();
         let count = fixed.unwrap_or(0);
         let mut workers = (0..count).map(|i| self.worker(i)).collect::<anyhow::Result<Vec<_>>>()?;
         let mut controller = match fixed {
@@ -182,8 +260,15 @@ impl Children {
                     }
                 }
                 status = serve.wait() => {
-                    tracing::error!(?status, "the front end exited; stopping");
-                    break ExitCode::FAILURE;
+                    tracing::warn!(?status, "the front end exited");
+                    match self.restart_serve(&args.listen, address, &mut crashes, stopping.clone()).await {
+                        Ok(Some(child)) => serve = child,
+                        Ok(None) => break ExitCode::SUCCESS,
+                        Err(e) => {
+                            tracing::error!("{e:#}; stopping");
+                            break ExitCode::FAILURE;
+                        }
+                    }
                 }
                 (i, status) = first_exit(&mut workers) => {
                     tracing::warn!(worker = i, ?status, "a worker exited; restarting it");
@@ -227,6 +312,41 @@ pub(crate) async fn read_url(child: &mut Child) -> anyhow::Result<String> {
         }
     });
     Ok(url.to_string())
+}
+
+/// `127.0.0.1:8080` from `http://127.0.0.1:8080`.
+fn address_of(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest).trim_end_matches('/');
+    rest.parse().with_context(|| format!("the front end printed {url:?}, not http(s)://ADDRESS:PORT"))
+}
+
+/// Waits until `address` can be bound again, at most [`PORT_TIMEOUT`].
+async fn wait_for_port(address: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PORT_TIMEOUT;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {address} again")),
+        }
+    }
+}
+
+/// The front end's recent crashes.
+#[derive(Debug, Default)]
+struct Crashes(VecDeque<Instant>);
+
+impl Crashes {
+    /// Records a crash at `now`: the wait before the next start ([`SERVE_BACKOFF`], doubled for
+    /// each earlier crash in [`CRASH_WINDOW`]), or `None` once that makes [`MAX_CRASHES`].
+    fn record(&mut self, now: Instant) -> Option<Duration> {
+        self.0.retain(|t| now.duration_since(*t) < CRASH_WINDOW);
+        self.0.push_back(now);
+        let recent = self.0.len();
+        (recent < MAX_CRASHES).then(|| SERVE_BACKOFF * 2u32.pow(recent as u32 - 1))
+    }
 }
 
 /// Copies a part's stderr into the log, line by line, and shows warnings, errors and anything
@@ -288,4 +408,35 @@ fn shout(line: &str) {
 fn say(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_crashes_double_the_wait_until_up_gives_up() {
+        let mut crashes = Crashes::default();
+        let start = Instant::now();
+        let waits: Vec<_> = (0..MAX_CRASHES).map(|i| crashes.record(start + Duration::from_secs(i as u64))).collect();
+        let seconds = |s| Some(Duration::from_secs(s));
+        assert_eq!(waits, [seconds(1), seconds(2), seconds(4), seconds(8), None]);
+    }
+
+    #[test]
+    fn crashes_older_than_the_window_are_forgotten() {
+        let mut crashes = Crashes::default();
+        let start = Instant::now();
+        for i in 0..MAX_CRASHES - 1 {
+            crashes.record(start + Duration::from_secs(i as u64));
+        }
+        assert_eq!(crashes.record(start + CRASH_WINDOW + Duration::from_secs(10)), Some(SERVE_BACKOFF));
+    }
+
+    #[test]
+    fn the_address_comes_from_the_printed_url() {
+        assert_eq!(address_of("http://127.0.0.1:8080").unwrap(), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(address_of("https://[::1]:443/").unwrap(), "[::1]:443".parse().unwrap());
+        assert!(address_of("http://localhost").is_err());
+    }
 }

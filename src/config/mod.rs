@@ -6,7 +6,8 @@
 //! for deeper levels) and `<SECTION>` names a section of the tree, such as `FRONTEND` or
 //! `DETECTOR`: `SKYBURST_DETECTOR__THRESHOLD=0.4`. Any other `SKYBURST_*` variable (a script's
 //! `SKYBURST_BIN`, say) is not config: [`ignored_env_vars`] names them, and the binary warns
-//! about each and goes on. A wrong key inside a section is still an error.
+//! about each and goes on, except the variables the binary sets for its own parts
+//! ([`INTERNAL_ENV_VARS`]). A wrong key inside a section is still an error.
 
 mod cloud;
 mod scaling;
@@ -29,6 +30,10 @@ use skyburst_detector::ResizeMode;
 
 /// The environment prefix reserved for config keys. Test harness variables use other names.
 pub const ENV_PREFIX: &str = "SKYBURST";
+
+/// `SKYBURST_*` variables that are not config but are not ignored either: `skyburst up` sets
+/// them for its parts.
+pub const INTERNAL_ENV_VARS: &[&str] = &[crate::shutdown::LIFELINE_VAR];
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,7 +221,8 @@ impl Config {
     }
 }
 
-/// The `SKYBURST_*` variables in `env` that are not config keys (see the module doc), sorted.
+/// The `SKYBURST_*` variables in `env` that are neither config keys nor [`INTERNAL_ENV_VARS`]
+/// (see the module doc), sorted.
 pub fn ignored_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
     let sections = sections();
     let mut ignored: Vec<String> = env
@@ -225,6 +231,7 @@ pub fn ignored_env_vars(env: impl IntoIterator<Item = (String, String)>) -> Vec<
         .filter(|k| {
             k.strip_prefix(ENV_PREFIX).is_some_and(|r| r.starts_with('_'))
                 && !section_of(k).is_some_and(|s| sections.contains(&s))
+                && !INTERNAL_ENV_VARS.contains(&k.as_str())
         })
         .collect();
     ignored.sort();
@@ -276,6 +283,7 @@ mod tests {
             ("SKYBURST_DETECTOR", "x"),
             ("SKYBURST_POOLS__0__NAME", "x"),
             ("SKYBURSTING", "x"),
+            ("SKYBURST_UP_LIFELINE_FD", "3"),
             ("SKYBURST_DETECTOR__THRESHOLD", "0.5"),
             ("HOME", "/root"),
         ]);
@@ -392,6 +400,21 @@ mod tests {
         let unknown = format!("{good}secret = \"x\"\n");
         let err = Config::load_with_env(Some(write(&unknown).path()), env(&[])).unwrap_err();
         assert!(err.to_string().contains("secret"), "unknown keys are refused: {err}");
+    }
+
+    #[test]
+    fn the_default_instance_id_names_host_and_port_and_an_explicit_one_wins() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        let (a, b) = (config.frontend.instance_id_on(8080), config.frontend.instance_id_on(8081));
+        assert_ne!(a, b, "two front ends on one host get two response queues");
+        assert_eq!(a, config.frontend.instance_id_on(8080), "a restart on the same port keeps its queue");
+        let host = crate::host::name_fragment(32);
+        assert_eq!(a, format!("frontend-{host}-8080"));
+        assert!(validate::is_resource_name(&config.frontend.instance_id_on(u16::MAX)));
+        let explicit = Config::load_with_env(None, env(&[("SKYBURST_FRONTEND__INSTANCE_ID", "web-1")])).unwrap();
+        assert_eq!(explicit.frontend.instance_id_on(8080), "web-1");
+        let err = Config::load_with_env(None, env(&[("SKYBURST_FRONTEND__INSTANCE_ID", "Web_1")])).unwrap_err();
+        assert!(err.to_string().contains("frontend.instance_id = \"Web_1\""), "{err}");
     }
 
     #[test]

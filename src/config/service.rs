@@ -48,9 +48,28 @@ pub struct FrontendConfig {
     /// `--insecure`.
     pub tls: crate::tls::TlsFiles,
     /// This replica's name; its response queue is `<queue.responses_prefix>-<instance_id>`, so a
-    /// restarted front end picks up the answers its predecessor was waiting for. Default `frontend`.
-    pub instance_id: String,
+    /// restarted front end picks up the answers its predecessor was waiting for. Unset (the
+    /// default): `frontend-<hostname>-<port>` with the port it listens on, the same after a
+    /// restart on that host and port and different for any two front ends running at once
+    /// (see [`FrontendConfig::instance_id_on`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
+
+impl FrontendConfig {
+    /// The instance id of a front end listening on `port`: `instance_id` if set, else
+    /// `frontend-<hostname>-<port>` (the host name as [`crate::host::name_fragment`] gives it).
+    pub fn instance_id_on(&self, port: u16) -> String {
+        match &self.instance_id {
+            Some(id) => id.clone(),
+            None => format!("frontend-{}-{port}", crate::host::name_fragment(HOST_IN_INSTANCE_ID)),
+        }
+    }
+}
+
+/// The host name's share of a default instance id: with `frontend-`, the port and the default
+/// `responses_prefix` the response queue's name stays within SQS's 80 characters.
+const HOST_IN_INSTANCE_ID: usize = 32;
 
 impl Default for FrontendConfig {
     fn default() -> Self {
@@ -67,7 +86,7 @@ impl Default for FrontendConfig {
             tokens: Vec::new(),
             tokens_file: None,
             tls: Default::default(),
-            instance_id: "frontend".into(),
+            instance_id: None,
         }
     }
 }

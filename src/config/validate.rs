@@ -98,8 +98,10 @@ fn service(config: &Config, check: &mut impl FnMut(bool, String)) {
         (1..=10).contains(&w.jobs_per_receive),
         format!("worker.jobs_per_receive = {} must be in 1..=10", w.jobs_per_receive),
     );
+    // Checked with the longest port: the default id is a resource name on any port.
+    let instance_id = f.instance_id_on(u16::MAX);
     for (key, name) in [
-        ("frontend.instance_id", &f.instance_id),
+        ("frontend.instance_id", &instance_id),
         ("queue.requests", &q.requests),
         ("queue.responses_prefix", &q.responses_prefix),
         ("store.input_bucket", &s.input_bucket),

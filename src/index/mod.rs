@@ -253,16 +253,13 @@ impl ResultIndex {
         .await
     }
 
-    /// Forgets a job (one that could not be queued, or one an operator deletes): its row and its
-    /// label counts. Returns whether there was a row.
-    pub async fn remove(&self, job_id: Uuid) -> Result<bool> {
+    /// Forgets a job that could not be queued, or one an operator deletes: its row and labels.
+    pub async fn remove(&self, job_id: Uuid) -> Result<()> {
         self.with_db(move |c| {
             let tx = c.transaction()?;
-            let id = job_id.to_string();
-            tx.prepare_cached("DELETE FROM labels WHERE job_id = ?1")?.execute([&id])?;
-            let removed = tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([&id])?;
-            tx.commit()?;
-            Ok(removed > 0)
+            tx.prepare_cached("DELETE FROM labels WHERE job_id = ?1")?.execute([job_id.to_string()])?;
+            tx.prepare_cached("DELETE FROM jobs WHERE job_id = ?1")?.execute([job_id.to_string()])?;
+            tx.commit()
         })
         .await
     }

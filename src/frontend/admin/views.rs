@@ -57,8 +57,8 @@ pub struct DeadLetter {
     /// Where its image is, `bucket/key` (messages carry keys, never images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Receives so far. The embedded queue resets it when a message is dead-lettered; on SQS
-    /// each peek counts as one.
+    /// Receives so far: on SQS those on the request queue and every peek since; the embedded
+    /// queue counts only those since the message was dead-lettered (the move resets it).
     pub receive_count: u32,
     /// When it was sent (RFC 3339), where the queue says.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,8 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Administer a running front end's queues and buckets (a token with the `admin` scope).
+    Admin(AdminArgs),
     /// Print the cloud-init user-data an instance of a cloud pool is launched with.
     RenderUserData(RenderUserDataArgs),
     /// AWS tools: create the queues and buckets, publish the worker release (`--features aws`).
@@ -116,6 +118,112 @@ pub struct DetectArgs {
     /// Write each image with its boxes and labels drawn into this directory.
     #[arg(long, value_name = "OUT_DIR")]
     pub annotate: Option<PathBuf>,
+}
+
+/// `skyburst admin ...`: calls the front end's `/api/admin/` routes.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of the front end.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Bearer token with the `admin` scope, for a front end with tokens.
+    #[arg(long, global = true, env = "BEARER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM certificate(s) to trust besides the system's roots: a front end's self-signed
+    /// certificate, or the CA that signed it.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// Send --token over plain HTTP to a non-loopback address (it crosses the network in
+    /// cleartext).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Print the front end's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// The `skyburst admin` subcommands. Those that remove or move something need `--yes`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Messages visible, in flight and delayed on the request, dead-letter and response queues.
+    Queues,
+    /// List dead-lettered messages without taking them (SQS: visible ones; each look is a receive).
+    DeadLetters {
+        /// At most this many, 1..=1000.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Move dead-lettered messages back to the request queue (all, or one with --message).
+    Redrive {
+        /// Only this message (its id as `admin dead-letters` lists it).
+        #[arg(long, value_name = "ID")]
+        message: Option<String>,
+        /// Really move them.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove one dead-lettered message.
+    DropMessage {
+        /// The message's id, as `admin dead-letters` lists it.
+        id: String,
+        /// Really remove it.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove every message of the request queue or of the dead-letter queue.
+    PurgeQueue {
+        /// Which queue.
+        #[arg(value_enum)]
+        queue: AdminQueue,
+        /// Really remove them.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove the objects of a bucket under a prefix, optionally only older ones; `control/` and
+    /// `releases/` are kept unless --prefix names them.
+    PurgeStore {
+        /// Which bucket.
+        #[arg(long, value_enum)]
+        bucket: AdminBucket,
+        /// Only keys starting with this (e.g. `images/`); default: the whole bucket.
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+        /// Only objects last written before this: an RFC 3339 time or an age (`7d`, `12h`).
+        #[arg(long, value_name = "TIME|AGE")]
+        older_than: Option<String>,
+        /// Really remove them.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete a job: its image, its result and its index row.
+    DeleteJob {
+        /// The job's id.
+        id: String,
+        /// Really delete it.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// A queue `skyburst admin purge-queue` empties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdminQueue {
+    /// The request queue.
+    Requests,
+    /// Its dead-letter queue.
+    DeadLetters,
+}
+
+/// A bucket `skyburst admin purge-store` purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdminBucket {
+    /// store.input_bucket (images).
+    Input,
+    /// store.output_bucket (results, control records).
+    Output,
 }
 
 /// `skyburst config ...`.

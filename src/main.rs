@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check) => skyburst::cmd::config_check::run(&config),
         Command::RenderUserData(args) => skyburst::cmd::render_user_data::run(&config, args),
         Command::Aws(command) => skyburst::cmd::aws::run(&config, command),
+        Command::Admin(args) => skyburst::cmd::admin::run(args),
         Command::Dev(command) => skyburst::cmd::dev::run(&config, command, config_file),
     };
     match outcome {

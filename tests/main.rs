@@ -5,6 +5,7 @@
 
 mod support;
 
+mod admin;
 #[cfg(feature = "aws")]
 mod aws;
 mod bad_input;

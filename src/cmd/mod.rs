@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `run(&Config, &Args) -> anyhow::Result<ExitCode>`.
 
+pub mod admin;
 pub mod aws;
 pub mod config_check;
 pub mod controller;

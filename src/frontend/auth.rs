@@ -57,6 +57,7 @@ impl Scopes {
                 Needed::Submit => self.submit,
                 Needed::Read => self.read,
                 Needed::SubmitOrRead => self.submit || self.read,
+                Needed::Admin => false,
             }
     }
 }
@@ -92,6 +93,8 @@ enum Needed {
     Submit,
     /// Reading everything.
     Read,
+    /// Administration: the routes under `/api/admin/`.
+    Admin,
     /// Either scope: one job (its submitter, which the handler checks, or a reader) and the
     /// OpenAPI document.
     SubmitOrRead,
@@ -103,6 +106,7 @@ fn needed(method: &actix_web::http::Method, pattern: Option<&str>) -> Needed {
         ("POST", Some("/api/detect" | "/upload" | "/upload/{zone}" | "/api/jobs")) => Needed::Submit,
         (_, Some("/api/jobs/{job_id}" | "/api/jobs/{job_id}/image")) => Needed::SubmitOrRead,
         (_, Some("/api/openapi.json")) => Needed::SubmitOrRead,
+        (_, Some(pattern)) if pattern.starts_with("/api/admin/") => Needed::Admin,
         _ => Needed::Read,
     }
 }
@@ -205,6 +209,7 @@ pub async fn require_token(
     if !caller.scopes.allows(needed) {
         let scope = match needed {
             Needed::Submit => "submit",
+            Needed::Admin => "admin",
             _ => "read",
         };
         let error = ApiError::new(
@@ -261,6 +266,19 @@ mod tests {
             assert!(submit.allows(get(route)) && read.allows(get(route)), "{route}");
         }
         assert!(!submit.allows(needed(&Method::GET, None)), "an unmatched path needs read");
+        let both = Scopes::SUBMIT_READ;
+        for (method, route) in [
+            (Method::GET, "/api/admin/queues"),
+            (Method::POST, "/api/admin/queues/{queue}/purge"),
+            (Method::GET, "/api/admin/dead-letters"),
+            (Method::POST, "/api/admin/dead-letters/redrive"),
+            (Method::DELETE, "/api/admin/dead-letters/messages/{message_id}"),
+            (Method::POST, "/api/admin/store/purge"),
+            (Method::DELETE, "/api/admin/jobs/{job_id}"),
+        ] {
+            let scope = needed(&method, Some(route));
+            assert!(!both.allows(scope) && admin.allows(scope), "{method} {route} needs admin");
+        }
     }
 
     #[test]

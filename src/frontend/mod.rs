@@ -12,7 +12,10 @@
 //! - [`dashboard`]: the page at `/`; [`auth`]: bearer tokens; [`error`]: JSON errors; [`views`]: response bodies;
 //!   [`fleet`]: the versioned `/api/fleet` wire format;
 //!   [`openapi`]: the OpenAPI document; [`metrics`]: Prometheus metrics.
+//! - [`admin`]: the administration routes under `/api/admin/` (queues, dead letters, purges,
+//!   deleting a job).
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod body;
@@ -133,6 +136,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics_text)))
         .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
         .service(resource("/readyz", "GET").route(web::get().to(health::readyz)));
+    admin::routes(cfg);
 }
 
 /// A path whose only method is `allow`: any other gets `405` with `Allow` and a JSON body.

@@ -3,7 +3,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use super::{api, events, health, metrics, query, stats};
+use super::{admin, api, events, health, metrics, query, stats};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -13,6 +13,8 @@ use super::{api, events, health, metrics, query, stats};
         api::detect, api::upload, api::upload_zone, api::create_job,
         query::job_status, query::job_image, query::zones, stats::stats, events::events, query::results, query::queues, query::fleet,
         health::healthz, health::readyz, openapi_json, metrics::metrics_text,
+        admin::queues, admin::dead_letters, admin::redrive, admin::drop_message, admin::purge_queue,
+        admin::purge_store, admin::delete_job,
     ),
     modifiers(&BearerAuth)
 )]

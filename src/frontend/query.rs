@@ -16,7 +16,7 @@ use skyburst_detector::preprocess;
 /// Most results one `GET /api/results` returns.
 const MAX_LIMIT: u32 = 1000;
 
-fn parse_job_id(text: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_job_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::bad_request("bad_job_id", format!("{text:?} is not a job id (a UUID)")))
 }
 

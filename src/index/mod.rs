@@ -260,7 +260,7 @@ impl ResultIndex {
         .await
     }
 
-    /// Forgets a job that could not be queued.
+    /// Forgets a job that could not be queued, or one an operator deletes: its row and labels.
     pub async fn remove(&self, job_id: Uuid) -> Result<()> {
         self.delete_jobs(vec![job_id]).await.map(|_| ())
     }

@@ -19,7 +19,7 @@ use base64::Engine;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-pub use request::Mode;
+pub use request::{trust_ca_cert, Mode};
 
 /// What to send and where.
 #[derive(Debug, Clone)]

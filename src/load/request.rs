@@ -1,5 +1,6 @@
 //! One request of a load run, in each mode.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -42,20 +43,27 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// `builder` trusting the certificates in the PEM file `ca_cert` (`--ca-cert`) besides the
+/// system's roots: a front end's self-signed certificate, or the CA that signed it.
+pub fn trust_ca_cert(
+    builder: reqwest::ClientBuilder,
+    ca_cert: Option<&Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let Some(path) = ca_cert else { return Ok(builder) };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-cert {} holds no PEM certificate", path.display()))?;
+    anyhow::ensure!(!certificates.is_empty(), "--ca-cert {} holds no PEM certificate", path.display());
+    Ok(builder.tls_certs_merge(certificates))
+}
+
 impl Client {
     /// A client with a connection per concurrent request, trusting `options.ca_cert` besides
     /// the system's roots.
     pub fn new(options: &LoadOptions) -> anyhow::Result<Self> {
-        let mut builder =
-            reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).timeout(options.timeout);
-        if let Some(path) = &options.ca_cert {
-            let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("--ca-cert {} holds no PEM certificate", path.display()))?;
-            anyhow::ensure!(!certificates.is_empty(), "--ca-cert {} holds no PEM certificate", path.display());
-            builder = builder.tls_certs_merge(certificates);
-        }
-        let http = builder.build().context("cannot build the HTTP client")?;
+        let builder = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).timeout(options.timeout);
+        let http =
+            trust_ca_cert(builder, options.ca_cert.as_deref())?.build().context("cannot build the HTTP client")?;
         Ok(Self {
             http,
             url: options.url.trim_end_matches('/').to_string(),

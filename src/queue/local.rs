@@ -170,8 +170,8 @@ fn now_ms() -> i64 {
 /// One named queue inside a [`LocalQueues`] file.
 #[derive(Clone)]
 pub struct LocalQueue {
-    queues: LocalQueues,
-    name: String,
+    pub(super) queues: LocalQueues,
+    pub(super) name: String,
     /// Dead-letter queue and the receive count that sends a message there.
     dead_letter: Option<(String, u32)>,
     /// Whether a send waits for the disk (see the module doc).
@@ -182,7 +182,7 @@ pub struct LocalQueue {
 impl LocalQueue {
     /// Runs `f` on the connection off the async runtime: SQLite calls block, for up to the busy
     /// timeout when another process holds the write lock.
-    async fn with_db<T: Send + 'static>(
+    pub(super) async fn with_db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &LocalQueue) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -217,7 +217,7 @@ impl LocalQueue {
         last.version == Some(version) && last.next_visible_ms.is_none_or(|due| now_ms() < due)
     }
 
-    fn committed(&self) {
+    pub(super) fn committed(&self) {
         self.queues.local_commits.fetch_add(1, Ordering::AcqRel);
     }
 

@@ -1,7 +1,10 @@
 //! The job queue seam: what the front end, the workers and the controller need from SQS or the
 //! embedded SQLite queue. At-least-once delivery: a received message stays hidden for a
 //! visibility timeout and comes back unless it is deleted, so a crashed receiver loses nothing.
+//!
+//! [`admin`] adds what operators need on top: peek, purge, drop one message, redrive.
 
+pub mod admin;
 mod doorbell;
 pub mod local;
 #[cfg(feature = "aws")]
@@ -84,9 +87,10 @@ impl QueueError {
     }
 }
 
-/// A named message queue with SQS semantics.
+/// A named message queue with SQS semantics; its administration ([`admin::QueueAdmin`]: peek,
+/// purge, drop, redrive) comes with it.
 #[async_trait]
-pub trait Queue: Send + Sync {
+pub trait Queue: admin::QueueAdmin + Send + Sync {
     /// The queue's name, for logs and errors.
     fn name(&self) -> &str;
 

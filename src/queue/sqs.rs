@@ -17,14 +17,14 @@ use super::{Delivery, Queue, QueueDepth, QueueError, Receipt, Result};
 
 /// SQS's longest long poll and largest receive.
 const MAX_WAIT: Duration = Duration::from_secs(20);
-const MAX_BATCH: usize = 10;
+pub(super) const MAX_BATCH: usize = 10;
 
 /// The SQS client every queue of a process shares.
 #[derive(Clone, Debug)]
 pub struct SqsQueues {
     client: aws_sdk_sqs::Client,
     /// The session's attempt timeout: a long poll may take its wait on top.
-    attempt_timeout: Duration,
+    pub(super) attempt_timeout: Duration,
 }
 
 impl SqsQueues {
@@ -107,13 +107,13 @@ impl SqsQueues {
 /// One SQS queue.
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
-    queues: SqsQueues,
-    name: String,
+    pub(super) queues: SqsQueues,
+    pub(super) name: String,
     url: Arc<OnceCell<String>>,
 }
 
 impl SqsQueue {
-    fn client(&self) -> &aws_sdk_sqs::Client {
+    pub(super) fn client(&self) -> &aws_sdk_sqs::Client {
         &self.queues.client
     }
 
@@ -256,7 +256,7 @@ fn stale<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
 }
 
 /// A failed SQS call, kept as the cause; the message is the service's code and words.
-fn unavailable<E, R>(queue: &str, e: SdkError<E, R>) -> QueueError
+pub(super) fn unavailable<E, R>(queue: &str, e: SdkError<E, R>) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

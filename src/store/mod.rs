@@ -1,7 +1,10 @@
 //! The object store seam: buckets of keyed blobs, as S3 has them. Images, results and control
 //! records all live here; queue messages carry only their keys.
+//!
+//! [`purge`] removes objects in bulk for operators (`skyburst admin purge-store`).
 
 pub mod local;
+pub mod purge;
 #[cfg(feature = "aws")]
 pub mod s3;
 

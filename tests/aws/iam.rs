@@ -10,6 +10,9 @@ use serde_json::Value;
 /// The parts with a policy: (role in the call log, policy file).
 const ROLES: [(&str, &str); 3] = [("serve", "frontend"), ("worker", "worker"), ("controller", "controller")];
 
+/// Add-on policies: the front end's administration routes (`skyburst admin`).
+const ADD_ONS: [&str; 1] = ["frontend-admin"];
+
 /// Calls a part makes only on paths a short end-to-end run does not take.
 const RARE: [(&str, &str, &str); 5] = [
     ("worker", "SQS:ChangeMessageVisibility", "extends a batch's visibility only after a third of the timeout"),
@@ -65,6 +68,26 @@ pub fn check_policies_against(call_log: &str) {
     }
 }
 
+/// Compares `frontend-admin.json` with the calls the front end made in the administration test:
+/// with `frontend.json` it grants every one, and each of its actions is one of them.
+pub fn check_admin_policy_against(call_log: &str) {
+    let calls: BTreeSet<&str> = call_log
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(role, _)| *role == "serve")
+        .map(|(_, call)| call)
+        .collect();
+    let needed: BTreeSet<String> = calls.iter().flat_map(|c| actions(c)).collect();
+    let add_on = granted(&policy("frontend-admin"));
+    let both: BTreeSet<String> = granted(&policy("frontend")).union(&add_on).cloned().collect();
+    let missing: Vec<_> = needed.difference(&both).collect();
+    let extra: Vec<_> = add_on.difference(&needed).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "images/iam/frontend-admin.json: missing {missing:?}, not needed {extra:?} (calls: {calls:?})"
+    );
+}
+
 /// Every statement allows named actions (no wildcards) on named resources, and the policies
 /// name what the example config names.
 #[test]
@@ -79,7 +102,7 @@ fn policies_are_explicit_and_match_the_example_config() {
         config["store"]["output_bucket"].as_str().unwrap(),
     ];
     let mut all = String::new();
-    for (_, file) in ROLES {
+    for file in ROLES.iter().map(|(_, file)| *file).chain(ADD_ONS) {
         let policy = policy(file);
         assert_eq!(policy["Version"], "2012-10-17");
         for statement in policy["Statement"].as_array().unwrap() {

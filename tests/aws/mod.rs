@@ -3,6 +3,7 @@
 //! by freezing the server, and the IAM policies checked against the calls the code makes.
 
 mod adapters;
+mod admin;
 mod end_to_end;
 mod faults;
 mod iam;

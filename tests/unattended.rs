@@ -12,10 +12,11 @@ use crate::support::service::{detect_body, image_bytes, one_at_a_time, signal, S
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A 6000 × 4000 JPEG (a gradient: small to send, 24 megapixels to decode): the worker holds
-/// it for a long while, long enough to be caught holding it or to pass a short deadline.
+/// A 7000 × 5600 JPEG (a gradient: small to send, 39 megapixels to decode, just under
+/// `detector.max_pixels`): the worker holds it for a few hundred milliseconds, long enough to
+/// be caught holding it.
 fn slow_image() -> Vec<u8> {
-    let image = image::RgbImage::from_fn(6000, 4000, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let image = image::RgbImage::from_fn(7000, 5600, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
     let mut bytes = std::io::Cursor::new(Vec::new());
     image.write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
     bytes.into_inner()
@@ -75,7 +76,13 @@ fn a_job_whose_worker_is_killed_three_times_still_completes() {
     for round in 0..3 {
         let name = format!("doomed-{round}");
         let pid = service.start_worker(&name);
-        service.wait_until(MINUTE, |s| job(s, &id)["worker"] == name.as_str());
+        // Stopped the moment it is seen holding the job (its detector needs far longer).
+        let started = Instant::now();
+        while job(&service, &id)["worker"] != name.as_str() {
+            assert!(started.elapsed() < MINUTE, "{name} never took the job");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal(pid, Signal::SIGSTOP);
         assert_eq!(job(&service, &id)["status"], "running");
         signal(pid, Signal::SIGKILL);
     }
@@ -86,11 +93,12 @@ fn a_job_whose_worker_is_killed_three_times_still_completes() {
 }
 
 /// A job that keeps the detector past `worker.job_deadline_seconds` fails with `deadline`,
-/// and its worker exits (70) for its supervisor to replace.
+/// and its worker exits (70) for its supervisor to replace. (The deadline is set far below what
+/// the image takes: a real hang and a slow image look the same to the worker.)
 #[test]
 fn a_hung_job_hits_its_deadline_and_the_worker_is_recycled() {
     let _heavy = one_at_a_time();
-    let mut service = Service::start(&[("WORKER__JOB_DEADLINE_SECONDS", "0.2")]);
+    let mut service = Service::start(&[("WORKER__JOB_DEADLINE_SECONDS", "0.01")]);
     let id = queue_slow_job(&service);
     service.start_worker("w1");
     let view = service.wait_for_job(&id, 2 * MINUTE);

@@ -6,6 +6,12 @@
 //! Every front end reads the dead-letter queue; the first to see a message records the failure
 //! in its index and sends it to the job's own front end (the reply queue the message names),
 //! whose listener answers its waiter. Doing it twice changes nothing: a final job stays final.
+//!
+//! A message is hidden only while it is handled (milliseconds) and made visible again at once,
+//! so an operator's peek, drop and redrive (`skyburst admin`; SQS moves and peeks only visible
+//! messages) always find it. The reader remembers the messages it handled; once it has gone
+//! through as many known ones in a row as the queue holds (a whole round: SQS hands messages out
+//! in no order, the embedded queue oldest first), it pauses for [`IDLE`].
 
 use std::time::Duration;
 
@@ -15,10 +21,13 @@ use super::AppState;
 use crate::job::{self, reason, JobRequest, JobResponse, Outcome};
 use crate::queue::Delivery;
 
-/// How long a dead letter stays hidden once handled. It is looked at again after that (one
-/// index read), and an SQS redrive (`StartMessageMoveTask`, which moves only visible
-/// messages) reaches it within this time.
-const HANDLED: Duration = Duration::from_secs(15 * 60);
+/// How long a dead letter stays hidden while it is handled, should this front end stop midway.
+const HANDLING: Duration = Duration::from_secs(30);
+/// The pause after a whole round of messages already handled.
+const IDLE: Duration = Duration::from_secs(30);
+/// Message ids remembered as handled; the oldest are forgotten first (looking at one again
+/// costs an index read).
+const REMEMBERED: usize = 100_000;
 /// Pause after a failure before trying again.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// Messages per receive: SQS's maximum.
@@ -26,22 +35,69 @@ const BATCH: usize = 10;
 
 /// Runs until `shutdown` turns true.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut handled = Handled::default();
+    // Messages already handled received since the last new one.
+    let mut known_in_a_row = 0u64;
     loop {
         let received = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            received = state.dead_letters.receive(BATCH, state.settings.long_poll, HANDLED) => received,
+            received = state.dead_letters.receive(BATCH, state.settings.long_poll, HANDLING) => received,
         };
-        match received {
+        let pause = match received {
             Ok(deliveries) => {
-                for delivery in deliveries {
-                    handle(&state, &delivery).await;
+                let mut new = false;
+                for delivery in &deliveries {
+                    if handled.insert(&delivery.message_id) {
+                        new = true;
+                        handle(&state, delivery).await;
+                    }
+                    if let Err(e) = state.dead_letters.extend_visibility(&delivery.receipt, Duration::ZERO).await {
+                        tracing::warn!(error = %e, "cannot make a dead letter visible again; it is after 30 s");
+                    }
                 }
+                known_in_a_row = if new { 0 } else { known_in_a_row + deliveries.len() as u64 };
+                let round = state.dead_letters.depth().await.map_or(0, |d| d.visible + d.in_flight);
+                let idle = deliveries.is_empty() || (!new && known_in_a_row >= round);
+                if idle {
+                    known_in_a_row = 0;
+                }
+                // An empty receive already waited its long poll.
+                (idle && !deliveries.is_empty()).then_some(IDLE)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the dead-letter queue; retrying");
-                tokio::time::sleep(BACKOFF).await;
+                Some(BACKOFF)
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+/// The ids of the dead letters handled, oldest forgotten first past [`REMEMBERED`].
+#[derive(Default)]
+struct Handled {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Handled {
+    /// Remembers `id`; whether it is new.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        if self.order.len() > REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
     }
 }
 
@@ -100,6 +156,18 @@ fn why(request: &JobRequest, max_receives: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handled_ids_are_remembered_up_to_a_bound() {
+        let mut handled = Handled::default();
+        assert!(handled.insert("a"));
+        assert!(!handled.insert("a"));
+        for i in 0..REMEMBERED {
+            handled.insert(&i.to_string());
+        }
+        assert_eq!(handled.ids.len(), REMEMBERED);
+        assert!(handled.insert("a"), "the oldest was forgotten");
+    }
 
     #[test]
     fn the_reason_names_the_last_error_or_the_deliveries() {

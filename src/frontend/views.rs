@@ -146,8 +146,7 @@ pub struct QueuesBody {
     /// The shared request queue.
     pub requests: QueueDepth,
     /// Dead-lettered requests (`queue.max_receives` deliveries or `queue.max_attempts` failed
-    /// attempts). The front end holds those it has already failed hidden between its looks,
-    /// so they count as in flight.
+    /// attempts), kept for an operator; their jobs are failed `dead_lettered`.
     pub dead_letters: QueueDepth,
     /// This front end's response queue.
     pub responses: QueueDepth,

@@ -61,7 +61,9 @@ pub async fn store(config: &Config, role: &str) -> anyhow::Result<Arc<dyn Object
 
 fn open_store(config: &Config, aws: Option<&aws::Session>) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match config.store.backend {
-        StoreBackend::Embedded => Arc::new(LocalStore::new(config.embedded.data_dir.join("store"))),
+        StoreBackend::Embedded => {
+            Arc::new(LocalStore::new(config.embedded.data_dir.join("store")).durable(&config.store.input_bucket))
+        }
         StoreBackend::S3 => aws::s3_store(aws)?,
     })
 }

@@ -1,7 +1,9 @@
 //! The embedded object store: one directory per bucket under a root, one file per object.
 //! Writes go to a temp file in the target's directory and are renamed into place, so a reader
-//! or a crash never sees half an object; the file and then its directory are fsynced before a
-//! write returns, so an acknowledged object survives a power cut too.
+//! or a crash never sees half an object. In a durable bucket (the input bucket: uploads exist
+//! nowhere else) the file and then its directory are fsynced before a write returns, so an
+//! acknowledged upload survives a power cut too; results and control records can be made again
+//! (a job whose result a power cut took is answered from the index or run again) and skip it.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -14,12 +16,19 @@ use super::{check_key, ObjectInfo, ObjectStore, Result, StoreError};
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// The bucket whose writes are fsynced.
+    durable: Option<String>,
 }
 
 impl LocalStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), durable: None }
+    }
+
+    /// Writes to `bucket` are on disk, file and directory entry, when `put` returns.
+    pub fn durable(self, bucket: &str) -> Self {
+        Self { durable: Some(bucket.to_string()), ..self }
     }
 
     fn path(&self, bucket: &str, key: &str) -> Result<PathBuf> {
@@ -44,26 +53,32 @@ impl LocalStore {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent"))?;
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
     let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = write_synced(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    let written = write_file(&temp, bytes, durable).and_then(|()| std::fs::rename(&temp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     written?;
-    // The rename is durable once the directory entry is: fsync the directory.
-    std::fs::File::open(dir)?.sync_all()
+    match durable {
+        // The rename is durable once the directory entry is: fsync the directory.
+        true => std::fs::File::open(dir)?.sync_all(),
+        false => Ok(()),
+    }
 }
 
-/// Writes `bytes` to a new file at `path` and waits until they are on disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to a new file at `path`, waiting until they are on disk when `durable`.
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    match durable {
+        true => file.sync_all(),
+        false => Ok(()),
+    }
 }
 
 /// Compare-and-swap under an exclusive lock on a sibling `.<name>.lock` file (hidden from
@@ -82,7 +97,7 @@ fn swap_locked(path: &Path, expected: Option<&[u8]>, bytes: &[u8]) -> std::io::R
     if current.as_deref() != expected {
         return Ok(false);
     }
-    write_atomically(path, bytes).map(|()| true)
+    write_atomically(path, bytes, false).map(|()| true)
 }
 
 fn info(key: String, meta: &std::fs::Metadata) -> std::io::Result<ObjectInfo> {
@@ -125,7 +140,8 @@ fn prefix_dir(prefix: &str) -> &Path {
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.blocking(bucket, key, move |path| write_atomically(&path, &bytes)).await.map_err(|e| match e {
+        let durable = self.durable.as_deref() == Some(bucket);
+        self.blocking(bucket, key, move |path| write_atomically(&path, &bytes, durable)).await.map_err(|e| match e {
             // A missing parent directory cannot be "not found" for a write: the store is broken.
             StoreError::NotFound { bucket, .. } => {
                 StoreError::Unavailable { bucket, cause: "a directory on the object's path is missing".into() }
@@ -233,7 +249,8 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_object_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path());
+        // The fsynced path and the other one leave the same files.
+        let store = LocalStore::new(dir.path()).durable("b");
         store.put("b", "k", b"old".to_vec()).await.unwrap();
         store.put("b", "k", b"new".to_vec()).await.unwrap();
         assert_eq!(store.get("b", "k").await.unwrap(), b"new");

@@ -97,11 +97,18 @@ impl Admin {
     }
 
     /// Every message row as stored: (id, queue, receive count, visible at, receipt).
+    /// The messages of the request and dead-letter queues (the front end may also have told the
+    /// response queue a dead-lettered message names that its job failed).
     fn rows(&self) -> Vec<(i64, String, u32, i64, Option<String>)> {
         let conn = rusqlite::Connection::open(self.service.data_dir().join("queue.db")).unwrap();
-        let mut select =
-            conn.prepare("SELECT id, queue, receive_count, visible_at_ms, receipt FROM messages ORDER BY id").unwrap();
-        let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap();
+        let mut select = conn
+            .prepare(
+                "SELECT id, queue, receive_count, visible_at_ms, receipt FROM messages WHERE queue IN (?1, ?2) ORDER BY id",
+            )
+            .unwrap();
+        let rows = select
+            .query_map([REQUESTS, DEAD_LETTERS], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap();
         rows.collect::<Result<_, _>>().unwrap()
     }
 

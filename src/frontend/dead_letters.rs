@@ -7,11 +7,11 @@
 //! in its index and sends it to the job's own front end (the reply queue the message names),
 //! whose listener answers its waiter. Doing it twice changes nothing: a final job stays final.
 //!
-//! A message is hidden only while it is handled (milliseconds) and made visible again at once,
-//! so an operator's peek, drop and redrive (`skyburst admin`; SQS moves and peeks only visible
-//! messages) always find it. The reader remembers the messages it handled; once it has gone
-//! through as many known ones in a row as the queue holds (a whole round: SQS hands messages out
-//! in no order, the embedded queue oldest first), it pauses for [`IDLE`].
+//! The reader only peeks ([`crate::queue::admin::QueueAdmin::peek`]: the embedded queue reads
+//! the rows, SQS receives with a visibility timeout of 0), so a dead letter is never hidden
+//! from an operator's peek, drop or redrive (`skyburst admin`; SQS moves and peeks only visible
+//! messages) and never counted as received. It remembers the messages it handled (for
+//! [`FORGET`]) and looks again every [`POLL`].
 
 use std::time::Duration;
 
@@ -19,61 +19,48 @@ use tokio::sync::watch;
 
 use super::AppState;
 use crate::job::{self, reason, JobRequest, JobResponse, Outcome};
-use crate::queue::Delivery;
+use crate::queue::admin::Peeked;
 
-/// How long a dead letter stays hidden while it is handled, should this front end stop midway.
-const HANDLING: Duration = Duration::from_secs(30);
-/// The pause after a whole round of messages already handled.
-const IDLE: Duration = Duration::from_secs(30);
+/// How often the dead-letter queue is looked at: a waiting client hears of a dead-lettered
+/// job within this.
+const POLL: Duration = Duration::from_secs(1);
+/// Messages looked at per look; more are looked at in the next one.
+const PEEK: usize = 1000;
 /// Message ids remembered as handled; the oldest are forgotten first (looking at one again
 /// costs an index read).
 const REMEMBERED: usize = 100_000;
 /// Pause after a failure before trying again.
 const BACKOFF: Duration = Duration::from_secs(5);
-/// Messages per receive: SQS's maximum.
-const BATCH: usize = 10;
+/// How long handled ids are remembered: then every dead letter is looked at again (an index
+/// read each), which finds a job an operator redrove and that was dead-lettered once more
+/// (the embedded queue keeps a message's id when it moves it).
+const FORGET: Duration = Duration::from_secs(600);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut handled = Handled::default();
-    // Messages already handled received since the last new one.
-    let mut known_in_a_row = 0u64;
+    let mut remembered_since = tokio::time::Instant::now();
     loop {
-        let received = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            received = state.dead_letters.receive(BATCH, state.settings.long_poll, HANDLING) => received,
-        };
-        let pause = match received {
-            Ok(deliveries) => {
-                let mut new = false;
-                for delivery in &deliveries {
-                    if handled.insert(&delivery.message_id) {
-                        new = true;
-                        handle(&state, delivery).await;
-                    }
-                    if let Err(e) = state.dead_letters.extend_visibility(&delivery.receipt, Duration::ZERO).await {
-                        tracing::warn!(error = %e, "cannot make a dead letter visible again; it is after 30 s");
+        if remembered_since.elapsed() >= FORGET {
+            (handled, remembered_since) = (Handled::default(), tokio::time::Instant::now());
+        }
+        let pause = match state.dead_letters.peek(PEEK).await {
+            Ok(peeked) => {
+                for letter in &peeked {
+                    if handled.insert(&letter.message_id) {
+                        handle(&state, letter).await;
                     }
                 }
-                known_in_a_row = if new { 0 } else { known_in_a_row + deliveries.len() as u64 };
-                let round = state.dead_letters.depth().await.map_or(0, |d| d.visible + d.in_flight);
-                let idle = deliveries.is_empty() || (!new && known_in_a_row >= round);
-                if idle {
-                    known_in_a_row = 0;
-                }
-                // An empty receive already waited its long poll.
-                (idle && !deliveries.is_empty()).then_some(IDLE)
+                POLL
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the dead-letter queue; retrying");
-                Some(BACKOFF)
+                BACKOFF
             }
         };
-        if let Some(pause) = pause {
-            tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return,
-                _ = tokio::time::sleep(pause) => {}
-            }
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -102,13 +89,11 @@ impl Handled {
 }
 
 /// Fails the job of one dead letter, unless it already ended.
-async fn handle(state: &AppState, delivery: &Delivery) {
-    let request: JobRequest = match serde_json::from_str(&delivery.body) {
+async fn handle(state: &AppState, letter: &Peeked) {
+    let request: JobRequest = match serde_json::from_str(&letter.body) {
         Ok(request) => request,
         Err(e) => {
-            if delivery.receive_count == 1 {
-                tracing::error!(message_id = %delivery.message_id, error = %e, "an unreadable message is in the dead-letter queue; see `skyburst admin dead-letters`");
-            }
+            tracing::error!(message_id = %letter.message_id, error = %e, "an unreadable message is in the dead-letter queue; see `skyburst admin dead-letters`");
             return;
         }
     };

@@ -299,7 +299,8 @@ impl Worker {
             return;
         }
         let error = request.last_error.as_deref().unwrap_or_default();
-        tracing::warn!(%job_id, attempts = request.attempts, queue = %queue.name(), %error, "attempt failed; job re-queued");
+        let what = if delay.is_zero() { "attempt failed; job dead-lettered" } else { "attempt failed; job re-queued" };
+        tracing::warn!(%job_id, attempts = request.attempts, queue = %queue.name(), %error, "{what}");
         if let Err(e) = self.requests.delete(&job.delivery.receipt).await {
             tracing::warn!(%job_id, error = %e, "re-queued but not deleted; the job may run twice");
         }

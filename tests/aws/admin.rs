@@ -48,7 +48,12 @@ fn dead_letters_purges_and_job_deletion_on_sqs_and_s3() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{ADMIN} admin\n{USER} submit,read\n")).unwrap();
     let mut config: toml::Table =
-        toml::from_str(&moto::aws_config(&endpoint, &name).replace("max_receives = 3", "max_receives = 1")).unwrap();
+        toml::from_str(&moto::aws_config(&endpoint, &name).replace("max_receives = 10", "max_receives = 1")).unwrap();
+    assert_eq!(
+        config["queue"]["max_receives"].as_integer(),
+        Some(1),
+        "the example's max_receives changed: update this test"
+    );
     moto::set(&mut config, "frontend", "tokens_file", toml::Value::String(tokens.display().to_string()));
     let text = toml::to_string(&config).unwrap();
     let file = config_file(&text);

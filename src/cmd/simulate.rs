@@ -69,6 +69,7 @@ pub fn scenario(config: &Config) -> Scenario {
             boot_s: p.boot_seconds,
             shutdown_s: p.shutdown_seconds,
             price_per_hour: p.price_per_hour,
+            billing: p.billing(),
             workers_per_instance: p.workers_per_instance,
             cloud_capacity: None,
         })

@@ -173,6 +173,14 @@ pub struct PoolConfig {
     /// Money per instance-hour (reports and the simulator). Default 0.
     #[serde(default)]
     pub price_per_hour: f64,
+    /// Seconds every launch is billed at least (the simulator's bill). Default: 60 for `ec2`
+    /// (EC2's on-demand minimum), 0 for `nova` and `local` (capacity already paid for).
+    #[serde(default)]
+    pub billing_minimum_seconds: Option<f64>,
+    /// Bills are rounded up to a multiple of this many seconds; 0 bills exactly. Default: 1
+    /// for `ec2` (per-second billing), 0 otherwise.
+    #[serde(default)]
+    pub billing_increment_seconds: Option<f64>,
     /// Worker processes per instance. Default 1.
     #[serde(default = "one")]
     pub workers_per_instance: u32,
@@ -246,6 +254,8 @@ impl PoolConfig {
             boot_seconds: 2.0,
             shutdown_seconds: 1.0,
             price_per_hour: 0.0,
+            billing_minimum_seconds: None,
+            billing_increment_seconds: None,
             workers_per_instance: 1,
             boot_delay_seconds: 0.0,
             memory_mb: worker_memory_mb(),
@@ -257,6 +267,20 @@ impl PoolConfig {
             key_name: None,
             instance_profile: None,
             root_volume_gb: root_volume_gb(),
+        }
+    }
+
+    /// How the simulator bills this pool's launches: the configured minimum and increment, or
+    /// the provider's (EC2 per second with a 60 s minimum; Nova and local machines are paid
+    /// for already, so exactly).
+    pub fn billing(&self) -> crate::simulate::Billing {
+        let default = match self.provider {
+            ProviderKind::Ec2 => crate::simulate::Billing::EC2,
+            ProviderKind::Nova | ProviderKind::Local => crate::simulate::Billing::default(),
+        };
+        crate::simulate::Billing {
+            minimum_s: self.billing_minimum_seconds.unwrap_or(default.minimum_s),
+            increment_s: self.billing_increment_seconds.unwrap_or(default.increment_s),
         }
     }
 }

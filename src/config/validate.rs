@@ -186,6 +186,14 @@ fn fleet(config: &Config, check: &mut impl FnMut(bool, String)) {
         ] {
             check(v.is_finite() && v >= 0.0, format!("pools.{}.{key} = {v} must be zero or more", p.name));
         }
+        for (key, v) in [
+            ("billing_minimum_seconds", p.billing_minimum_seconds),
+            ("billing_increment_seconds", p.billing_increment_seconds),
+        ] {
+            if let Some(v) = v {
+                check((0.0..=86_400.0).contains(&v), format!("pools.{}.{key} = {v} must be in 0..=86400", p.name));
+            }
+        }
     }
     let sim = &config.simulate;
     check(

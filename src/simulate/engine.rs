@@ -291,7 +291,8 @@ impl<'a> Run<'a> {
                 name: spec.name.clone(),
                 priority: spec.priority,
                 instance_seconds: tally.instance_seconds,
-                cost: tally.instance_seconds / 3600.0 * spec.price_per_hour,
+                billed_seconds: tally.billed_seconds,
+                cost: tally.billed_seconds / 3600.0 * spec.price_per_hour,
                 service_seconds: tally.service_seconds,
                 launches: tally.launches,
             })
@@ -309,6 +310,7 @@ impl<'a> Run<'a> {
             .map(|p| p.price_per_hour / f64::from(p.workers_per_instance))
             .fold(f64::MAX, f64::min);
         let instance_seconds: f64 = pools.iter().map(|p| p.instance_seconds).sum();
+        let billed_seconds: f64 = pools.iter().map(|p| p.billed_seconds).sum();
         let quantile = |q: f64| if self.jobs_done == 0 { 0.0 } else { self.waits.value_at_quantile(q) as f64 / 1e6 };
         Report {
             policy: self.policy.name().to_string(),
@@ -318,8 +320,8 @@ impl<'a> Run<'a> {
             cost: pools.iter().map(|p| p.cost).sum(),
             oracle_instance_seconds,
             oracle_cost: self.work_s / 3600.0 * per_slot_hour,
-            cost_ratio: match (oracle_instance_seconds > 0.0, instance_seconds > 0.0) {
-                (true, _) => instance_seconds / oracle_instance_seconds,
+            cost_ratio: match (oracle_instance_seconds > 0.0, billed_seconds > 0.0) {
+                (true, _) => billed_seconds / oracle_instance_seconds,
                 // No work: free if nothing ran, infinitely dear if warm instances did.
                 (false, false) => 1.0,
                 (false, true) => f64::INFINITY,

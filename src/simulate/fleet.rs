@@ -62,6 +62,8 @@ struct Instance {
 pub(super) struct PoolTally {
     /// Launch to gone, summed over its instances.
     pub instance_seconds: f64,
+    /// What the cloud bills for them: each life rounded by the pool's `billing`.
+    pub billed_seconds: f64,
     /// Seconds of completed jobs served here.
     pub service_seconds: f64,
     /// Instances launched.
@@ -209,8 +211,8 @@ impl<'s> Fleet<'s> {
         }
         instance.phase = Phase::Gone;
         self.transient -= 1;
-        let pool = instance.pool;
-        self.tallies[pool].instance_seconds += now - instance.launched_at;
+        let (pool, lifetime) = (instance.pool, now - instance.launched_at);
+        self.bill(pool, lifetime);
         self.live[pool].retain(|&i| i != index);
     }
 
@@ -241,10 +243,18 @@ impl<'s> Fleet<'s> {
     /// Bills every instance still live up to `now`, at the end of a run.
     pub fn close(&mut self, now: f64) {
         for pool in 0..self.live.len() {
-            for &index in &self.live[pool] {
-                self.tallies[pool].instance_seconds += now - self.instances[index].launched_at;
+            let lifetimes: Vec<f64> = self.live[pool].iter().map(|&i| now - self.instances[i].launched_at).collect();
+            for lifetime in lifetimes {
+                self.bill(pool, lifetime);
             }
         }
+    }
+
+    /// Adds one instance's life to its pool's tally and bill.
+    fn bill(&mut self, pool: usize, lifetime: f64) {
+        let tally = &mut self.tallies[pool];
+        tally.instance_seconds += lifetime;
+        tally.billed_seconds += self.scenario.pools[pool].billing.billed(lifetime);
     }
 
     /// Keeps `free` in step with the instance's phase, drain flag and jobs.

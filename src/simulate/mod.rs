@@ -125,31 +125,80 @@ pub struct SimPool {
     pub boot_s: f64,
     /// Seconds from terminate to gone; billed, and counted toward quota and caps meanwhile.
     pub shutdown_s: f64,
-    /// Money per instance-hour, billed per second from launch to gone.
+    /// Money per instance-hour, billed from launch to gone under `billing`.
     pub price_per_hour: f64,
+    /// How the cloud rounds a bill: a minimum and an increment per launch.
+    pub billing: Billing,
     /// Jobs one instance runs at once (`pools.workers_per_instance`).
     pub workers_per_instance: u32,
     /// The cloud's real free capacity: launches beyond it fail with `Capacity`. `None` = unlimited.
     pub cloud_capacity: Option<u32>,
 }
 
+/// How a cloud bills one instance's life, launch to gone (boot and shutdown included: both
+/// are paid and do no work).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Billing {
+    /// Every launch is billed at least this long (EC2: 60 s; an owned private cloud: 0).
+    pub minimum_s: f64,
+    /// Bills are rounded up to a multiple of this (EC2 Linux: 1 s); 0 bills exactly.
+    pub increment_s: f64,
+}
+
+impl Billing {
+    /// EC2's on-demand Linux billing: per second, at least 60 s a launch.
+    pub const EC2: Billing = Billing { minimum_s: 60.0, increment_s: 1.0 };
+
+    /// The seconds billed for an instance that lived `lifetime_s`.
+    pub fn billed(&self, lifetime_s: f64) -> f64 {
+        let rounded = match self.increment_s > 0.0 {
+            // A hair under a whole increment is float noise, not another increment.
+            true => ((lifetime_s / self.increment_s) - 1e-9).ceil().max(0.0) * self.increment_s,
+            false => lifetime_s,
+        };
+        rounded.max(self.minimum_s)
+    }
+}
+
+#[cfg(test)]
+mod billing_tests {
+    use super::Billing;
+
+    #[test]
+    fn a_short_launch_costs_the_minimum_and_bills_round_up_to_the_increment() {
+        assert_eq!(Billing::EC2.billed(10.0), 60.0, "a launch released within a minute costs a minute");
+        assert_eq!(Billing::EC2.billed(60.2), 61.0);
+        assert_eq!(Billing::EC2.billed(90.0), 90.0);
+        assert_eq!(Billing::EC2.billed(0.0), 60.0);
+        let exact = Billing::default();
+        assert_eq!(exact.billed(10.25), 10.25);
+        let hourly = Billing { minimum_s: 0.0, increment_s: 3600.0 };
+        assert_eq!((hourly.billed(1.0), hourly.billed(3600.0), hourly.billed(3601.0)), (3600.0, 3600.0, 7200.0));
+    }
+}
+
 impl Scenario {
     /// The two-pool hybrid used by the tests and `examples/traces/README.md`: a private pool of 8
-    /// (60 s boot, 0.02/h) bursting to a public pool of 19 (40 s boot, 0.10/h), at most 19
-    /// instances, 1 s lognormal jobs, 2 workers per instance, checks every 5 s.
+    /// (60 s boot, 0.02/h, billed exactly) bursting to a public pool of 19 (40 s boot, 0.10/h,
+    /// billed as EC2 bills), at most 19 instances, 1 s lognormal jobs, 2 workers per instance,
+    /// checks every 5 s.
     pub fn example() -> Self {
-        let pool = |name: &str, priority, quota, boot_s, price_per_hour| SimPool {
+        let pool = |name: &str, priority, quota, boot_s, price_per_hour, billing| SimPool {
             name: name.into(),
             priority,
             quota,
             boot_s,
             shutdown_s: 20.0,
             price_per_hour,
+            billing,
             workers_per_instance: 2,
             cloud_capacity: None,
         };
         Self {
-            pools: vec![pool("private", 1, 8, 60.0, 0.02), pool("public", 2, 19, 40.0, 0.10)],
+            pools: vec![
+                pool("private", 1, 8, 60.0, 0.02, Billing::default()),
+                pool("public", 2, 19, 40.0, 0.10, Billing::EC2),
+            ],
             service: ServiceTime::LogNormal { mean_s: 1.0, sigma: 0.5 },
             tick_s: 5.0,
             caps: Caps::try_new(0, Caps::SEED_MAX).expect("0..=19 are valid caps"),
@@ -184,7 +233,11 @@ impl Scenario {
                 format!("the pool name {:?} is used twice", p.name),
             );
             check(p.workers_per_instance >= 1, format!("pool {}: workers_per_instance must be at least 1", p.name));
-            for (key, v) in [("boot_s", p.boot_s), ("shutdown_s", p.shutdown_s), ("price_per_hour", p.price_per_hour)] {
+            let billing = [("billing.minimum_s", p.billing.minimum_s), ("billing.increment_s", p.billing.increment_s)];
+            for (key, v) in [("boot_s", p.boot_s), ("shutdown_s", p.shutdown_s), ("price_per_hour", p.price_per_hour)]
+                .into_iter()
+                .chain(billing)
+            {
                 check(v.is_finite() && v >= 0.0, format!("pool {}: {key} = {v} must be zero or more", p.name));
             }
             // A boot longer than the timeout would be terminated as stuck at every check and

@@ -27,7 +27,9 @@ pub struct Report {
     pub oracle_instance_seconds: f64,
     /// The oracle's instance-seconds at the cheapest price per slot.
     pub oracle_cost: f64,
-    /// `instance_seconds / oracle_instance_seconds`: at least 1, lower is cheaper.
+    /// Billed instance-seconds (each launch rounded by its pool's billing) over
+    /// `oracle_instance_seconds`: at least 1, lower is cheaper. Thrashing shows here: a launch
+    /// released within EC2's minute is billed the minute.
     pub cost_ratio: f64,
     /// Median seconds from arrival to a worker taking the job.
     pub wait_p50_s: f64,
@@ -62,7 +64,11 @@ pub struct PoolReport {
     pub priority: u32,
     /// Launch-to-gone seconds of its instances.
     pub instance_seconds: f64,
-    /// `instance_seconds` at its price per hour.
+    /// What the cloud bills of them: each launch rounded up to the pool's billing increment
+    /// and minimum (EC2: per second, at least 60 s), so a launch released within a minute
+    /// costs a minute.
+    pub billed_seconds: f64,
+    /// `billed_seconds` at its price per hour.
     pub cost: f64,
     /// Seconds of jobs served here.
     pub service_seconds: f64,
@@ -250,6 +256,7 @@ mod tests {
             name: name.into(),
             priority,
             instance_seconds: 120.0,
+            billed_seconds: 120.0,
             cost: 0.01,
             service_seconds: 50.0,
             launches: 2,

@@ -214,3 +214,27 @@ fn the_png_and_the_csvs_are_written() {
     assert_eq!(table.lines().count(), 5, "{table}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The mission traces (`scripts/make-traces.py`: an evening-peak day, a flash crowd, bursts every
+/// ten minutes, a noisy two hours) on `examples/configs/hybrid.toml`'s pools with every named
+/// policy as that config builds them: the invariants hold, and the day and the flash crowd
+/// burst to the public pool under every policy, which is what they are sized for.
+#[test]
+fn the_mission_traces_keep_the_invariants_and_burst_on_the_hybrid_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = crate::config::Config::load_with_env(Some(&root.join("examples/configs/hybrid.toml")), Vec::new())
+        .expect("the hybrid example loads");
+    let scenario = crate::cmd::simulate::scenario(&config);
+    let policies: Vec<Box<dyn ScalingPolicy + Send + Sync>> =
+        skyburst_policies::PolicyName::ALL.iter().map(|&n| config.scaling.policy_named(n)).collect();
+    let borrowed: Vec<&(dyn ScalingPolicy + Sync)> = policies.iter().map(|p| p.as_ref() as _).collect();
+    for (name, bursts) in [("evening-peak", true), ("flash-crowd", true), ("bursts", false), ("noisy", false)] {
+        let trace = Trace::load(root.join(format!("examples/traces/{name}.csv"))).unwrap();
+        for r in simulate_each(&scenario, &trace, &borrowed).unwrap() {
+            check(&format!("{name}, {}", r.policy), &scenario, &trace, &r);
+            if bursts {
+                assert!(r.public_share > 0.05, "{name}, {}: public share {}", r.policy, r.public_share);
+            }
+        }
+    }
+}

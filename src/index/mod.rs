@@ -308,7 +308,7 @@ impl ResultIndex {
     /// The latest event's number; 0 before any job finished.
     pub async fn last_seq(&self) -> Result<i64> {
         self.with_db(|c| {
-            c.prepare_cached("SELECT COALESCE(MAX(finished_seq), 0) FROM jobs")?.query_row([], |r| r.get(0))
+            c.prepare_cached("SELECT value FROM counters WHERE name = 'finished_seq'")?.query_row([], |r| r.get(0))
         })
         .await
     }
@@ -383,7 +383,12 @@ fn apply(c: &mut Connection, r: &JobResponse) -> rusqlite::Result<bool> {
         )?
         .execute(params![id, client_id, zone, file, r.at_ms])?;
     }
-    let next_seq = "(SELECT COALESCE(MAX(finished_seq), 0) + 1 FROM jobs)";
+    // The counter survives deletions (retention, an operator's delete-job): event numbers are
+    // never given twice, so a reconnecting client's Last-Event-ID stays meaningful.
+    let next_seq = "(SELECT value FROM counters WHERE name = 'finished_seq')";
+    if matches!(r.outcome, Outcome::Done { .. } | Outcome::Failed { .. }) {
+        tx.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'finished_seq'")?.execute([])?;
+    }
     let became_final = match &r.outcome {
         Outcome::Started => {
             tx.prepare_cached(

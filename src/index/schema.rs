@@ -67,6 +67,11 @@ const MIGRATIONS: &[&str] = &[
          created_at_ms INTEGER NOT NULL, PRIMARY KEY (submitter, key)
      ) WITHOUT ROWID;
      CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);",
+    // v5: event numbers from a counter that deletions do not lower (they were MAX + 1, so
+    // deleting the newest finished job, or all of them after a quiet spell longer than the
+    // retention, gave its number again).
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO counters (name, value) VALUES ('finished_seq', (SELECT COALESCE(MAX(finished_seq), 0) FROM jobs));",
 ];
 
 /// The version a file has once [`migrate`] ran.

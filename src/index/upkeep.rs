@@ -286,4 +286,24 @@ mod tests {
         assert_eq!((record.status, record.error), (JobStatus::Done, None));
         assert_eq!(index.finished_after(0, 10).await.unwrap().len(), 2, "one event per job, the latest");
     }
+
+    /// Deleting every finished job (a quiet spell longer than the retention) does not give
+    /// event numbers again: a client's Last-Event-ID stays behind the next event.
+    #[tokio::test]
+    async fn event_numbers_are_never_given_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        let index = ResultIndex::open(&path).unwrap();
+        for at in [1_000, 2_000, 3_000] {
+            finish(&index, Some("gate"), at, &["person"]).await;
+        }
+        assert_eq!(index.last_seq().await.unwrap(), 3);
+        assert_eq!(index.expire(i64::MAX, 100).await.unwrap().len(), 3);
+        assert_eq!(index.last_seq().await.unwrap(), 3, "deletions do not lower it");
+        finish(&index, None, 4_000, &[]).await;
+        let events = index.finished_after(3, 10).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+        drop(index);
+        assert_eq!(ResultIndex::open(&path).unwrap().last_seq().await.unwrap(), 4, "kept across a restart");
+    }
 }

@@ -255,6 +255,9 @@ impl Drop for Tmpfs {
 /// totals. Measured: the median of 5 requests' round trips, each under 50 ms.
 #[test]
 fn zones_answer_in_under_50_ms_for_100_000_jobs_in_1_000_zones() {
+    // Measured alone: the tests that run workers would share the two cores with it (the debug
+    // build answers in 15–25 ms on a quiet 2-vCPU machine).
+    let _heavy = one_at_a_time();
     let data = tempfile::tempdir().unwrap();
     write_v3_index(&data.path().join("index.db"), 100_000, 1_000);
     let service = Service::start_in(data, &[]);

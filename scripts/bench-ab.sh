@@ -16,85 +16,30 @@
 # WARMUP (untimed requests per build first, default 8). Results: bench-out/ab.json; raw CSVs in
 # bench-out/ab/.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-requests="${REQUESTS:-64}"
-rounds="${ROUNDS:-5}"
-warmup="${WARMUP:-8}"
-case "${1:-}" in
-  "") ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "usage: $0 (settings come from the environment; --help lists them)" >&2; exit 64 ;;
-esac
-for n in "$requests" "$rounds" "$warmup"; do
-  case "$n" in '' | *[!0-9]*) echo "error: REQUESTS, ROUNDS and WARMUP must be whole numbers" >&2; exit 64 ;; esac
-done
-if [ "$requests" -lt 1 ] || [ "$rounds" -lt 1 ]; then echo "error: REQUESTS and ROUNDS must be >= 1" >&2; exit 64; fi
+# shellcheck source=SCRIPTDIR/lib/bench-up.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bench-up.sh"
+bench_settings "$@"
 if [ -z "${BASELINE_BIN:-}" ] || [ ! -x "$BASELINE_BIN" ]; then
   echo "error: set BASELINE_BIN to a built skyburst binary to compare with" >&2
   exit 64
 fi
 BASELINE_BIN="$(realpath -m "$BASELINE_BIN")"
-if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then BENCH_SKYBURST_BIN="$(realpath -m "$BENCH_SKYBURST_BIN")"; fi
-
-"$root/scripts/fetch-assets.sh"
-cd "$root"
-if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then
-  bin="$BENCH_SKYBURST_BIN"
-else
-  echo "building: cargo build --release --locked --bin skyburst"
-  cargo build --release --locked --bin skyburst
-  bin="$root/target/release/skyburst"
-fi
-[ -x "$bin" ] || { echo "error: no skyburst binary at $bin" >&2; exit 1; }
-
+bench_binary
 out="$root/bench-out/ab"
 rm -rf "$out" && mkdir -p "$out"
-tmp="$(mktemp -d)"
-pids=()
+bench_cleanup_on_exit
 url_baseline="" url_current=""
-# shellcheck disable=SC2317 # run by the EXIT trap
-cleanup() {
-  local rc=$? pid
-  trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# start NAME BIN: `skyburst up --workers 1` of BIN on a free port; sets url_NAME.
-start() {
-  local name=$1 program=$2
-  mkdir -p "$tmp/$name"
-  env RUST_LOG=warn "$program" --data-dir "$tmp/$name" up --workers 1 --port 0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
-  pids+=("$!")
-  local i url=""
-  for ((i = 0; i < 600; i++)); do
-    url=$(grep -o 'https\{0,1\}://127\.0\.0\.1:[0-9]*' "$tmp/$name.out" | head -n1 || true)
-    [ -n "$url" ] && break
-    sleep 0.1
-  done
-  [ -n "$url" ] || { echo "error: $name did not start:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
-  printf -v "url_$name" '%s' "$url"
-}
-start baseline "$BASELINE_BIN"
-start current "$bin"
+bench_start baseline "$BASELINE_BIN"
+bench_start current "$bin"
 echo "baseline: $url_baseline  current: $url_current"
-
-load() { # NAME REQUESTS CSV  (the current build's client for both)
-  local name=$1 url
-  url="url_$name"
-  "$bin" load --url "${!url}" --images "${XDG_CACHE_HOME:-$HOME/.cache}/skyburst/images" --requests "$2" \
-    --concurrency 1 --mode json --timeout-seconds 60 --csv "$3" >"$3.txt"
-}
-for name in baseline current; do load "$name" "$warmup" "$tmp/warm-$name.csv"; done
+# The current build's client loads both.
+for name in baseline current; do bench_load "$name" "$warmup" "$tmp/warm-$name.csv"; done
 for ((r = 1; r <= rounds; r++)); do
   order=(baseline current)
   [ $((r % 2)) = 0 ] && order=(current baseline)
   for name in "${order[@]}"; do
-    load "$name" "$requests" "$out/$name-r$r.csv"
+    bench_load "$name" "$requests" "$out/$name-r$r.csv"
     echo "round $r: $name done"
   done
 done

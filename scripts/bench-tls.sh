@@ -17,79 +17,27 @@
 # --release --locked). Results: bench-out/tls.json; raw CSVs in bench-out/tls/.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-requests="${REQUESTS:-64}"
-rounds="${ROUNDS:-5}"
-warmup="${WARMUP:-8}"
-case "${1:-}" in
-  "") ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "usage: $0 (settings come from the environment; --help lists them)" >&2; exit 64 ;;
-esac
-for n in "$requests" "$rounds" "$warmup"; do
-  case "$n" in '' | *[!0-9]*) echo "error: REQUESTS, ROUNDS and WARMUP must be whole numbers" >&2; exit 64 ;; esac
-done
-if [ "$requests" -lt 1 ] || [ "$rounds" -lt 1 ]; then echo "error: REQUESTS and ROUNDS must be >= 1" >&2; exit 64; fi
+# shellcheck source=SCRIPTDIR/lib/bench-up.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/bench-up.sh"
+bench_settings "$@"
 command -v openssl >/dev/null || { echo "error: no openssl (apt-get install openssl)" >&2; exit 1; }
-if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then BENCH_SKYBURST_BIN="$(realpath -m "$BENCH_SKYBURST_BIN")"; fi
-
-"$root/scripts/fetch-assets.sh"
-cd "$root"
-if [ -n "${BENCH_SKYBURST_BIN:-}" ]; then
-  bin="$BENCH_SKYBURST_BIN"
-else
-  echo "building: cargo build --release --locked --bin skyburst"
-  cargo build --release --locked --bin skyburst
-  bin="$root/target/release/skyburst"
-fi
-[ -x "$bin" ] || { echo "error: no skyburst binary at $bin" >&2; exit 1; }
-
+bench_binary
 out="$root/bench-out/tls"
 rm -rf "$out" && mkdir -p "$out"
-tmp="$(mktemp -d)"
-pids=()
+bench_cleanup_on_exit
 url_http="" url_https=""
-# shellcheck disable=SC2317 # run by the EXIT trap
-cleanup() {
-  local rc=$? pid
-  trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
 
-# start NAME [ENV...]: `skyburst up --workers 1` on a free port; sets url_NAME.
-start() {
-  local name=$1
-  shift
-  mkdir -p "$tmp/$name"
-  env "$@" RUST_LOG=warn "$bin" --data-dir "$tmp/$name" up --workers 1 --port 0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
-  pids+=("$!")
-  local i url=""
-  for ((i = 0; i < 600; i++)); do
-    url=$(grep -o 'https\{0,1\}://127\.0\.0\.1:[0-9]*' "$tmp/$name.out" | head -n1 || true)
-    [ -n "$url" ] && break
-    sleep 0.1
-  done
-  [ -n "$url" ] || { echo "error: $name did not start:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
-  printf -v "url_$name" '%s' "$url"
-}
-start http
-start https SKYBURST_FRONTEND__TLS__CERT="$tmp/cert.pem" SKYBURST_FRONTEND__TLS__KEY="$tmp/key.pem"
+bench_start http "$bin"
+bench_start https "$bin" SKYBURST_FRONTEND__TLS__CERT="$tmp/cert.pem" SKYBURST_FRONTEND__TLS__KEY="$tmp/key.pem"
 echo "http: $url_http  https: $url_https"
 
 load() { # NAME REQUESTS CSV
-  local name=$1 url extra=()
-  url="url_$name"
-  [ "$name" = https ] && extra=(--ca-cert "$tmp/cert.pem")
-  "$bin" load --url "${!url}" --images "${XDG_CACHE_HOME:-$HOME/.cache}/skyburst/images" --requests "$2" \
-    --concurrency 1 --mode json --timeout-seconds 60 --csv "$3" "${extra[@]}" >"$3.txt"
+  local extra=()
+  [ "$1" = https ] && extra=(--ca-cert "$tmp/cert.pem")
+  bench_load "$1" "$2" "$3" "${extra[@]}"
 }
 for name in http https; do load "$name" "$warmup" "$tmp/warm-$name.csv"; done
 for ((r = 1; r <= rounds; r++)); do

@@ -262,8 +262,7 @@ pub async fn delete_job(state: web::Data<AppState>, job_id: web::Path<String>) -
     let store = state.store.as_ref();
     let image = remove_object(store, &s.input_bucket, &job::image_key(job_id)).await?;
     let result = remove_object(store, &s.output_bucket, &job::result_key(job_id)).await?;
-    let index_row = state.index.job(job_id).await?.is_some();
-    state.index.remove(job_id).await?;
+    let index_row = state.index.delete_jobs(vec![job_id]).await? > 0;
     if image.is_none() && result.is_none() && !index_row {
         return Err(ApiError::not_found(format!("no job {job_id}: no image, result or index row")));
     }

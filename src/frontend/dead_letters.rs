@@ -11,7 +11,7 @@
 //! the rows, SQS receives with a visibility timeout of 0), so a dead letter is never hidden
 //! from an operator's peek, drop or redrive (`skyburst admin`; SQS moves and peeks only visible
 //! messages) and never counted as received. It remembers the messages it handled (for
-//! [`FORGET`]) and looks again every [`POLL`].
+//! [`FORGET`]) and looks again after [`POLL`], slowing to [`IDLE`] while nothing new comes.
 
 use std::time::Duration;
 
@@ -21,9 +21,12 @@ use super::AppState;
 use crate::job::{self, reason, JobRequest, JobResponse, Outcome};
 use crate::queue::admin::Peeked;
 
-/// How often the dead-letter queue is looked at: a waiting client hears of a dead-lettered
-/// job within this.
+/// The pause after a look that found a new dead letter; each look that finds none doubles it,
+/// up to [`IDLE`]. A waiting client hears of a dead-lettered job within [`IDLE`], and an idle
+/// SQS dead-letter queue costs a few receives a minute, not one a second.
 const POLL: Duration = Duration::from_secs(1);
+/// The longest pause between looks.
+const IDLE: Duration = Duration::from_secs(8);
 /// Messages looked at per look; more are looked at in the next one.
 const PEEK: usize = 1000;
 /// Message ids remembered as handled; the oldest are forgotten first (looking at one again
@@ -40,18 +43,22 @@ const FORGET: Duration = Duration::from_secs(600);
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut handled = Handled::default();
     let mut remembered_since = tokio::time::Instant::now();
+    let mut idle = POLL;
     loop {
         if remembered_since.elapsed() >= FORGET {
             (handled, remembered_since) = (Handled::default(), tokio::time::Instant::now());
         }
         let pause = match state.dead_letters.peek(PEEK).await {
             Ok(peeked) => {
+                let mut new = false;
                 for letter in &peeked {
                     if handled.insert(&letter.message_id) {
+                        new = true;
                         handle(&state, letter).await;
                     }
                 }
-                POLL
+                idle = if new { POLL } else { (idle * 2).min(IDLE) };
+                idle
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the dead-letter queue; retrying");

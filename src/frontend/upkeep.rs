@@ -9,8 +9,9 @@
 //! - **Retention**: jobs that finished more than `store.retention_days` ago are deleted with
 //!   their image and result; idempotency keys after a day; the embedded queues' messages after
 //!   `queue.retention_days` (dead letters after `queue.dead_letter_retention_days`); readiness
-//!   stamps and heartbeats nobody wrote for a day. The embedded store is also swept for images
-//!   and results older than the retention that no index row names.
+//!   stamps and heartbeats nobody wrote for a day. Once an hour the store is also swept for
+//!   those records, and (the embedded store) for images and results older than the retention
+//!   that no index row names: a sweep lists its prefixes, so it is not run every pass.
 //!
 //! Several front ends may run it at once: every step is idempotent.
 
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::index::StaleJob;
 use crate::job::{self, reason, JobRequest, JobResponse, Outcome};
+use crate::store::purge::{purge, PurgeFilter};
 use crate::store::StoreError;
 
 /// What is kept, and for how long.
@@ -48,6 +50,8 @@ const STALE_BATCH: u32 = 100;
 const CONTROL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Front ends' readiness stamps, one per front end that ever ran.
 const READINESS: &str = "control/readyz/";
+/// How often the store is swept (listed) for what the index does not name.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// How often upkeep runs: every minute, or a quarter of the retention when that is shorter
 /// (a retention of minutes, in tests and soaks), but not more than every 5 s.
@@ -59,6 +63,7 @@ pub fn interval(retention: &Retention) -> Duration {
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let every = interval(&state.settings.retention);
     let mut wait = Duration::from_secs(5).min(every);
+    let mut swept_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -66,7 +71,11 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
         wait = every;
         let reconciled = reconcile(&state).await;
-        let expired = retain(&state).await;
+        let sweep = swept_at.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+        if sweep {
+            swept_at = Some(tokio::time::Instant::now());
+        }
+        let expired = retain(&state, sweep).await;
         if reconciled + expired > 0 {
             tracing::info!(reconciled, expired, "upkeep");
         }
@@ -155,8 +164,9 @@ async fn fail(state: &AppState, job_id: Uuid, reason: String) -> anyhow::Result<
     Ok(())
 }
 
-/// One retention pass; returns how many jobs, keys, messages and objects it deleted.
-pub async fn retain(state: &AppState) -> u64 {
+/// One retention pass, with a sweep of the store when `sweep`; returns how many jobs, keys,
+/// messages and objects it deleted.
+pub async fn retain(state: &AppState, sweep_store: bool) -> u64 {
     let r = &state.settings.retention;
     let now = job::now_ms();
     let mut deleted = expire_jobs(state, now - r.jobs.as_millis() as i64).await;
@@ -165,6 +175,9 @@ pub async fn retain(state: &AppState) -> u64 {
         [(&state.requests, r.messages), (&state.responses, r.messages), (&state.dead_letters, r.dead_letters)]
     {
         deleted += batches(queue.name(), || queue.expire(keep, BATCH)).await;
+    }
+    if !sweep_store {
+        return deleted;
     }
     let output = &state.settings.output_bucket;
     deleted += sweep(state, output, READINESS, CONTROL_RETENTION).await;
@@ -234,24 +247,17 @@ where
     }
 }
 
-/// Deletes the objects under `prefix` last written more than `keep` ago.
+/// Deletes the objects under `prefix` last written more than `keep` ago (an operator's purge,
+/// [`crate::store::purge`], with an age).
 async fn sweep(state: &AppState, bucket: &str, prefix: &str, keep: Duration) -> u64 {
-    let cutoff = SystemTime::now() - keep;
-    let objects = match state.store.list(bucket, prefix).await {
-        Ok(objects) => objects,
+    let filter = PurgeFilter { prefix: prefix.to_string(), older_than: Some(SystemTime::now() - keep) };
+    match purge(state.store.as_ref(), bucket, &filter).await {
+        Ok(purged) => purged.keys.len() as u64,
         Err(e) => {
-            tracing::warn!(bucket, prefix, error = %e, "upkeep: cannot list old objects");
-            return 0;
-        }
-    };
-    let mut deleted = 0;
-    for object in objects.into_iter().filter(|o| o.modified < cutoff) {
-        match state.store.delete(bucket, &object.key).await {
-            Ok(()) => deleted += 1,
-            Err(e) => tracing::warn!(bucket, key = %object.key, error = %e, "upkeep: cannot delete an old object"),
+            tracing::warn!(bucket, prefix, error = %e, "upkeep: cannot delete old objects");
+            0
         }
     }
-    deleted
 }
 
 #[cfg(test)]

@@ -117,6 +117,16 @@ impl SqsQueue {
         &self.queues.client
     }
 
+    /// Timeouts for a receive that may legitimately take its whole long-poll `wait`: the
+    /// session's attempt timeout on top of it, for that call only.
+    pub(super) fn long_poll_timeouts(&self, wait: Duration) -> aws_sdk_sqs::config::timeout::TimeoutConfig {
+        let attempt = wait + self.queues.attempt_timeout;
+        aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(2 * attempt)
+            .build()
+    }
+
     /// The queue's URL, looked up once.
     pub async fn url(&self) -> Result<&str> {
         let url = self
@@ -160,12 +170,7 @@ impl Queue for SqsQueue {
 
     async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Delivery>> {
         let wait = wait.min(MAX_WAIT);
-        // The call may legitimately take the whole wait: the attempt and operation timeouts are
-        // raised by it for this call only.
-        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(wait + self.queues.attempt_timeout)
-            .operation_timeout(2 * (wait + self.queues.attempt_timeout))
-            .build();
+        let timeouts = self.long_poll_timeouts(wait);
         let answer = self
             .client()
             .receive_message()

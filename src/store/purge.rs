@@ -64,10 +64,10 @@ pub async fn purge(store: &dyn ObjectStore, bucket: &str, filter: &PurgeFilter) 
         .into_iter()
         .filter(|o| filter.selects(o))
         .partition(|o| !filter.protects(&o.key));
-    stream::iter(doomed.iter().map(|o| store.delete(bucket, &o.key)))
-        .buffer_unordered(PARALLEL_DELETES)
-        .try_collect::<Vec<()>>()
-        .await?;
+    // Collected first: a lazy `map` would make the future not `Send` for a spawned task (the
+    // upkeep's sweep), as its closure's borrow is then higher-ranked.
+    let deletes: Vec<_> = doomed.iter().map(|o| store.delete(bucket, &o.key)).collect();
+    stream::iter(deletes).buffer_unordered(PARALLEL_DELETES).try_collect::<Vec<()>>().await?;
     Ok(Purged {
         bytes: doomed.iter().map(|o| o.size).sum(),
         keys: doomed.into_iter().map(|o| o.key).collect(),

@@ -84,11 +84,7 @@ impl QueueAdmin for SqsQueue {
 impl SqsQueue {
     /// One `ReceiveMessage` of up to `max` (1..=10) messages with a visibility timeout of 0.
     async fn look(&self, max: usize) -> Result<Vec<Peeked>> {
-        let attempt = PEEK_WAIT + self.queues.attempt_timeout;
-        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(attempt)
-            .operation_timeout(2 * attempt)
-            .build();
+        let timeouts = self.long_poll_timeouts(PEEK_WAIT);
         let answer = self
             .client()
             .receive_message()

@@ -34,7 +34,7 @@ fn simulate_replays_a_shipped_trace_with_every_policy() {
             .arg(out.path()),
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    for policy in ["seed-hybrid", "queue-minus-running", "backlog-per-instance"] {
+    for policy in ["slo", "seed-hybrid", "queue-minus-running", "backlog-per-instance"] {
         let row =
             stdout.lines().find(|l| l.starts_with(policy)).unwrap_or_else(|| panic!("no row for {policy}: {stdout}"));
         assert!(row.contains("100/100"), "every job done: {row}");

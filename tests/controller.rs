@@ -13,7 +13,10 @@ use crate::support::{model_dir, skyburst};
 
 /// Cap 4 on a local pool of quota 4; everything else short.
 const KNOBS: &str = r#"
+# The decisions below are seed-hybrid's (the slo policy would not grow for 40 jobs that one
+# worker clears well within its objective).
 [scaling]
+policy = "seed-hybrid"
 min = 1
 max = 4
 debounce_checks = 3

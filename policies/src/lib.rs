@@ -10,20 +10,27 @@
 //! - [`caps`]: validated limits ([`Caps`], [`Debounce`]).
 //! - [`policy`]: the [`ScalingPolicy`] trait, the named policies and [`decide`] (debounce, caps,
 //!   hysteresis).
+//! - [`arrivals`]: the arrival rate and its trend, from the backlog and the jobs finished
+//!   ([`ArrivalMeter`]).
+//! - [`slo`]: the `slo` policy ([`Slo`]).
 //! - [`burst`]: [`plan`], the private-first burst planner: which pool launches, which instance
 //!   drains or stops, which stuck instance is replaced.
 
 #![forbid(unsafe_code)]
 
+pub mod arrivals;
 pub mod burst;
 pub mod caps;
 pub mod observation;
 pub mod policy;
+pub mod slo;
 
+pub use arrivals::ArrivalMeter;
 pub use burst::{plan, Action, Plan, PlannerConfig, StuckReason, TerminateReason};
 pub use caps::{Caps, Debounce, InvalidLimit};
-pub use observation::{Activity, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
+pub use observation::{Activity, Arrivals, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
 pub use policy::{
     decide, BacklogPerInstance, Decision, PolicyName, PolicyState, QueueMinusRunning, Release, ScalingPolicy,
     SeedHybrid, Targets,
 };
+pub use slo::Slo;

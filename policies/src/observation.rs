@@ -85,6 +85,12 @@ pub struct PoolView {
     pub quota: u32,
     /// Typical seconds from launch to the first job.
     pub boot_seconds: f64,
+    /// Typical seconds from terminate to gone (billed, and counted toward the quota).
+    #[serde(default)]
+    pub shutdown_seconds: f64,
+    /// The least the cloud bills one launch, seconds (EC2: 60; an owned private cloud: 0).
+    #[serde(default)]
+    pub billing_minimum_seconds: f64,
     /// Whether launches may go here this tick.
     pub health: PoolHealth,
     /// Every instance the pool's provider listed for this deployment.
@@ -101,6 +107,13 @@ impl PoolView {
     pub fn occupied(&self) -> u32 {
         self.instances.len() as u32
     }
+
+    /// Paid seconds that do no work when an instance here is released and another launched
+    /// later: its shutdown, the new one's boot, and the billing minimum the new launch may be
+    /// rounded up to. Releasing an instance pays only if it would stay idle longer than this.
+    pub fn relaunch_seconds(&self) -> f64 {
+        self.shutdown_seconds + self.boot_seconds + self.billing_minimum_seconds
+    }
 }
 
 /// Everything one check knows.
@@ -114,6 +127,23 @@ pub struct Observation {
     pub pools: Vec<PoolView>,
     /// Jobs per second one instance completes, measured from heartbeats, if known.
     pub throughput_per_instance: Option<f64>,
+    /// Jobs per second arriving, as the caller's [`ArrivalMeter`] measures them, if known.
+    ///
+    /// [`ArrivalMeter`]: crate::ArrivalMeter
+    #[serde(default)]
+    pub arrivals: Option<Arrivals>,
+}
+
+/// The arrival rate at one check, from an [`ArrivalMeter`](crate::ArrivalMeter).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Arrivals {
+    /// Jobs per second, smoothed over the meter's short window.
+    pub rate: f64,
+    /// Jobs per second, smoothed over the meter's long window: what a short burst barely moves.
+    pub sustained: f64,
+    /// How fast the rate changes, jobs per second per second: the short window's rate minus
+    /// the long window's, over the difference of their lags. A step up shows here at once.
+    pub trend: f64,
 }
 
 impl Observation {

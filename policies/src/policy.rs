@@ -22,8 +22,9 @@ pub trait ScalingPolicy {
     fn name(&self) -> &str;
     /// The scale-out and scale-in targets for this observation.
     fn targets(&self, observation: &Observation) -> Targets;
-    /// Consecutive checks whose scale-in targets must all be below capacity before acting.
-    fn debounce(&self) -> Debounce;
+    /// Consecutive checks whose scale-in targets must all be below capacity before acting; it
+    /// may depend on the pools (how long a release takes to pay off).
+    fn debounce(&self, observation: &Observation) -> Debounce;
 }
 
 /// The named policies of DESIGN.md, as config values.
@@ -36,12 +37,15 @@ pub enum PolicyName {
     QueueMinusRunning,
     /// Desired = ceil(backlog / T), T given or derived from a latency objective.
     BacklogPerInstance,
+    /// Arrivals ÷ throughput + what the backlog needs within the latency objective; releases
+    /// only capacity that would stay idle longer than a relaunch costs.
+    Slo,
 }
 
 impl PolicyName {
     /// Every named policy, for reports and `--policy` help.
-    pub const ALL: [PolicyName; 3] =
-        [PolicyName::SeedHybrid, PolicyName::QueueMinusRunning, PolicyName::BacklogPerInstance];
+    pub const ALL: [PolicyName; 4] =
+        [PolicyName::SeedHybrid, PolicyName::QueueMinusRunning, PolicyName::BacklogPerInstance, PolicyName::Slo];
 
     /// The name as written in config files.
     pub fn as_str(&self) -> &'static str {
@@ -49,6 +53,7 @@ impl PolicyName {
             PolicyName::SeedHybrid => "seed-hybrid",
             PolicyName::QueueMinusRunning => "queue-minus-running",
             PolicyName::BacklogPerInstance => "backlog-per-instance",
+            PolicyName::Slo => "slo",
         }
     }
 }
@@ -58,7 +63,7 @@ impl std::str::FromStr for PolicyName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            format!("unknown policy {s:?}: use seed-hybrid, queue-minus-running or backlog-per-instance")
+            format!("unknown policy {s:?}: use slo, seed-hybrid, queue-minus-running or backlog-per-instance")
         })
     }
 }
@@ -82,7 +87,7 @@ impl ScalingPolicy for SeedHybrid {
         Targets { scale_out: o.backlog.div_ceil(2), scale_in: (o.backlog + o.delayed).div_ceil(10) }
     }
 
-    fn debounce(&self) -> Debounce {
+    fn debounce(&self, _: &Observation) -> Debounce {
         self.debounce
     }
 }
@@ -100,7 +105,7 @@ impl ScalingPolicy for QueueMinusRunning {
         Targets { scale_out: o.backlog, scale_in: o.backlog + o.delayed }
     }
 
-    fn debounce(&self) -> Debounce {
+    fn debounce(&self, _: &Observation) -> Debounce {
         Debounce::try_new(1).expect("1 is a valid debounce")
     }
 }
@@ -141,7 +146,7 @@ impl ScalingPolicy for BacklogPerInstance {
         Targets { scale_out: per(o.backlog), scale_in: per(o.backlog + o.delayed) }
     }
 
-    fn debounce(&self) -> Debounce {
+    fn debounce(&self, _: &Observation) -> Debounce {
         self.debounce
     }
 }
@@ -192,7 +197,7 @@ pub fn decide(policy: &dyn ScalingPolicy, caps: &Caps, o: &Observation, previous
     let targets = policy.targets(o);
     let out = caps.clamp(targets.scale_out, quota);
     let inward = caps.clamp(targets.scale_in, quota);
-    let k = policy.debounce().checks() as usize;
+    let k = policy.debounce(o).checks() as usize;
     let mut state = previous.clone();
     let grown_since_release = state.released.is_none_or(|r| o.backlog > r.backlog);
     let (desired, reason) = if out > capacity && (grown_since_release || capacity < caps.min()) {
@@ -246,10 +251,12 @@ mod tests {
             priority: 1,
             quota: 100,
             boot_seconds: 30.0,
+            shutdown_seconds: 0.0,
+            billing_minimum_seconds: 0.0,
             health: PoolHealth::Ok,
             instances,
         };
-        Observation { backlog, delayed: 0, pools: vec![pool], throughput_per_instance: None }
+        Observation { backlog, delayed: 0, pools: vec![pool], throughput_per_instance: None, arrivals: None }
     }
 
     fn seed(k: u32) -> SeedHybrid {

@@ -1,4 +1,4 @@
-//! Property tests: random pools, caps, fleets, backlogs and the three named policies, through
+//! Property tests: random pools, caps, fleets, backlogs, arrival rates and the named policies, through
 //! `decide` and `plan`, checked one check at a time and over 50 checks of a tiny fleet model.
 //!
 //! The model: a Launch adds Pending instances, which run (Idle or Busy) the next tick; a
@@ -10,8 +10,9 @@ use std::collections::HashSet;
 
 use proptest::prelude::*;
 use skyburst_policies::{
-    decide, plan, Action, Activity, BacklogPerInstance, Caps, Debounce, InstanceState, InstanceView, Observation, Plan,
-    PlannerConfig, PolicyState, PoolHealth, PoolView, QueueMinusRunning, ScalingPolicy, SeedHybrid, TerminateReason,
+    decide, plan, Action, Activity, Arrivals, BacklogPerInstance, Caps, Debounce, InstanceState, InstanceView,
+    Observation, Plan, PlannerConfig, PolicyState, PoolHealth, PoolView, QueueMinusRunning, ScalingPolicy, SeedHybrid,
+    Slo, TerminateReason,
 };
 
 /// Seconds between checks in the model.
@@ -64,26 +65,45 @@ fn instances() -> impl Strategy<Value = Vec<InstanceView>> {
 
 /// 1–3 pools, priorities 1–3 (ties allowed), quotas 0–10, instance ids unique over all pools.
 fn pools() -> impl Strategy<Value = Vec<PoolView>> {
-    let one = (1u32..=3, 0u32..=10, 10.0..120.0f64, health(), instances());
+    let one = (1u32..=3, 0u32..=10, (10.0..120.0f64, 0.0..60.0f64, 0.0..120.0f64), health(), instances());
     proptest::collection::vec(one, 1..=3).prop_map(|specs| {
         specs
             .into_iter()
             .enumerate()
-            .map(|(n, (priority, quota, boot_seconds, health, mut instances))| {
-                for (i, instance) in instances.iter_mut().enumerate() {
-                    instance.id = format!("p{n}-{i}");
-                }
-                PoolView { name: format!("pool{n}"), priority, quota, boot_seconds, health, instances }
-            })
+            .map(
+                |(
+                    n,
+                    (priority, quota, (boot_seconds, shutdown_seconds, billing_minimum_seconds), health, mut instances),
+                )| {
+                    for (i, instance) in instances.iter_mut().enumerate() {
+                        instance.id = format!("p{n}-{i}");
+                    }
+                    PoolView {
+                        name: format!("pool{n}"),
+                        priority,
+                        quota,
+                        boot_seconds,
+                        shutdown_seconds,
+                        billing_minimum_seconds,
+                        health,
+                        instances,
+                    }
+                },
+            )
             .collect()
     })
+}
+
+/// Arrival rates up to 20 jobs/s and trends of ±0.5 jobs/s per second.
+fn arrivals() -> impl Strategy<Value = Arrivals> {
+    (0.0..20.0f64, 0.0..20.0f64, -0.5..0.5f64).prop_map(|(rate, sustained, trend)| Arrivals { rate, sustained, trend })
 }
 
 fn caps() -> impl Strategy<Value = Caps> {
     (1u32..=25).prop_flat_map(|max| (0..=max).prop_map(move |min| Caps::try_new(min, max).unwrap()))
 }
 
-/// One of the three named policies: 0 seed-hybrid, 1 queue-minus-running, 2 backlog-per-instance.
+/// One of the named policies: 0 seed-hybrid, 1 queue-minus-running, 2 backlog-per-instance, 3 slo.
 #[derive(Debug, Clone, Copy)]
 struct PolicyChoice {
     which: u8,
@@ -97,6 +117,7 @@ impl PolicyChoice {
         match self.which {
             0 => Box::new(SeedHybrid { debounce }),
             1 => Box::new(QueueMinusRunning),
+            3 => Box::new(Slo::new(30.0, TICK_S, 3.0)),
             _ => Box::new(BacklogPerInstance {
                 target: self.target,
                 latency_objective_s: Some(30.0),
@@ -108,7 +129,7 @@ impl PolicyChoice {
 }
 
 fn policy() -> impl Strategy<Value = PolicyChoice> {
-    (0u8..3, 1u32..=4, proptest::option::of(1.0..8.0f64)).prop_map(|(which, k, target)| PolicyChoice {
+    (0u8..4, 1u32..=4, proptest::option::of(1.0..8.0f64)).prop_map(|(which, k, target)| PolicyChoice {
         which,
         k,
         target,
@@ -127,10 +148,17 @@ struct World {
 
 fn world() -> impl Strategy<Value = World> {
     let limits = (0u32..=10, proptest::option::of(10.0..120.0f64));
-    let load = (0u64..=60, 0u64..=10, proptest::option::of(0.05..2.0f64));
+    let load = (0u64..=60, 0u64..=10, proptest::option::of(0.05..2.0f64), proptest::option::of(arrivals()));
     (pools(), caps(), limits, load, policy(), any::<u64>()).prop_map(
-        |(pools, caps, (max_launches_per_tick, latency_objective_s), (backlog, delayed, rate), policy, seed)| World {
-            observation: Observation { backlog, delayed, pools, throughput_per_instance: rate },
+        |(
+            pools,
+            caps,
+            (max_launches_per_tick, latency_objective_s),
+            (backlog, delayed, rate, arrivals),
+            policy,
+            seed,
+        )| World {
+            observation: Observation { backlog, delayed, pools, throughput_per_instance: rate, arrivals },
             caps,
             config: PlannerConfig {
                 max_instances: caps.max(),

@@ -50,8 +50,13 @@ pub async fn controller(
         unavailable_grace: Duration::from_secs_f64(sc.unavailable_grace_seconds),
         lease_ttl: Duration::from_secs_f64(config.controller.lease_seconds),
     };
-    let mut controller =
-        Controller::new(settings, sc.policy(), pools, backends.queues.requests.clone(), backends.store.clone());
+    let mut controller = Controller::new(
+        settings,
+        sc.policy(config.controller.tick_seconds),
+        pools,
+        backends.queues.requests.clone(),
+        backends.store.clone(),
+    );
     aws::attach_credential_vendor(&mut controller, config, &backends)?;
     Ok(controller)
 }

@@ -17,20 +17,21 @@ use crate::simulate::{self, Scenario, ServiceTime, SimPool, Trace};
 pub fn run(config: &Config, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let names = policy_names(&args.policies)?;
     let policies: Vec<Box<dyn ScalingPolicy + Send + Sync>> =
-        names.iter().map(|&n| config.scaling.policy_named(n)).collect();
+        names.iter().map(|&n| config.scaling.policy_named(n, config.controller.tick_seconds)).collect();
     let borrowed: Vec<&(dyn ScalingPolicy + Sync)> = policies.iter().map(|p| p.as_ref() as _).collect();
     let trace = Trace::load(&args.trace)?;
     let scenario = scenario(config);
     let started = Instant::now();
-    let reports = simulate::simulate_each(&scenario, &trace, &borrowed)?;
+    let mut reports = simulate::simulate_each(&scenario, &trace, &borrowed)?;
+    reports.push(simulate::simulate_clairvoyant(&scenario, &trace)?);
     let took = started.elapsed().as_secs_f64();
     let stem = args.trace.file_stem().and_then(|s| s.to_str()).unwrap_or("trace");
     println!(
-        "== {stem}: {} jobs over {:.0} s, {} pools, {} policies, simulated in {took:.2} s",
+        "== {stem}: {} jobs over {:.0} s, {} pools, {} policies and the clairvoyant reference, simulated in {took:.2} s",
         trace.jobs(),
         trace.duration_s(),
         scenario.pools.len(),
-        reports.len()
+        reports.len() - 1
     );
     print!("{}", simulate::summary_table(&reports));
     write_outputs(&args.out, stem, &reports)?;

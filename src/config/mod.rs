@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use cloud::{AwsConfig, BootConfig, CredentialsConfig};
-pub use scaling::{ControllerConfig, Distribution, PoolConfig, ProviderKind, ScalingConfig, SimulateConfig};
+pub use scaling::{
+    ControllerConfig, Distribution, PoolConfig, ProviderKind, ScalingConfig, SimulateConfig, DEFAULT_SLO_OBJECTIVE_S,
+};
 pub use service::{
     default_data_dir, EmbeddedConfig, FrontendConfig, QueueBackend, QueueConfig, StoreBackend, StoreConfig,
     WorkerConfig,
@@ -418,12 +420,12 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_one_local_pool_scaled_by_seed_hybrid() {
+    fn the_default_is_one_local_pool_scaled_by_slo() {
         let config = Config::load_with_env(None, env(&[("SKYBURST_SCALING__MAX", "4")])).unwrap();
         assert_eq!(config.pools.len(), 1);
         assert_eq!(config.pools[0].provider, ProviderKind::Local);
         assert_eq!(config.scaling.caps().max(), 4);
-        assert_eq!(config.scaling.policy().name(), "seed-hybrid");
+        assert_eq!(config.scaling.policy(config.controller.tick_seconds).name(), "slo");
     }
 
     #[test]

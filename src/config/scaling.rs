@@ -3,30 +3,37 @@
 
 use serde::{Deserialize, Serialize};
 use skyburst_policies::{
-    BacklogPerInstance, Caps, Debounce, PlannerConfig, PolicyName, QueueMinusRunning, ScalingPolicy, SeedHybrid,
+    BacklogPerInstance, Caps, Debounce, PlannerConfig, PolicyName, QueueMinusRunning, ScalingPolicy, SeedHybrid, Slo,
 };
+
+/// The latency objective `slo` sizes for when `latency_objective_seconds` is unset.
+pub const DEFAULT_SLO_OBJECTIVE_S: f64 = 60.0;
 
 /// `[scaling]`: how many instances the backlog needs (the policy) and the limits on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
-    /// `seed-hybrid` (out to ceil(backlog/2), in to ceil(backlog/10) after `debounce_checks`),
-    /// `queue-minus-running` (one instance per message) or `backlog-per-instance`.
-    /// Default `seed-hybrid`.
+    /// `slo` (arrivals ÷ throughput + what the backlog needs within the latency objective;
+    /// releases only what would stay idle longer than a relaunch costs), `seed-hybrid` (out to
+    /// ceil(backlog/2), in to ceil(backlog/10) after `debounce_checks`), `queue-minus-running`
+    /// (one instance per message) or `backlog-per-instance`. Default `slo`.
     pub policy: PolicyName,
     /// Instances kept running with an empty queue, over all pools. Default 1: the first image
     /// does not wait for a worker to boot.
     pub min: u32,
     /// Most instances over all pools, stopping ones included. Default 19, as the seeds.
     pub max: u32,
-    /// Consecutive checks that must agree before capacity is released. Default 3 (15 s at the
-    /// default tick): a queue that is still draining keeps the instances just started for it.
+    /// `seed-hybrid` and `backlog-per-instance`: consecutive checks that must agree before
+    /// capacity is released. Default 3 (15 s at the default tick): a queue that is still
+    /// draining keeps the instances just started for it. (`slo` waits a tenth of the released
+    /// pool's relaunch cost instead.)
     pub debounce_checks: u32,
     /// `backlog-per-instance`: jobs per instance T. Unset: derived from
     /// `latency_objective_seconds` and the measured throughput.
     pub target_per_instance: Option<f64>,
-    /// Seconds a job may wait in the queue. Enables the boot-time check before a public burst
-    /// and derives T for `backlog-per-instance`.
+    /// Seconds a job may wait in the queue. `slo` sizes the fleet for it (60 s when unset);
+    /// setting it also enables the boot-time check before a public burst and derives T for
+    /// `backlog-per-instance`.
     pub latency_objective_seconds: Option<f64>,
     /// `backlog-per-instance`: T until a throughput has been measured. Default 2, the seed's
     /// ratio.
@@ -45,7 +52,7 @@ pub struct ScalingConfig {
 impl Default for ScalingConfig {
     fn default() -> Self {
         Self {
-            policy: PolicyName::SeedHybrid,
+            policy: PolicyName::Slo,
             min: 1,
             max: 19,
             debounce_checks: 3,
@@ -61,13 +68,14 @@ impl Default for ScalingConfig {
 }
 
 impl ScalingConfig {
-    /// The named policy with its settings. Call on a validated config.
-    pub fn policy(&self) -> Box<dyn ScalingPolicy + Send + Sync> {
-        self.policy_named(self.policy)
+    /// The named policy with its settings, for checks every `tick_s` seconds. Call on a
+    /// validated config.
+    pub fn policy(&self, tick_s: f64) -> Box<dyn ScalingPolicy + Send + Sync> {
+        self.policy_named(self.policy, tick_s)
     }
 
     /// Another named policy with this config's settings (the simulator compares several).
-    pub fn policy_named(&self, name: PolicyName) -> Box<dyn ScalingPolicy + Send + Sync> {
+    pub fn policy_named(&self, name: PolicyName, tick_s: f64) -> Box<dyn ScalingPolicy + Send + Sync> {
         let debounce = Debounce::try_new(self.debounce_checks).expect("validated: debounce_checks >= 1");
         match name {
             PolicyName::SeedHybrid => Box::new(SeedHybrid { debounce }),
@@ -78,6 +86,11 @@ impl ScalingConfig {
                 fallback_target: self.fallback_target,
                 debounce,
             }),
+            PolicyName::Slo => Box::new(Slo::new(
+                self.latency_objective_seconds.unwrap_or(DEFAULT_SLO_OBJECTIVE_S),
+                tick_s,
+                self.fallback_target,
+            )),
         }
     }
 

@@ -194,10 +194,18 @@ mod tests {
             priority: 1,
             quota: 8,
             boot_seconds: 45.0,
+            shutdown_seconds: 0.0,
+            billing_minimum_seconds: 0.0,
             health: PoolHealth::Ok,
             instances: vec![instance("a", InstanceState::Running), instance("b", InstanceState::Pending)],
         };
-        let o = Observation { backlog: 12, delayed: 1, pools: vec![pool], throughput_per_instance: Some(6.5) };
+        let o = Observation {
+            backlog: 12,
+            delayed: 1,
+            pools: vec![pool],
+            throughput_per_instance: Some(6.5),
+            arrivals: None,
+        };
         metrics.observed(&o, 6);
         metrics.launched("private", 4);
         metrics.terminated("private", &TerminateReason::Stuck(StuckReason::NoHeartbeat));

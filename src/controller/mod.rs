@@ -23,7 +23,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skyburst_policies::{decide, plan, Action, Caps, PlannerConfig, PolicyState, PoolHealth, ScalingPolicy};
+use skyburst_policies::{
+    decide, plan, Action, ArrivalMeter, Caps, PlannerConfig, PolicyState, PoolHealth, ScalingPolicy,
+};
 use skyburst_providers::Provider;
 use tokio::sync::watch;
 
@@ -36,7 +38,7 @@ use ceiling::Ceilings;
 pub use error::{error_policy, Error, Next};
 use lease::LeaseKeeper;
 use metrics::Metrics;
-use observe::{LastKnown, Observer};
+use observe::{FinishedJobs, LastKnown, Observer};
 
 /// One configured pool and the provider that runs it.
 pub struct Pool {
@@ -104,6 +106,10 @@ struct Memory {
     backoff: HashMap<String, Backoff>,
     /// What the clouds' limits leave room for, per pool.
     ceilings: Ceilings,
+    /// The fleet's finished jobs, from the heartbeats' counters.
+    finished: FinishedJobs,
+    /// The arrival rate, from the backlog and the finished jobs.
+    arrivals: ArrivalMeter,
 }
 
 /// A throttled pool's pause, as [`error_policy`] sets it for [`Error::Throttled`]: it grows
@@ -265,6 +271,8 @@ impl Controller {
     async fn check(&self, memory: &mut Memory) -> Result<(), Error> {
         let observed = self.observer.observe(&self.pools, &mut memory.last_known).await?;
         let mut observation = observed.observation;
+        let finished = memory.finished.count(&observed.jobs_done);
+        observation.arrivals = memory.arrivals.observe(job::now_ms() as f64 / 1000.0, observation.backlog, finished);
         memory.ceilings.apply(&self.pools, &mut observation, job::now_ms()).await;
         let throttled_now = throttled(&observation);
         memory.hold_back(&mut observation, job::now_ms());
@@ -347,6 +355,7 @@ macro_rules! log_at {
         $level,
         pools = %pools(observation),
         throughput = ?observation.throughput_per_instance,
+        arrivals_per_s = ?observation.arrivals.map(|a| a.rate),
         backlog = record.backlog,
         delayed = record.delayed,
         capacity = d.capacity,
@@ -417,6 +426,8 @@ mod tests {
             priority: 1,
             quota: 4,
             boot_seconds: 30.0,
+            shutdown_seconds: 0.0,
+            billing_minimum_seconds: 0.0,
             health: PoolHealth::Ok,
             instances: Vec::new(),
         };

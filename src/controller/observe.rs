@@ -40,6 +40,33 @@ pub struct Observed {
     pub observation: Observation,
     /// Provider errors by pool (the pool's health says what the planner makes of them).
     pub errors: Vec<String>,
+    /// Jobs each worker instance has finished since it started, from its latest heartbeat.
+    pub jobs_done: HashMap<String, u64>,
+}
+
+/// The jobs finished by the whole fleet, counted from the workers' heartbeats: each instance's
+/// counter only grows while it lives, so the fleet's count grows by each counter's increase.
+/// A worker seen for the first time adds all it has done (it started after the previous look,
+/// or this controller did); one that restarted (its counter went down) adds its new count.
+#[derive(Debug, Default)]
+pub struct FinishedJobs {
+    /// The counter of each instance at the previous look.
+    last: HashMap<String, u64>,
+    /// The fleet's total.
+    total: u64,
+}
+
+impl FinishedJobs {
+    /// Takes this check's counters; returns the fleet's total so far. Instances that no longer
+    /// report are forgotten, so the map holds at most the fleet.
+    pub fn count(&mut self, jobs_done: &HashMap<String, u64>) -> u64 {
+        for (id, &done) in jobs_done {
+            let before = self.last.get(id).copied().unwrap_or(0);
+            self.total += if done >= before { done - before } else { done };
+        }
+        self.last = jobs_done.clone();
+        self.total
+    }
 }
 
 /// The heartbeats and drain requests in the store.
@@ -84,6 +111,8 @@ impl Observer {
                 priority: pool.config.priority,
                 quota: pool.config.quota,
                 boot_seconds: pool.config.boot_seconds,
+                shutdown_seconds: pool.config.shutdown_seconds,
+                billing_minimum_seconds: pool.config.billing().minimum_s,
                 health,
                 instances,
             });
@@ -95,8 +124,11 @@ impl Observer {
             delayed: depth.delayed,
             pools: views,
             throughput_per_instance: throughput,
+            // The controller's meter fills it in: it needs the previous checks.
+            arrivals: None,
         };
-        Ok(Observed { observation, errors })
+        let jobs_done = records.heartbeats.iter().map(|(id, beat)| (id.clone(), beat.jobs_done)).collect();
+        Ok(Observed { observation, errors, jobs_done })
     }
 
     async fn worker_records(&self) -> Result<WorkerRecords, StoreError> {

@@ -362,6 +362,8 @@ mod tests {
             priority: 1,
             quota: 4,
             boot_seconds: 2.0,
+            shutdown_seconds: 0.0,
+            billing_minimum_seconds: 0.0,
             health: policies::PoolHealth::AuthFailed,
             instances: vec![instance],
         };
@@ -393,6 +395,7 @@ mod tests {
                 delayed: 1,
                 pools: vec![pool],
                 throughput_per_instance: None,
+                arrivals: None,
             },
             decisions: vec![DecisionRecord {
                 at_ms: 6,

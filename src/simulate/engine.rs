@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
-use skyburst_policies::{decide, plan, Action, Plan, PolicyState, PoolHealth, ScalingPolicy, TerminateReason};
+use skyburst_policies::{
+    decide, plan, Action, ArrivalMeter, Plan, PolicyState, PoolHealth, ScalingPolicy, TerminateReason,
+};
 
 use super::agenda::{Agenda, Kind, ARRIVAL_RANK};
 use super::fleet::{Fleet, Job};
@@ -18,10 +20,40 @@ use super::{Result, Scenario};
 /// last arrival + every job served one at a time + a day, whichever comes first.
 pub fn simulate(scenario: &Scenario, trace: &Trace, policy: &dyn ScalingPolicy) -> Result<Report> {
     scenario.validate()?;
-    let mut run = Run::new(scenario, trace, policy);
+    let mut run = Run::new(scenario, trace, Driver::Policy(policy));
     let (end, settled) = run.run(trace);
     Ok(run.report(end, settled))
 }
+
+/// The clairvoyant reference ([`super::clairvoyant`]): the plan made from the whole trace,
+/// played through this same engine, reported as the policy `clairvoyant`.
+pub fn simulate_clairvoyant(scenario: &Scenario, trace: &Trace) -> Result<Report> {
+    scenario.validate()?;
+    let plan = super::clairvoyant::plan(scenario, trace);
+    let mut run = Run::new(scenario, trace, Driver::Plan(plan));
+    let (end, settled) = run.run(trace);
+    Ok(run.report(end, settled))
+}
+
+/// What decides the fleet's size at each check.
+enum Driver<'a> {
+    /// A scaling policy through `decide`, as the controller runs it.
+    Policy(&'a dyn ScalingPolicy),
+    /// Instances wanted at each check, made in advance from the whole trace.
+    Plan(Vec<u32>),
+}
+
+impl Driver<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Driver::Policy(policy) => policy.name(),
+            Driver::Plan(_) => CLAIRVOYANT,
+        }
+    }
+}
+
+/// The clairvoyant reference's name in reports.
+pub const CLAIRVOYANT: &str = "clairvoyant";
 
 /// Longest wait the percentiles resolve, 2^42 µs ≈ 50 days (about 0.5 MB of counters); longer
 /// waits count as this in p50/p95, while `wait_max_s` stays exact.
@@ -30,7 +62,7 @@ const WAIT_BOUND_US: u64 = 1 << 42;
 /// One run's state.
 struct Run<'a> {
     scenario: &'a Scenario,
-    policy: &'a dyn ScalingPolicy,
+    driver: Driver<'a>,
     fleet: Fleet<'a>,
     agenda: Agenda,
     arrivals: Arrivals<'a>,
@@ -38,6 +70,9 @@ struct Run<'a> {
     queue: VecDeque<Job>,
     /// The policy's memory between checks.
     state: PolicyState,
+    /// The arrival rate, measured as the controller measures it (from the backlog and the jobs
+    /// finished), so policies see the same estimate, lag included.
+    meter: ArrivalMeter,
     /// Waits in microseconds, 3 significant digits (p95 within 0.1 %), up to `WAIT_BOUND_US`.
     waits: Histogram<u64>,
     wait_max_s: f64,
@@ -69,15 +104,16 @@ struct Applied {
 }
 
 impl<'a> Run<'a> {
-    fn new(scenario: &'a Scenario, trace: &'a Trace, policy: &'a dyn ScalingPolicy) -> Self {
+    fn new(scenario: &'a Scenario, trace: &'a Trace, driver: Driver<'a>) -> Self {
         Self {
             scenario,
-            policy,
+            driver,
             fleet: Fleet::new(scenario),
             agenda: Agenda::default(),
             arrivals: trace.arrivals(),
             queue: VecDeque::new(),
             state: PolicyState::default(),
+            meter: ArrivalMeter::default(),
             waits: Histogram::new_with_bounds(1, WAIT_BOUND_US, 3).expect("1 µs ..= 50 days at 3 digits is valid"),
             wait_max_s: 0.0,
             jobs: trace.jobs(),
@@ -170,13 +206,30 @@ impl<'a> Run<'a> {
     fn tick(&mut self, now: f64) -> bool {
         let backlog = self.backlog();
         let mut health = vec![PoolHealth::Ok; self.scenario.pools.len()];
+        let arrivals = self.meter.observe(now, backlog, self.jobs_done);
         let mut observation = self.fleet.observe(backlog, &health, now);
-        let decision = decide(self.policy, &self.scenario.caps, &observation, &self.state);
-        let mut planner = self.scenario.planner;
+        observation.arrivals = arrivals;
+        let (desired, state, mut planner) = match &self.driver {
+            Driver::Policy(policy) => {
+                let decision = decide(*policy, &self.scenario.caps, &observation, &self.state);
+                (decision.desired, decision.state, self.scenario.planner)
+            }
+            Driver::Plan(plan) => {
+                let wanted = plan.get((now / self.scenario.tick_s).round() as usize).copied().unwrap_or(0);
+                // The plan is fluid; jobs are not: one instance stays while any job waits.
+                let wanted = wanted.max(u32::from(backlog > 0));
+                let caps = super::clairvoyant::caps(self.scenario);
+                (
+                    caps.clamp(u64::from(wanted), observation.total_quota()),
+                    PolicyState::default(),
+                    super::clairvoyant::planner(self.scenario),
+                )
+            }
+        };
         let (mut adds, mut removes, mut acted) = (0, 0, false);
         // Each refusal marks one more pool Full, so there are at most as many re-plans as pools.
         for _ in 0..=self.scenario.pools.len() {
-            let plan = plan(decision.desired, &observation, &planner);
+            let plan = plan(desired, &observation, &planner);
             acted |= !plan.is_empty();
             let applied = self.apply(&plan, &mut health, now);
             adds += applied.adds;
@@ -190,8 +243,9 @@ impl<'a> Run<'a> {
                 break;
             }
             observation = self.fleet.observe(backlog, &health, now);
+            observation.arrivals = arrivals;
         }
-        self.state = decision.state;
+        self.state = state;
         let direction = match (adds > 0, removes > 0) {
             (true, false) => 1,
             (false, true) => -1,
@@ -313,7 +367,7 @@ impl<'a> Run<'a> {
         let billed_seconds: f64 = pools.iter().map(|p| p.billed_seconds).sum();
         let quantile = |q: f64| if self.jobs_done == 0 { 0.0 } else { self.waits.value_at_quantile(q) as f64 / 1e6 };
         Report {
-            policy: self.policy.name().to_string(),
+            policy: self.driver.name().to_string(),
             jobs: self.jobs,
             jobs_done: self.jobs_done,
             instance_seconds,

@@ -286,6 +286,8 @@ impl<'s> Fleet<'s> {
                 priority: spec.priority,
                 quota: spec.quota,
                 boot_seconds: spec.boot_s,
+                shutdown_seconds: spec.shutdown_s,
+                billing_minimum_seconds: spec.billing.minimum_s,
                 health: health[p],
                 instances: self.live[p].iter().map(|&i| self.view(&self.instances[i], now)).collect(),
             })
@@ -308,6 +310,7 @@ impl<'s> Fleet<'s> {
             delayed: 0,
             pools,
             throughput_per_instance: Some(per_instance / self.scenario.service.mean_s()),
+            arrivals: None,
         }
     }
 

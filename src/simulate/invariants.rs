@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use skyburst_policies::{BacklogPerInstance, Debounce, QueueMinusRunning, ScalingPolicy, SeedHybrid};
+use skyburst_policies::{BacklogPerInstance, Debounce, QueueMinusRunning, ScalingPolicy, SeedHybrid, Slo};
 
 use super::*;
 
@@ -17,11 +17,12 @@ fn k(checks: u32) -> Debounce {
     Debounce::try_new(checks).unwrap()
 }
 
-/// The three named policies as the config builds them: K = 3, and T from a 10 s objective.
+/// The named policies as the config builds them: K = 3, T and the objective 10 s.
 struct Named {
     seed: SeedHybrid,
     queue: QueueMinusRunning,
     backlog: BacklogPerInstance,
+    slo: Slo,
 }
 
 impl Named {
@@ -35,11 +36,12 @@ impl Named {
                 fallback_target: 2.0,
                 debounce: k(3),
             },
+            slo: Slo::new(10.0, 5.0, 2.0),
         }
     }
 
-    fn all(&self) -> [&(dyn ScalingPolicy + Sync); 3] {
-        [&self.seed, &self.queue, &self.backlog]
+    fn all(&self) -> [&(dyn ScalingPolicy + Sync); 4] {
+        [&self.seed, &self.queue, &self.backlog, &self.slo]
     }
 }
 
@@ -207,13 +209,28 @@ fn the_png_and_the_csvs_are_written() {
     let png = std::fs::read(dir.join("ramp.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
     let csv = std::fs::read_to_string(dir.join("ramp.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 4);
+    assert_eq!(csv.lines().count(), 5);
     let timeline = std::fs::read_to_string(dir.join("ramp-timeline.csv")).unwrap();
     assert!(timeline.lines().count() > 3 * 240, "a sample per 5 s check over 20 minutes, per policy");
     let table = summary_table(&reports);
-    assert_eq!(table.lines().count(), 5, "{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The hybrid example's scenario and its named policies as that config builds them.
+fn hybrid() -> (crate::config::Config, Scenario) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = crate::config::Config::load_with_env(Some(&root.join("examples/configs/hybrid.toml")), Vec::new())
+        .expect("the hybrid example loads");
+    let scenario = crate::cmd::simulate::scenario(&config);
+    (config, scenario)
+}
+
+fn mission_trace(name: &str) -> Trace {
+    Trace::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/traces/{name}.csv"))).unwrap()
+}
+
+const MISSION: [&str; 4] = ["evening-peak", "flash-crowd", "bursts", "noisy"];
 
 /// The mission traces (`scripts/make-traces.py`: an evening-peak day, a flash crowd, bursts every
 /// ten minutes, a noisy two hours) on `examples/configs/hybrid.toml`'s pools with every named
@@ -221,20 +238,139 @@ fn the_png_and_the_csvs_are_written() {
 /// burst to the public pool under every policy, which is what they are sized for.
 #[test]
 fn the_mission_traces_keep_the_invariants_and_burst_on_the_hybrid_example() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = crate::config::Config::load_with_env(Some(&root.join("examples/configs/hybrid.toml")), Vec::new())
-        .expect("the hybrid example loads");
-    let scenario = crate::cmd::simulate::scenario(&config);
+    let (config, scenario) = hybrid();
+    let tick = config.controller.tick_seconds;
     let policies: Vec<Box<dyn ScalingPolicy + Send + Sync>> =
-        skyburst_policies::PolicyName::ALL.iter().map(|&n| config.scaling.policy_named(n)).collect();
+        skyburst_policies::PolicyName::ALL.iter().map(|&n| config.scaling.policy_named(n, tick)).collect();
     let borrowed: Vec<&(dyn ScalingPolicy + Sync)> = policies.iter().map(|p| p.as_ref() as _).collect();
-    for (name, bursts) in [("evening-peak", true), ("flash-crowd", true), ("bursts", false), ("noisy", false)] {
-        let trace = Trace::load(root.join(format!("examples/traces/{name}.csv"))).unwrap();
+    for name in MISSION {
+        let trace = mission_trace(name);
         for r in simulate_each(&scenario, &trace, &borrowed).unwrap() {
             check(&format!("{name}, {}", r.policy), &scenario, &trace, &r);
-            if bursts {
+            if matches!(name, "evening-peak" | "flash-crowd") {
                 assert!(r.public_share > 0.05, "{name}, {}: public share {}", r.policy, r.public_share);
             }
         }
     }
+}
+
+/// The clairvoyant reference keeps every invariant a policy keeps (it runs in the same engine,
+/// through the same planner) and never beats the zero-boot oracle: every second of service runs
+/// on a billed instance's slot, and every instance is billed at least from launch to gone.
+#[test]
+fn the_clairvoyant_plan_keeps_the_invariants_and_never_beats_the_oracle() {
+    let mut runs: Vec<(String, Scenario, Trace)> = Vec::new();
+    for (name, text) in [("steady", STEADY), ("spike", SPIKE), ("ramp", RAMP), ("diurnal", DIURNAL)] {
+        for quota in [4, 8] {
+            runs.push((format!("{name}, quota {quota}"), scenario(quota), Trace::parse(text).unwrap()));
+        }
+    }
+    let mut constant = scenario(4);
+    constant.service = ServiceTime::Constant { mean_s: 0.5 };
+    constant.caps = skyburst_policies::Caps::try_new(2, 19).unwrap();
+    runs.push(("ramp, constant service, min 2".into(), constant, Trace::parse(RAMP).unwrap()));
+    let (_, hybrid) = hybrid();
+    for name in MISSION {
+        runs.push((format!("{name}, hybrid"), hybrid.clone(), mission_trace(name)));
+    }
+    for (what, scenario, trace) in &runs {
+        let r = simulate_clairvoyant(scenario, trace).unwrap();
+        assert_eq!(r.policy, CLAIRVOYANT);
+        check(&format!("clairvoyant, {what}"), scenario, trace, &r);
+        let billed: f64 = r.pools.iter().map(|p| p.billed_seconds).sum();
+        assert!(
+            billed >= r.oracle_instance_seconds - 1e-6,
+            "clairvoyant, {what}: {billed} < {}",
+            r.oracle_instance_seconds
+        );
+    }
+}
+
+/// The scaling issue's targets (cost × the zero-boot oracle / p95 wait / direction changes) for
+/// the shipped policy of `examples/configs/hybrid.toml` on the mission traces: bounds, not
+/// frozen figures, so a better policy keeps passing. Two targets are not asserted because no
+/// plan meets them on these traces (see the next test): the evening peak's cost (≤ 1.25 × the
+/// oracle) and the bursts' cost (≤ 2.3 ×, and 1.3 × the clairvoyant reference).
+#[test]
+fn the_shipped_policy_meets_the_scaling_targets_on_the_mission_traces() {
+    let (config, scenario) = hybrid();
+    assert_eq!(config.scaling.policy, skyburst_policies::PolicyName::Slo, "the example ships the slo policy");
+    let policy = config.scaling.policy(config.controller.tick_seconds);
+    // (trace, most cost × oracle, most p95 wait s, most direction changes, most × clairvoyant)
+    let targets = [
+        ("evening-peak", None, 75.0, Some(40), Some(1.3)),
+        ("flash-crowd", Some(1.8), 100.0, None, Some(1.3)),
+        ("bursts", None, 90.0, None, None),
+        ("noisy", Some(1.3), 75.0, Some(20), Some(1.3)),
+    ];
+    for (name, cost, p95, changes, vs_clairvoyant) in targets {
+        let trace = mission_trace(name);
+        let r = simulate(&scenario, &trace, policy.as_ref()).unwrap();
+        check(&format!("{name}, slo"), &scenario, &trace, &r);
+        let reference = simulate_clairvoyant(&scenario, &trace).unwrap();
+        let figures = format!(
+            "{name}: {:.3} × oracle, p95 {:.1} s, {} direction changes, {:.3} × clairvoyant ({:.3} × oracle)",
+            r.cost_ratio,
+            r.wait_p95_s,
+            r.direction_changes,
+            r.cost_ratio / reference.cost_ratio,
+            reference.cost_ratio
+        );
+        eprintln!("{figures}");
+        assert!(cost.is_none_or(|most| r.cost_ratio <= most), "{figures}: cost above {cost:?}");
+        assert!(r.wait_p95_s <= p95, "{figures}: p95 above {p95} s");
+        assert!(changes.is_none_or(|most| r.direction_changes <= most), "{figures}: changes above {changes:?}");
+        let vs = r.cost_ratio / reference.cost_ratio;
+        assert!(vs_clairvoyant.is_none_or(|most| vs <= most), "{figures}: above {vs_clairvoyant:?} × clairvoyant");
+    }
+}
+
+/// Why two of the scaling issue's cost targets are not asserted above: on these traces nothing
+/// meets them.
+/// - The evening peak's night runs at about 1.19 instances of load, so a fleet that does not
+///   flap holds 2, and even the clairvoyant plan (which may flap) costs more than 1.25 × the
+///   oracle, whatever its latency objective.
+/// - For the bursts, every fixed response (k instances launched at the first check that sees a
+///   burst and kept until its backlog is gone: the best a reacting policy can do with k) either
+///   costs more than 2.3 × the oracle or keeps a p95 wait above 90 s: the jobs of a burst wait
+///   for the 45 s boot. Only a plan that launches before the burst does (the clairvoyant, with
+///   a 75 s objective) gets there.
+#[test]
+fn the_evening_and_bursts_cost_targets_are_beyond_a_reacting_fleet() {
+    let (_, scenario) = hybrid();
+    for objective in [60.0, 75.0, 90.0] {
+        let mut s = scenario.clone();
+        s.planner.latency_objective_s = Some(objective);
+        let r = simulate_clairvoyant(&s, &mission_trace("evening-peak")).unwrap();
+        assert!(r.cost_ratio > 1.25, "objective {objective} s: the clairvoyant plan costs {}", r.cost_ratio);
+    }
+    /// k instances while a burst's backlog lasts, one otherwise.
+    struct Fixed(u64);
+    impl ScalingPolicy for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn targets(&self, o: &skyburst_policies::Observation) -> skyburst_policies::Targets {
+            let n = if o.backlog > 30 { self.0 } else { 1 };
+            skyburst_policies::Targets { scale_out: n, scale_in: n }
+        }
+        fn debounce(&self, _: &skyburst_policies::Observation) -> Debounce {
+            k(1)
+        }
+    }
+    let bursts = mission_trace("bursts");
+    for n in 2..=12 {
+        let r = simulate(&scenario, &bursts, &Fixed(n)).unwrap();
+        check(&format!("bursts, fixed {n}"), &scenario, &bursts, &r);
+        assert!(
+            r.cost_ratio > 2.3 || r.wait_p95_s > 90.0,
+            "k = {n}: {:.3} × oracle, p95 {:.1} s",
+            r.cost_ratio,
+            r.wait_p95_s
+        );
+    }
+    let mut foresight = scenario.clone();
+    foresight.planner.latency_objective_s = Some(75.0);
+    let r = simulate_clairvoyant(&foresight, &bursts).unwrap();
+    assert!(r.cost_ratio <= 2.3 && r.wait_p95_s <= 90.0, "{:.3} × oracle, p95 {:.1} s", r.cost_ratio, r.wait_p95_s);
 }

@@ -22,7 +22,9 @@
 //! - [`service`]: service-time distributions ([`ServiceTime`]).
 //! - `agenda`: future events in time order.
 //! - `fleet`: the modelled instances and the observation built from them.
-//! - `engine`: the event loop ([`simulate`]).
+//! - `engine`: the event loop ([`simulate`], [`simulate_clairvoyant`]).
+//! - `clairvoyant`: the reference plan made from the whole trace (what was possible with the
+//!   same pools, boots, caps, billing and objective), and why it never beats the oracle.
 //! - [`report`]: per-policy results, the summary table and the CSV files ([`Report`]).
 //! - [`plot`]: backlog and instances over time as a PNG.
 //! - `invariants` (tests only): the invariants on every shipped trace with every named policy.
@@ -33,6 +35,7 @@
 //! [`PoolHealth::Full`]: skyburst_policies::PoolHealth::Full
 
 mod agenda;
+mod clairvoyant;
 mod engine;
 mod fleet;
 #[cfg(test)]
@@ -46,7 +49,7 @@ use std::path::PathBuf;
 
 use skyburst_policies::{Caps, PlannerConfig, ScalingPolicy};
 
-pub use engine::simulate;
+pub use engine::{simulate, simulate_clairvoyant, CLAIRVOYANT};
 pub use plot::plot_png;
 pub use report::{summary_table, write_csv, write_timeline_csv, Invariants, PoolReport, PoolSample, Report, Sample};
 pub use service::ServiceTime;

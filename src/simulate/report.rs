@@ -111,16 +111,41 @@ pub struct Invariants {
     pub requeued_jobs: u64,
 }
 
+/// The clairvoyant reference among `reports`, if it was run.
+fn clairvoyant(reports: &[Report]) -> Option<&Report> {
+    reports.iter().find(|r| r.policy == super::CLAIRVOYANT)
+}
+
+/// A report's billed instance-seconds over the clairvoyant reference's (the measure of
+/// `cost_ratio`, so `x oracle` = `x clairvoyant` × the reference's `x oracle`), if the reference
+/// was run and billed anything.
+pub fn cost_vs_clairvoyant(report: &Report, reports: &[Report]) -> Option<f64> {
+    clairvoyant(reports)
+        .filter(|c| c.cost_ratio > 0.0 && c.cost_ratio.is_finite())
+        .map(|c| report.cost_ratio / c.cost_ratio)
+}
+
 /// A plain-text table, one row per report (reports of one scenario: pools are named after the
-/// first), and the oracle underneath.
+/// first), and the oracle underneath. With the clairvoyant reference among them, a column gives
+/// each cost over its cost.
 pub fn summary_table(reports: &[Report]) -> String {
     let pool_names: Vec<&str> =
         reports.first().map_or(Vec::new(), |r| r.pools.iter().map(|p| p.name.as_str()).collect());
     let mut header: Vec<String> = vec!["policy".into(), "jobs done".into()];
     header.extend(pool_names.iter().map(|name| format!("{name} inst-s")));
     header.extend(
-        ["cost", "x oracle", "wait p50 s", "p95 s", "max s", "peak backlog", "dir changes", "public %"]
-            .map(String::from),
+        [
+            "cost",
+            "x oracle",
+            "x clairvoyant",
+            "wait p50 s",
+            "p95 s",
+            "max s",
+            "peak backlog",
+            "dir changes",
+            "public %",
+        ]
+        .map(String::from),
     );
     let mut rows = vec![header];
     for r in reports {
@@ -129,6 +154,7 @@ pub fn summary_table(reports: &[Report]) -> String {
         row.extend([
             format!("{:.4}", r.cost),
             format!("{:.2}", r.cost_ratio),
+            cost_vs_clairvoyant(r, reports).map_or("-".into(), |x| format!("{x:.2}")),
             format!("{:.2}", r.wait_p50_s),
             format!("{:.2}", r.wait_p95_s),
             format!("{:.2}", r.wait_max_s),
@@ -158,6 +184,12 @@ pub fn summary_table(reports: &[Report]) -> String {
             r.oracle_instance_seconds, r.oracle_cost
         ));
     }
+    if clairvoyant(reports).is_some() {
+        out.push_str(
+            "clairvoyant: a plan made from the whole trace, with the same pools, boots, caps, billing and \
+             objective (docs/simulator.md)\n",
+        );
+    }
     out
 }
 
@@ -175,6 +207,7 @@ pub fn write_csv(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
         "oracle_instance_seconds",
         "oracle_cost",
         "cost_ratio",
+        "cost_vs_clairvoyant",
         "wait_p50_s",
         "wait_p95_s",
         "wait_max_s",
@@ -199,6 +232,7 @@ pub fn write_csv(reports: &[Report], path: impl AsRef<Path>) -> Result<()> {
             r.oracle_instance_seconds.to_string(),
             r.oracle_cost.to_string(),
             r.cost_ratio.to_string(),
+            cost_vs_clairvoyant(r, reports).map_or(String::new(), |x| x.to_string()),
             r.wait_p50_s.to_string(),
             r.wait_p95_s.to_string(),
             r.wait_max_s.to_string(),

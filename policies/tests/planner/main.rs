@@ -55,7 +55,16 @@ fn many(prefix: &str, n: usize, make: fn(&str) -> InstanceView) -> Vec<InstanceV
 }
 
 fn pool(name: &str, priority: u32, quota: u32, instances: Vec<InstanceView>) -> PoolView {
-    PoolView { name: name.into(), priority, quota, boot_seconds: 30.0, health: PoolHealth::Ok, instances }
+    PoolView {
+        name: name.into(),
+        priority,
+        quota,
+        boot_seconds: 30.0,
+        shutdown_seconds: 0.0,
+        billing_minimum_seconds: 0.0,
+        health: PoolHealth::Ok,
+        instances,
+    }
 }
 fn with_health(p: PoolView, health: PoolHealth) -> PoolView {
     PoolView { health, ..p }
@@ -66,7 +75,7 @@ fn hybrid(private: Vec<InstanceView>, public: Vec<InstanceView>) -> Vec<PoolView
     vec![pool("public", 2, 10, public), pool("private", 1, 5, private)]
 }
 fn obs(backlog: u64, pools: Vec<PoolView>) -> Observation {
-    Observation { backlog, delayed: 0, pools, throughput_per_instance: None }
+    Observation { backlog, delayed: 0, pools, throughput_per_instance: None, arrivals: None }
 }
 
 /// The plan as short lines: `launch POOL N`, `terminate ID REASON`, `drain ID`, `undrain ID`.

@@ -255,4 +255,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C: scripts/run.sh stops everything; no traceback

@@ -115,6 +115,35 @@ fn replay_options_and_traces_are_checked_before_anything_is_sent() {
     assert!(code == 1 && stderr.contains("trace.csv:3: count \"ten\""), "the file and line: {stderr}");
     let (code, _, stderr) = run(skyburst().args(["load", "--images", ".", "--time-scale", "2"]));
     assert!(code == 2 && stderr.contains("--trace"), "--time-scale needs --trace: {stderr}");
+    std::fs::write(&trace, TRACE).unwrap();
+    let (code, _, stderr) = run(skyburst()
+        .args(["load", "--url", "http://192.0.2.1:8080", "--images", ".", "--token", "a-token-of-sixteen-chars"])
+        .arg("--trace")
+        .arg(&trace));
+    assert!(code == 1 && stderr.contains("refusing to send the token"), "no token in cleartext: {stderr}");
+}
+
+#[test]
+fn a_replay_sends_the_token_and_counts_refusals_as_failures() {
+    let _heavy = one_at_a_time();
+    let token = "replay-token-0123456789";
+    let mut service = Service::start(&[("FRONTEND__TOKENS", token)]);
+    service.start_worker("w1");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(&trace, "t_seconds,count\n0,4\n2,0\n").unwrap();
+    let images = image("bus.jpg").parent().unwrap().to_path_buf();
+    let replay = |extra: &[&str]| {
+        let mut command = skyburst();
+        command.args(["load", "--url", &service.url, "--time-scale", "4", "--mode", "async", "--images"]);
+        run(command.arg(&images).arg("--trace").arg(&trace).args(extra))
+    };
+    let (code, out, err) = replay(&["--token", token]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("4 jobs due over 0.5 s (time scale ×4); 4 sent") && out.contains("succeeded 4"), "{out}");
+    let (code, out, _) = replay(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("succeeded 0  failed 4  (HTTP 401×4)"), "{out}");
 }
 
 /// The live fleet as the test sees it.

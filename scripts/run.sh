@@ -4,18 +4,23 @@
 #   scripts/run.sh [--port PORT] [--workers N] [--smoke]
 #
 # Installs what is missing, fetches and verifies the model and the two test images, builds the
-# release binary, starts `skyburst up` (front end + controller scaling the local worker
-# processes, SQLite queue, filesystem store, all under ./skyburst-data; --workers N fixes the
+# release binary, starts `skyburst up` with examples/configs/demo.toml (front end + controller
+# scaling two pools of local worker processes, a small `private` one first and a `public` one it
+# bursts to; SQLite queue, filesystem store, all under ./skyburst-data; --workers N fixes the
 # fleet instead), sends the test images through `skyburst load` in all three API modes, prints
-# the per-zone totals, one detection result, the fleet the controller scaled and the URL, and
-# stays in the foreground until Ctrl-C. A step that fails stops the demo with its exit status.
+# the per-zone totals, one detection result and the fleet the controller scaled. Then it sends a
+# burst (400 images in 10 s, open-loop with `skyburst load --trace`) and prints the fleet's
+# timeline while scripts/fleet-timeline.py watches it: private fills, the controller bursts to
+# public, and releases public first when the burst is over. It prints the URL and stays in the
+# foreground until Ctrl-C. A step that fails stops the demo with its exit status.
 #
 # --smoke runs the same demo in a fresh ./skyburst-data/smoke (nothing left from an earlier run,
 # nothing shared with a demo running from ./skyburst-data), then stops by itself. It exits 0 only
 # if every step succeeded: each `skyburst load`, the zones call, the detect call finding at least
-# one object, the fleet call, and `skyburst up` stopping cleanly with nothing it started left
-# running. Otherwise it goes on with the other steps, names every failed one and exits 1.
-# scripts/test.sh runs it.
+# one object, the fleet call, the burst (every image answered; public used only once private was
+# full; public released before private and by the end), and `skyburst up` stopping cleanly with
+# nothing it started left running. Otherwise it goes on with the other steps, names every failed
+# one and exits 1. scripts/test.sh runs it.
 #
 # The console shows the demo's output and the service's warnings and errors; the full log of
 # `skyburst up` and its parts goes to <data>/skyburst.log (printed at the end). However this
@@ -64,7 +69,9 @@ alive() {
   [[ "${stat%% *}" != Z ]]
 }
 
+config=examples/configs/demo.toml
 up=""           # pid of `skyburst up`, also the id of its process group (setsid below)
+load_pid=""     # pid of the `skyburst load` sending the burst, while it runs
 up_rc=""        # its exit status, once it has stopped
 leftovers=0     # 1 if processes of its group were still running after it stopped
 log_said=0
@@ -105,6 +112,7 @@ stop_up() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n "$load_pid" ]]; then kill "$load_pid" 2>/dev/null || true; fi
   stop_up
   if [[ $rc -ne 0 && $log_said = 0 && -s "$log" ]]; then echo "service log: $log" >&2; fi
   exit "$rc"
@@ -117,8 +125,8 @@ trap 'exit 143' TERM
 # (a background child of a script is never a group leader, so setsid execs without forking).
 # A Ctrl-C then reaches only this script, whose trap stops them in order. Its stdout (the URL)
 # goes to a file; its stderr (warnings and errors only) to the console.
-echo "starting: skyburst --data-dir $data up --port $port${workers[*]:+ ${workers[*]}} --log-file $log"
-setsid "$bin" --data-dir "$data" up --port "$port" "${workers[@]}" --log-file "$log" >"$out" </dev/null &
+echo "starting: skyburst --config $config --data-dir $data up --port $port${workers[*]:+ ${workers[*]}} --log-file $log"
+setsid "$bin" --config "$config" --data-dir "$data" up --port "$port" "${workers[@]}" --log-file "$log" >"$out" </dev/null &
 up=$!
 
 url=""
@@ -203,6 +211,31 @@ except (KeyError, TypeError) as e:
 PY
 }
 
+# The burst: 400 images in 10 s (40 a second, more than one worker serves), sent open-loop while
+# scripts/fleet-timeline.py prints the fleet at each change and checks its order. The load's own
+# summary goes to a file, printed after the timeline.
+burst() {
+  local trace="$data/burst.csv" summary="$data/burst-load.out" failures="$data/burst-failures.txt"
+  local load_rc=0 watch_rc=0 check since_ms
+  printf 't_seconds,count\n0,400\n10,0\n' >"$trace"
+  since_ms="$(date +%s%3N)"
+  "$bin" load --url "$url" --images "$images" --trace "$trace" --max-in-flight 400 --expect "$expect" \
+    >"$summary" 2>&1 &
+  load_pid=$!
+  scripts/fleet-timeline.py --url "$url" --while-pid "$load_pid" --since-ms "$since_ms" --failures "$failures" ||
+    watch_rc=$?
+  wait "$load_pid" || load_rc=$?
+  load_pid=""
+  echo "  skyburst load --trace $trace:"
+  sed 's/^/    /' "$summary"
+  if ((load_rc != 0)); then step_failed "the burst: skyburst load --trace" "$load_rc"; fi
+  if ((watch_rc == 1)); then
+    while IFS= read -r check; do step_failed "the burst: $check" 1; done <"$failures"
+  elif ((watch_rc != 0)); then
+    step_failed "the burst: watching GET /api/fleet" "$watch_rc"
+  fi
+}
+
 expect="$data/labels.csv"
 printf 'file,labels\nbus.jpg,bus;person\nzidane.jpg,person;tie\n' >"$expect"
 for mode in json multipart async; do
@@ -220,6 +253,13 @@ detect || step_failed "POST /api/detect" $?
 echo
 echo "== the fleet (GET $url/api/fleet): instances per pool and the controller's latest decisions"
 fleet || step_failed "GET /api/fleet" $?
+echo
+if [[ ${#workers[@]} -gt 0 ]]; then
+  echo "== no burst: a fixed fleet (--workers) has no controller to scale it"
+else
+  echo "== a burst: 400 images in 10 s (skyburst load --trace, open-loop); the fleet at each change"
+  burst
+fi
 
 if ((smoke)); then
   echo

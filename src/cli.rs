@@ -360,6 +360,9 @@ pub struct LoadArgs {
     /// first failure, when a step's p95 passes --slo-ms, after --users-max, or at --max-seconds.
     #[command(flatten)]
     pub ramp: RampArgs,
+    /// Replay an arrival trace open-loop instead of sending --requests at --concurrency.
+    #[command(flatten)]
+    pub replay: ReplayArgs,
 }
 
 /// `skyburst experiment`.
@@ -442,6 +445,49 @@ impl RampArgs {
             think: std::time::Duration::from_millis(self.think_ms),
             slo: std::time::Duration::from_millis(self.slo_ms),
             max_duration: seconds("max-seconds", self.max_seconds)?,
+        })
+    }
+}
+
+/// `skyburst load --trace` options.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Replay this arrival trace open-loop instead of sending --requests at --concurrency: CSV
+    /// `t_seconds,count` as `skyburst simulate` reads it (examples/traces/); each job is sent at
+    /// its time, whatever the answers to the earlier ones.
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["requests", "concurrency", "ramp"])]
+    pub trace: Option<PathBuf>,
+    /// Replay X times faster: a job at trace time t is sent t/X seconds after the start
+    /// (0.001..=1000000; below 1 replays slower).
+    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "trace")]
+    pub time_scale: f64,
+    /// Most requests outstanding (1..=4096). A send due while this many wait is held until one
+    /// answers (counted, and late), and given up once --timeout-seconds late.
+    #[arg(long, value_name = "N", default_value_t = 256, requires = "trace")]
+    pub max_in_flight: usize,
+    /// Refuse a trace with more jobs than this (at most 1000000).
+    #[arg(long, value_name = "N", default_value_t = 100_000, requires = "trace")]
+    pub max_jobs: u64,
+    /// Refuse a trace that lasts longer than this once time-scaled; the replay then ends within
+    /// it plus twice --timeout-seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600.0, requires = "trace")]
+    pub max_replay_seconds: f64,
+}
+
+impl ReplayArgs {
+    /// The plan these options describe, with `timeout_seconds` (`replay::run` checks it).
+    pub fn plan(&self, timeout_seconds: u64) -> anyhow::Result<crate::load::replay::ReplayPlan> {
+        let max = crate::load::replay::MAX_REPLAY_SECONDS;
+        anyhow::ensure!(
+            self.max_replay_seconds.is_finite() && self.max_replay_seconds > 0.0 && self.max_replay_seconds <= max,
+            "--max-replay-seconds must be a positive number of seconds, at most {max} (30 days)"
+        );
+        Ok(crate::load::replay::ReplayPlan {
+            time_scale: self.time_scale,
+            max_in_flight: self.max_in_flight,
+            max_jobs: self.max_jobs,
+            max_duration: std::time::Duration::from_secs_f64(self.max_replay_seconds),
+            timeout: std::time::Duration::from_secs(timeout_seconds),
         })
     }
 }

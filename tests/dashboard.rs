@@ -101,3 +101,60 @@ fn the_fleet_view_shows_the_controllers_pool_and_decisions() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT);
     let _ = up.wait();
 }
+
+#[test]
+fn the_fleet_view_shows_both_pools_of_the_demo_and_the_burst_from_one_to_the_other() {
+    let _heavy = one_at_a_time();
+    // The demo's config (scripts/run.sh): a private pool of 2 and a public pool of 2. The policy
+    // is pinned: this test is about the view, not about the policy the example names.
+    let data = tempfile::tempdir().unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs/demo.toml");
+    let env = [("SKYBURST_CONTROLLER__METRICS_PORT", "0"), ("SKYBURST_SCALING__POLICY", "seed-hybrid")];
+    let (mut up, url) = start_up(data.path(), &["--config", config.to_str().unwrap()], &env);
+    let service = Service::attach(&url);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let browser = runtime.block_on(Browser::start());
+    runtime.block_on(async {
+        browser.client.goto(&format!("{url}/")).await.unwrap();
+        // Both pools have their series from the start, the public one empty.
+        let legend = browser
+            .wait_for_text("#fleet-legend", WAIT, |t| t.contains("private running 1") && t.contains("public running 0"))
+            .await;
+        assert!(legend.contains("private pending") && legend.contains("public pending"), "{legend}");
+        let lines = browser.client.find_all(Locator::Css("#fleet-chart polyline")).await.unwrap();
+        assert_eq!(lines.len(), 5, "backlog, then running and pending of each pool");
+    });
+    // 40 jobs at once: seed-hybrid wants 20, capped at 4, so private fills and public gets 2.
+    service.post_images(40, "burst");
+    runtime.block_on(async {
+        browser.wait_for_text("#decisions", WAIT, |t| t.contains("launch public")).await;
+        // The chart keeps the history: the public series (the 4th and 5th) rise above zero.
+        let started = std::time::Instant::now();
+        while !public_drawn(&browser).await {
+            assert!(started.elapsed() < WAIT, "the public pool's instances were never drawn");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Once the queue is empty, public is released first (the private worker stays: min 1).
+        let decisions = browser.wait_for_text("#decisions", WAIT, |t| t.contains("terminate public")).await;
+        assert!(decisions.contains("(scale-in)"), "{decisions}");
+    });
+    drop(browser);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let _ = up.wait();
+}
+
+/// Whether the fleet chart's public series (running, pending) have a point above zero.
+async fn public_drawn(browser: &Browser) -> bool {
+    let lines = browser.client.find_all(Locator::Css("#fleet-chart polyline")).await.unwrap();
+    for line in lines.iter().skip(3) {
+        let points = line.attr("points").await.unwrap().unwrap_or_default();
+        // y = 118 for zero (the chart's baseline); anything above it is an instance.
+        if points
+            .split_whitespace()
+            .any(|p| p.split(',').nth(1).and_then(|y| y.parse::<f64>().ok()).is_some_and(|y| y < 117.0))
+        {
+            return true;
+        }
+    }
+    false
+}

@@ -26,6 +26,7 @@ mod locust;
 mod openapi_fuzz;
 #[cfg(feature = "openstack")]
 mod openstack;
+mod replay;
 mod scopes;
 mod scripts;
 mod supervision;

@@ -66,6 +66,19 @@ fn the_front_end_serves_https_and_load_runs_over_it() {
     let (code, out, err) = load(&[]);
     assert_ne!(code, 0, "{out}\n{err}");
     assert!(out.contains("succeeded 0") || err.contains("certificate"), "{out}\n{err}");
+    // A trace replay (6 jobs over 3 s, at ×10) trusts the same certificate and checks the labels.
+    let trace = data.path().join("trace.csv");
+    std::fs::write(&trace, "t_seconds,count\n0,6\n3,0\n").unwrap();
+    let (code, out, err) = run(skyburst()
+        .args(["load", "--url", &service.url, "--time-scale", "10", "--timeout-seconds", "60", "--trace"])
+        .arg(&trace)
+        .args(["--images".as_ref(), images.as_os_str(), "--expect".as_ref(), labels.as_os_str()])
+        .args(["--ca-cert".as_ref(), cert.cert.as_os_str()]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("6 sent") && out.contains("succeeded 6  failed 0") && out.contains("correct     6/6"),
+        "{out}"
+    );
 }
 
 #[test]

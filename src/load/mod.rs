@@ -1,11 +1,13 @@
 //! The workload generator (`skyburst load`): N requests from a folder of images at a fixed
 //! concurrency, in one of three modes, checking answers against expected labels; reports
 //! success counts, latency percentiles (HdrHistogram) and throughput, and optionally a CSV row
-//! per request.
+//! per request. [`ramp`] adds closed-loop users step by step; [`replay`] sends an arrival
+//! trace's jobs open-loop, at their (time-scaled) times.
 
 pub mod experiment;
 pub mod plot;
 pub mod ramp;
+pub mod replay;
 mod request;
 
 use std::collections::{BTreeMap, HashMap};

@@ -8,8 +8,30 @@ use serde_json::{json, Value};
 
 use super::{Image, LoadOptions, Record};
 
-/// How long the async mode waits between status polls.
+/// The shortest wait of the async mode between status polls.
 const POLL: Duration = Duration::from_millis(20);
+/// The longest wait of [`Poll::Proportional`] between status polls.
+const POLL_MAX: Duration = Duration::from_secs(1);
+
+/// How often the async mode looks at a job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// Every 20 ms: fixed runs and ramps keep few jobs in flight and read latencies to 20 ms.
+    Every20Ms,
+    /// After a tenth of the job's age, 20 ms to 1 s: a replay with hundreds of jobs in flight
+    /// polls tens of times a second, not thousands, and reads a latency at most a tenth long.
+    Proportional,
+}
+
+impl Poll {
+    /// The wait before the next look at a job sent `age` ago.
+    pub fn wait(self, age: Duration) -> Duration {
+        match self {
+            Poll::Every20Ms => POLL,
+            Poll::Proportional => (age / 10).clamp(POLL, POLL_MAX),
+        }
+    }
+}
 
 /// How each request is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +45,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    /// `json`, `multipart` or `async`, as records and CSV rows name it.
+    pub fn name(self) -> &'static str {
         match self {
             Mode::Json => "json",
             Mode::Multipart => "multipart",
@@ -41,6 +64,7 @@ pub struct Client {
     zone: Option<String>,
     token: Option<String>,
     timeout: Duration,
+    poll: Poll,
 }
 
 /// `builder` trusting the certificates in the PEM file `ca_cert` (`--ca-cert`) besides the
@@ -71,7 +95,13 @@ impl Client {
             zone: options.zone.clone(),
             token: options.token.clone(),
             timeout: options.timeout,
+            poll: Poll::Every20Ms,
         })
+    }
+
+    /// This client, polling async jobs as `poll` says.
+    pub fn polling(self, poll: Poll) -> Self {
+        Self { poll, ..self }
     }
 
     /// Sends one image and waits for its result. `run_started` dates the request within the run;
@@ -166,7 +196,7 @@ impl Client {
                 }
                 _ if status != 200 => return Ok((status, job)),
                 _ if started.elapsed() > self.timeout => return Err("timed out waiting for the job".into()),
-                _ => tokio::time::sleep(POLL).await,
+                _ => tokio::time::sleep(self.poll.wait(started.elapsed())).await,
             }
         }
     }
@@ -192,4 +222,17 @@ fn fill(record: &mut Record, result: &Value) {
             .filter_map(|k| t.get(k).and_then(Value::as_f64))
             .sum()
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proportional_polls_wait_a_tenth_of_the_age_within_bounds() {
+        assert_eq!(Poll::Every20Ms.wait(Duration::from_secs(30)), POLL);
+        assert_eq!(Poll::Proportional.wait(Duration::from_millis(50)), POLL, "never below 20 ms");
+        assert_eq!(Poll::Proportional.wait(Duration::from_secs(3)), Duration::from_millis(300));
+        assert_eq!(Poll::Proportional.wait(Duration::from_secs(60)), POLL_MAX, "never above 1 s");
+    }
 }

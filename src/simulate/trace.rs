@@ -95,7 +95,7 @@ impl Trace {
     }
 
     /// The arrival times, in order.
-    pub(super) fn arrivals(&self) -> Arrivals<'_> {
+    pub fn arrivals(&self) -> Arrivals<'_> {
         Arrivals { rows: &self.rows, row: 0, k: 0 }
     }
 }
@@ -123,7 +123,7 @@ fn check_row(row: &TraceRow, previous: f64) -> Result<(), String> {
 /// A cursor over the arrival times, computed on the fly: a million-job trace needs no
 /// million-entry buffer.
 #[derive(Debug, Clone)]
-pub(super) struct Arrivals<'a> {
+pub struct Arrivals<'a> {
     rows: &'a [TraceRow],
     /// The row whose jobs arrive next.
     row: usize,

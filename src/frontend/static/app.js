@@ -4,8 +4,9 @@
 "use strict";
 
 const TOKEN_KEY = "skyburst-token";
-const FLEET_EVERY_MS = 5000;
-const FLEET_HISTORY = 120; // 10 minutes of 5 s samples
+// Every 2 s: a burst on a controller checking every second (the demo's) lasts a few samples.
+const FLEET_EVERY_MS = 2000;
+const FLEET_HISTORY = 300; // 10 minutes of 2 s samples
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
@@ -149,9 +150,24 @@ async function renderFleet() {
   $("decisions").replaceChildren(...decisions.map((d) => {
     const item = document.createElement("li");
     const when = new Date(d.at_ms).toLocaleTimeString();
-    item.textContent = when + " · backlog " + d.backlog + " · desired " + d.decision.desired + " · " + d.decision.reason;
+    const actions = describeActions(d.plan.actions);
+    item.textContent = when + " · backlog " + d.backlog + " · desired " + d.decision.desired +
+      (actions ? " · " + actions : "") + " · " + d.decision.reason;
     return item;
   }));
+}
+
+/** "launch private ×1, launch public ×2": a decision's actions, runs of the same grouped. */
+function describeActions(actions) {
+  const groups = [];
+  for (const a of actions) {
+    const what = a.action + " " + a.pool;
+    const why = typeof a.reason === "string" ? " (" + a.reason.replace("_", "-") + ")" : a.reason ? " (stuck)" : "";
+    const last = groups[groups.length - 1];
+    if (last && last.what === what && last.why === why) last.count += a.count || 1;
+    else groups.push({ what, why, count: a.count || 1 });
+  }
+  return groups.map((g) => g.what + " ×" + g.count + g.why).join(", ");
 }
 
 function drawFleet() {

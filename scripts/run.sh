@@ -9,7 +9,7 @@
 # bursts to; SQLite queue, filesystem store, all under ./skyburst-data; --workers N fixes the
 # fleet instead), sends the test images through `skyburst load` in all three API modes, prints
 # the per-zone totals, one detection result and the fleet the controller scaled. Then it sends a
-# burst (400 images in 10 s, open-loop with `skyburst load --trace`) and prints the fleet's
+# burst (800 images in 10 s, open-loop with `skyburst load --trace`) and prints the fleet's
 # timeline while scripts/fleet-timeline.py watches it: private fills, the controller bursts to
 # public, and releases public first when the burst is over. It prints the URL and stays in the
 # foreground until Ctrl-C. A step that fails stops the demo with its exit status.
@@ -211,15 +211,15 @@ except (KeyError, TypeError) as e:
 PY
 }
 
-# The burst: 400 images in 10 s (40 a second, more than one worker serves), sent open-loop while
+# The burst: 800 images in 10 s (80 a second, more than the two private workers serve), sent open-loop while
 # scripts/fleet-timeline.py prints the fleet at each change and checks its order. The load's own
 # summary goes to a file, printed after the timeline.
 burst() {
   local trace="$data/burst.csv" summary="$data/burst-load.out" failures="$data/burst-failures.txt"
   local load_rc=0 watch_rc=0 check since_ms
-  printf 't_seconds,count\n0,400\n10,0\n' >"$trace"
+  printf 't_seconds,count\n0,800\n10,0\n' >"$trace"
   since_ms="$(date +%s%3N)"
-  "$bin" load --url "$url" --images "$images" --trace "$trace" --max-in-flight 400 --expect "$expect" \
+  "$bin" load --url "$url" --images "$images" --trace "$trace" --max-in-flight 800 --expect "$expect" \
     >"$summary" 2>&1 &
   load_pid=$!
   scripts/fleet-timeline.py --url "$url" --while-pid "$load_pid" --since-ms "$since_ms" --failures "$failures" ||
@@ -257,7 +257,7 @@ echo
 if [[ ${#workers[@]} -gt 0 ]]; then
   echo "== no burst: a fixed fleet (--workers) has no controller to scale it"
 else
-  echo "== a burst: 400 images in 10 s (skyburst load --trace, open-loop); the fleet at each change"
+  echo "== a burst: 800 images in 10 s (skyburst load --trace, open-loop); the fleet at each change"
   burst
 fi
 

@@ -238,7 +238,7 @@ fn simulated_peak(config: &Path, m: &Measured) -> u32 {
     let trace = Trace::parse(TRACE).unwrap();
     let rows = trace.rows().iter().map(|r| TraceRow { t_s: r.t_s / TIME_SCALE + shift, count: r.count });
     let trace = Trace::from_rows(rows.collect()).unwrap();
-    let policy = config.scaling.policy();
+    let policy = config.scaling.policy(config.controller.tick_seconds);
     let report = simulate(&scenario, &trace, policy.as_ref()).unwrap();
     assert_eq!(report.jobs_done, 20, "the simulator served every job");
     report.timeline.iter().map(|s| s.pools.iter().map(|p| p.capacity).sum::<u32>()).max().unwrap()

@@ -18,8 +18,8 @@ fn every_example_config_loads() {
     assert!(loaded >= 1, "no example configs found in {}", dir.display());
 }
 
-/// `skyburst simulate` on a shipped trace with the hybrid example: every policy does every job,
-/// and the table, CSVs and PNG are written.
+/// `skyburst simulate` on a shipped trace with the hybrid example: every policy and the
+/// clairvoyant reference do every job, and the table, CSVs and PNG are written.
 #[test]
 fn simulate_replays_a_shipped_trace_with_every_policy() {
     let out = tempfile::tempdir().unwrap();
@@ -34,7 +34,7 @@ fn simulate_replays_a_shipped_trace_with_every_policy() {
             .arg(out.path()),
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    for policy in ["slo", "seed-hybrid", "queue-minus-running", "backlog-per-instance"] {
+    for policy in ["slo", "seed-hybrid", "queue-minus-running", "backlog-per-instance", "clairvoyant"] {
         let row =
             stdout.lines().find(|l| l.starts_with(policy)).unwrap_or_else(|| panic!("no row for {policy}: {stdout}"));
         assert!(row.contains("100/100"), "every job done: {row}");
@@ -42,7 +42,7 @@ fn simulate_replays_a_shipped_trace_with_every_policy() {
     let png = std::fs::read(out.path().join("spike.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let summary = std::fs::read_to_string(out.path().join("spike-summary.csv")).unwrap();
-    assert_eq!(summary.lines().count(), 4, "header + 3 policies: {summary}");
+    assert_eq!(summary.lines().count(), 6, "header + 4 policies + the clairvoyant reference: {summary}");
     assert!(std::fs::metadata(out.path().join("spike.csv")).unwrap().len() > 0);
 
     let (code, _, stderr) = crate::support::run(

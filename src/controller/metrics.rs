@@ -46,6 +46,7 @@ pub struct Metrics {
     terminations: Family<PoolReason, Counter>,
     provider_errors: Family<PoolReason, Counter>,
     throughput: Gauge<f64, AtomicU64>,
+    arrivals: Gauge<f64, AtomicU64>,
     blind_checks: Counter,
     backoff_seconds: Gauge<f64, AtomicU64>,
     credentials: Family<KindOutcome, Counter>,
@@ -66,6 +67,7 @@ impl Metrics {
             terminations: Family::default(),
             provider_errors: Family::default(),
             throughput: Gauge::default(),
+            arrivals: Gauge::default(),
             blind_checks: Counter::default(),
             backoff_seconds: Gauge::default(),
             credentials: Family::default(),
@@ -100,6 +102,11 @@ impl Metrics {
             "Median jobs per second of one busy instance",
             m.throughput.clone(),
         );
+        r.register(
+            "arrivals_jobs_per_second",
+            "Jobs per second arriving on the request queue, averaged over about 30 s",
+            m.arrivals.clone(),
+        );
         m
     }
 
@@ -119,6 +126,9 @@ impl Metrics {
         }
         if let Some(rate) = o.throughput_per_instance {
             self.throughput.set(rate);
+        }
+        if let Some(arrivals) = o.arrivals {
+            self.arrivals.set(arrivals.rate);
         }
     }
 
@@ -204,7 +214,7 @@ mod tests {
             delayed: 1,
             pools: vec![pool],
             throughput_per_instance: Some(6.5),
-            arrivals: None,
+            arrivals: Some(skyburst_policies::Arrivals { rate: 2.5, sustained: 2.0, trend: 0.01 }),
         };
         metrics.observed(&o, 6);
         metrics.launched("private", 4);
@@ -221,6 +231,7 @@ mod tests {
             "skyburst_provider_errors_total{pool=\"public\",reason=\"quota\"} 1",
             "skyburst_controller_ticks_total 1",
             "skyburst_instance_throughput_jobs_per_second 6.5",
+            "skyburst_arrivals_jobs_per_second 2.5",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }

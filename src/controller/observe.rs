@@ -273,6 +273,17 @@ mod tests {
     }
 
     #[test]
+    fn the_fleets_finished_jobs_add_each_counters_increase() {
+        let mut finished = FinishedJobs::default();
+        let counts = |pairs: &[(&str, u64)]| pairs.iter().map(|(id, n)| (id.to_string(), *n)).collect();
+        assert_eq!(finished.count(&counts(&[("a", 10), ("b", 3)])), 13, "first seen: all they did");
+        assert_eq!(finished.count(&counts(&[("a", 15), ("b", 3)])), 18);
+        // b is gone (its jobs stay counted), c is new, a restarted (its counter went back).
+        assert_eq!(finished.count(&counts(&[("a", 2), ("c", 4)])), 24);
+        assert_eq!(finished.last.len(), 2, "only the instances that report are remembered");
+    }
+
+    #[test]
     fn servers_in_an_error_state_are_failed_launches() {
         let listed = [
             instance("ok", InstanceState::Running),

@@ -45,6 +45,20 @@ pub struct ObservationView {
     pub pools: Vec<PoolView>,
     /// Median jobs per second per busy instance, from the heartbeats; absent before any.
     pub throughput_per_instance: Option<f64>,
+    /// Jobs per second arriving, as the controller measures them (the backlog's change plus
+    /// the jobs finished); absent until two checks have been seen.
+    pub arrivals: Option<ArrivalsView>,
+}
+
+/// The arrival rate at one check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct ArrivalsView {
+    /// Jobs per second, averaged over the last 30 s or so.
+    pub per_second: f64,
+    /// Jobs per second, averaged over the last 2 minutes or so.
+    pub sustained_per_second: f64,
+    /// How fast the rate changes, jobs per second per second.
+    pub trend: f64,
 }
 
 /// One pool of worker instances on one cloud.
@@ -258,6 +272,11 @@ impl From<policies::Observation> for ObservationView {
             delayed: o.delayed,
             pools: o.pools.into_iter().map(PoolView::from).collect(),
             throughput_per_instance: o.throughput_per_instance,
+            arrivals: o.arrivals.map(|a| ArrivalsView {
+                per_second: a.rate,
+                sustained_per_second: a.sustained,
+                trend: a.trend,
+            }),
         }
     }
 }

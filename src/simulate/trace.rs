@@ -50,7 +50,7 @@ impl Trace {
         if rows.is_empty() {
             return Err(Error::Trace { origin: "rows".into(), line: 0, message: "no rows".into() });
         }
-        let jobs = rows.iter().map(|r| r.count).sum();
+        let jobs = total(&rows).map_err(|(line, message)| Error::Trace { origin: "rows".into(), line, message })?;
         Ok(Self { rows, jobs })
     }
 
@@ -63,19 +63,19 @@ impl Trace {
             None => return Err(error(1, format!("empty trace: expected the header {HEADER:?} and rows"))),
         }
         let mut rows = Vec::new();
-        let mut previous = 0.0;
+        let (mut previous, mut jobs) = (0.0, 0u64);
         let mut last_line = 1;
         for (n, line) in lines {
             last_line = n;
             let row = parse_row(line).map_err(|m| error(n, m))?;
             check_row(&row, previous).map_err(|m| error(n, m))?;
+            jobs = jobs.checked_add(row.count).ok_or_else(|| error(n, TOO_MANY.into()))?;
             previous = row.t_s;
             rows.push(row);
         }
         if rows.is_empty() {
             return Err(error(last_line, "no rows after the header".into()));
         }
-        let jobs = rows.iter().map(|r| r.count).sum();
         Ok(Self { rows, jobs })
     }
 
@@ -151,6 +151,14 @@ impl Arrivals<'_> {
     }
 }
 
+/// Why a trace whose counts add up past `u64::MAX` is refused.
+const TOO_MANY: &str = "the counts add up to more than 2^64 jobs";
+
+/// The jobs of all rows, or the 1-based row whose count takes the total past `u64::MAX`.
+fn total(rows: &[TraceRow]) -> std::result::Result<u64, (usize, String)> {
+    rows.iter().enumerate().try_fold(0u64, |sum, (i, row)| sum.checked_add(row.count).ok_or((i + 1, TOO_MANY.into())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +206,7 @@ mod tests {
             ("t_seconds,count\ninf,1\n", "trace:2:", "finite"),
             ("t_seconds,count\n", "trace:1:", "no rows"),
             ("", "trace:1:", "empty"),
+            ("t_seconds,count\n0,18446744073709551615\n\n1,1\n", "trace:4:", "2^64"),
         ];
         for (text, prefix, words) in cases {
             let err = Trace::parse(text).unwrap_err().to_string();
@@ -222,5 +231,7 @@ mod tests {
         let rows = vec![TraceRow { t_s: 5.0, count: 1 }, TraceRow { t_s: 1.0, count: 1 }];
         assert!(Trace::from_rows(rows).unwrap_err().to_string().starts_with("rows:2:"));
         assert!(Trace::from_rows(vec![]).is_err());
+        let huge = vec![TraceRow { t_s: 0.0, count: u64::MAX }, TraceRow { t_s: 1.0, count: 1 }];
+        assert!(Trace::from_rows(huge).unwrap_err().to_string().starts_with("rows:2:"));
     }
 }

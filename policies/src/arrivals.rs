@@ -21,6 +21,8 @@ pub struct ArrivalMeter {
     windows_s: (f64, f64),
     /// The previous check: (seconds, backlog, finished so far).
     last: Option<(f64, u64, u64)>,
+    /// The latest check that saw a job arrive, or the first check.
+    last_arrival_s: Option<f64>,
     /// Jobs per second over each window, once two checks have been seen.
     rates: Option<(f64, f64)>,
 }
@@ -38,7 +40,7 @@ impl ArrivalMeter {
     pub fn new(short_s: f64, long_s: f64) -> Self {
         let short = if short_s.is_finite() { short_s.max(1.0) } else { 30.0 };
         let long = if long_s.is_finite() { long_s.max(2.0 * short) } else { 4.0 * short };
-        Self { windows_s: (short, long), last: None, rates: None }
+        Self { windows_s: (short, long), last: None, last_arrival_s: None, rates: None }
     }
 
     /// Takes one check at `at_s` seconds (any monotonic origin): the backlog, and the jobs
@@ -50,6 +52,7 @@ impl ArrivalMeter {
     pub fn observe(&mut self, at_s: f64, backlog: u64, finished: u64) -> Option<Arrivals> {
         let Some((then, last_backlog, last_finished)) = self.last else {
             self.last = Some((at_s, backlog, finished));
+            self.last_arrival_s = Some(at_s);
             return self.arrivals();
         };
         let elapsed = at_s - then;
@@ -59,6 +62,9 @@ impl ArrivalMeter {
         let done = finished.saturating_sub(last_finished);
         let arrived = (backlog + done).saturating_sub(last_backlog);
         let sample = arrived as f64 / elapsed;
+        if arrived > 0 {
+            self.last_arrival_s = Some(at_s);
+        }
         let smooth = |rate: f64, window: f64| rate + (1.0 - (-elapsed / window).exp()) * (sample - rate);
         // Both windows start from nothing: a burst in the first seconds must not read as a rate
         // sustained over the long window. A steady load is reached within the short window.
@@ -71,7 +77,16 @@ impl ArrivalMeter {
     /// The rate over the short window and its trend, once two checks have been seen.
     pub fn arrivals(&self) -> Option<Arrivals> {
         let (short, long) = self.rates?;
-        Some(Arrivals { rate: short, sustained: long, trend: (short - long) / (self.windows_s.1 - self.windows_s.0) })
+        let quiet_s = match (self.last, self.last_arrival_s) {
+            (Some((now, _, _)), Some(arrival)) => (now - arrival).max(0.0),
+            _ => 0.0,
+        };
+        Some(Arrivals {
+            rate: short,
+            sustained: long,
+            trend: (short - long) / (self.windows_s.1 - self.windows_s.0),
+            quiet_s,
+        })
     }
 }
 
@@ -132,12 +147,15 @@ mod tests {
     #[test]
     fn a_backlog_emptied_by_hand_is_not_a_negative_rate_and_a_stuck_clock_changes_nothing() {
         let mut meter = ArrivalMeter::default();
-        let none = Some(Arrivals { rate: 0.0, sustained: 0.0, trend: 0.0 });
+        let none = |quiet_s| Some(Arrivals { rate: 0.0, sustained: 0.0, trend: 0.0, quiet_s });
         meter.observe(0.0, 1000, 0);
-        assert_eq!(meter.observe(5.0, 0, 10), none, "a purge is no arrivals");
-        assert_eq!(meter.observe(5.0, 50, 10), none, "no time passed");
+        assert_eq!(meter.observe(5.0, 0, 10), none(5.0), "a purge is no arrivals");
+        assert_eq!(meter.observe(5.0, 50, 10), none(5.0), "no time passed");
         // A counter that went back (a restarted count) is not a huge arrival either.
-        assert_eq!(meter.observe(10.0, 0, 0), none);
+        assert_eq!(meter.observe(10.0, 0, 0), none(10.0));
+        // One job arrives: the quiet starts again.
+        assert_eq!(meter.observe(15.0, 1, 0).unwrap().quiet_s, 0.0);
+        assert_eq!(meter.observe(20.0, 0, 1).unwrap().quiet_s, 5.0);
         assert_eq!(ArrivalMeter::new(f64::NAN, 10.0).windows_s, (30.0, 60.0));
     }
 }

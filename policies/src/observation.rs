@@ -144,6 +144,9 @@ pub struct Arrivals {
     /// How fast the rate changes, jobs per second per second: the short window's rate minus
     /// the long window's, over the difference of their lags. A step up shows here at once.
     pub trend: f64,
+    /// Seconds since a check last saw a job arrive (since the meter started, if none has).
+    #[serde(default)]
+    pub quiet_s: f64,
 }
 
 impl Observation {

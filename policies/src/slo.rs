@@ -37,7 +37,9 @@
 //! not). Instances that still have half an objective of queued work each are never released.
 //! `headroom` (15 %) is the hysteresis: a load that wanders within it never changes the fleet.
 //! The release waits for agreeing checks over a tenth of `H` (the debounce), and keeps the
-//! largest level they asked for.
+//! largest level they asked for. With the queue empty and no job arrived for `H`, the targets
+//! are zero: the averages decay but never reach zero, and the last instances would idle longer
+//! than a relaunch costs.
 //!
 //! Before any throughput is measured (an empty fleet) it falls back to `ceil(B / fallback_target)`,
 //! as backlog-per-instance does. The planner stays in charge of where: private first, the
@@ -95,8 +97,14 @@ impl ScalingPolicy for Slo {
             return Targets { scale_out: per(o.backlog), scale_in: per(o.backlog + o.delayed) };
         };
         let finite = |a: &Arrivals| a.rate.is_finite() && a.sustained.is_finite() && a.trend.is_finite();
-        let Arrivals { rate, sustained, trend } =
-            o.arrivals.filter(finite).unwrap_or(Arrivals { rate: 0.0, sustained: 0.0, trend: 0.0 });
+        let Arrivals { rate, sustained, trend, quiet_s } =
+            o.arrivals.filter(finite).unwrap_or(Arrivals { rate: 0.0, sustained: 0.0, trend: 0.0, quiet_s: 0.0 });
+        let horizon = release_horizon_seconds(o);
+        if o.backlog + o.delayed == 0 && quiet_s >= horizon.max(self.tick_s) {
+            // No job for longer than a relaunch costs: the last instances would idle longer than
+            // that too (the averages still decay, and never reach zero on their own).
+            return Targets { scale_out: 0, scale_in: 0 };
+        }
         let (rate, sustained, rising) = (rate.max(0.0), sustained.max(0.0), trend.max(0.0));
         let objective = self.objective();
         let boot = launch_boot_seconds(o);
@@ -110,7 +118,7 @@ impl ScalingPolicy for Slo {
         let absorbed = backlog_then <= QUEUE_SLACK * mu * capacity.max(1.0) * objective;
         let for_rate = if coming / mu > capacity && absorbed { capacity } else { coming / mu };
         let out = for_rate.max(backlog_then / (mu * drain_s));
-        let forecast = (rate + rising * release_horizon_seconds(o)) * (1.0 + self.headroom.max(0.0));
+        let forecast = (rate + rising * horizon) * (1.0 + self.headroom.max(0.0));
         let keep = (forecast / mu).max((o.backlog + o.delayed) as f64 / (mu * objective / 2.0));
         Targets { scale_out: whole(out), scale_in: whole(keep) }
     }
@@ -185,7 +193,7 @@ mod tests {
             delayed: 0,
             pools: vec![pool("private", 1, 8, private, 45.0, 0.0), pool("public", 2, 19, public, 90.0, 60.0)],
             throughput_per_instance: Some(7.0),
-            arrivals: Some(Arrivals { rate, sustained: rate, trend }),
+            arrivals: Some(Arrivals { rate, sustained: rate, trend, quiet_s: 0.0 }),
         }
     }
 
@@ -241,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn the_last_instances_go_once_no_job_came_for_longer_than_a_relaunch_costs() {
+        let mut o = observe(0, 1, 0, 0.05, 0.0);
+        let quiet = |o: &mut Observation, s: f64| o.arrivals.as_mut().unwrap().quiet_s = s;
+        // A decaying average of 0.05 jobs/s still asks for an instance ...
+        assert_eq!(slo().targets(&o), Targets { scale_out: 1, scale_in: 1 });
+        // ... until no job has come for the private pool's relaunch cost (10 + 45 s).
+        quiet(&mut o, 54.0);
+        assert_eq!(slo().targets(&o).scale_in, 1);
+        quiet(&mut o, 55.0);
+        assert_eq!(slo().targets(&o), Targets { scale_out: 0, scale_in: 0 });
+        // Never with jobs waiting.
+        o.backlog = 1;
+        assert_eq!(slo().targets(&o).scale_out, 1);
+    }
+
+    #[test]
     fn queued_work_keeps_the_instances_working_on_it() {
         // 2 000 queued and no arrivals: each instance has more than half an objective of work.
         assert_eq!(slo().targets(&observe(2000, 8, 2, 0.0, 0.0)).scale_in, 10);
@@ -252,7 +276,7 @@ mod tests {
         o.throughput_per_instance = None;
         assert_eq!(slo().targets(&o), Targets { scale_out: 5, scale_in: 5 }, "ceil(9 / 2)");
         let mut o = observe(0, 1, 0, f64::NAN, 0.0);
-        o.arrivals = Some(Arrivals { rate: f64::NAN, sustained: 1.0, trend: f64::INFINITY });
+        o.arrivals = Some(Arrivals { rate: f64::NAN, sustained: 1.0, trend: f64::INFINITY, quiet_s: 0.0 });
         assert_eq!(slo().targets(&o), Targets { scale_out: 0, scale_in: 0 });
         let nan = Slo { latency_objective_s: f64::NAN, tick_s: 0.0, ..slo() };
         assert_eq!(nan.targets(&observe(420, 0, 0, 0.0, 0.0)).scale_out, 2, "a 60 s objective: 420 / (7 × 30)");

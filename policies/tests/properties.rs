@@ -94,9 +94,14 @@ fn pools() -> impl Strategy<Value = Vec<PoolView>> {
     })
 }
 
-/// Arrival rates up to 20 jobs/s and trends of ±0.5 jobs/s per second.
+/// Arrival rates up to 20 jobs/s, trends of ±0.5 jobs/s per second, up to 5 quiet minutes.
 fn arrivals() -> impl Strategy<Value = Arrivals> {
-    (0.0..20.0f64, 0.0..20.0f64, -0.5..0.5f64).prop_map(|(rate, sustained, trend)| Arrivals { rate, sustained, trend })
+    (0.0..20.0f64, 0.0..20.0f64, -0.5..0.5f64, 0.0..300.0f64).prop_map(|(rate, sustained, trend, quiet_s)| Arrivals {
+        rate,
+        sustained,
+        trend,
+        quiet_s,
+    })
 }
 
 fn caps() -> impl Strategy<Value = Caps> {

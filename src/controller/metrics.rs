@@ -214,7 +214,7 @@ mod tests {
             delayed: 1,
             pools: vec![pool],
             throughput_per_instance: Some(6.5),
-            arrivals: Some(skyburst_policies::Arrivals { rate: 2.5, sustained: 2.0, trend: 0.01 }),
+            arrivals: Some(skyburst_policies::Arrivals { rate: 2.5, sustained: 2.0, trend: 0.01, quiet_s: 0.0 }),
         };
         metrics.observed(&o, 6);
         metrics.launched("private", 4);

@@ -59,6 +59,8 @@ pub struct ArrivalsView {
     pub sustained_per_second: f64,
     /// How fast the rate changes, jobs per second per second.
     pub trend: f64,
+    /// Seconds since a check last saw a job arrive.
+    pub quiet_seconds: f64,
 }
 
 /// One pool of worker instances on one cloud.
@@ -276,6 +278,7 @@ impl From<policies::Observation> for ObservationView {
                 per_second: a.rate,
                 sustained_per_second: a.sustained,
                 trend: a.trend,
+                quiet_seconds: a.quiet_s,
             }),
         }
     }

@@ -108,13 +108,13 @@ impl ScalingPolicy for Slo {
         let (rate, sustained, rising) = (rate.max(0.0), sustained.max(0.0), trend.max(0.0));
         let objective = self.objective();
         let boot = launch_boot_seconds(o);
+        let capacity = f64::from(o.capacity());
         let coming = sustained + rising * boot;
-        let backlog_then = (o.backlog as f64 + (coming - f64::from(o.capacity()) * mu) * boot).max(0.0);
+        let backlog_then = (o.backlog as f64 + (coming - capacity * mu) * boot).max(0.0);
         let drain_s = (objective - boot).max(objective / 2.0);
         // Arrivals above the fleet are met at once only when the queue cannot absorb them until
         // a launch is up: a rate that wanders a little above the fleet turns back before the
         // queue holds half an objective of its work, and a launch for it would be released again.
-        let capacity = f64::from(o.capacity());
         let absorbed = backlog_then <= QUEUE_SLACK * mu * capacity.max(1.0) * objective;
         let for_rate = if coming / mu > capacity && absorbed { capacity } else { coming / mu };
         let out = for_rate.max(backlog_then / (mu * drain_s));

@@ -92,14 +92,12 @@ impl Iterator for Schedule<'_> {
 /// `max_jobs`, or longer than `max_duration` once time-scaled.
 pub fn schedule<'a>(trace: &'a Trace, plan: &ReplayPlan) -> anyhow::Result<Schedule<'a>> {
     plan.validate()?;
-    // Summed here with a check: a trace's counts are any u64, and their sum may not fit.
-    let jobs = trace.rows().iter().try_fold(0u64, |sum, row| sum.checked_add(row.count));
-    match jobs {
-        Some(0) => anyhow::bail!("the trace has no jobs: every row's count is 0"),
-        Some(jobs) if jobs <= plan.max_jobs => {}
-        _ => anyhow::bail!(
-            "the trace has {} jobs, more than --max-jobs {}: raise --max-jobs (at most {MAX_JOBS}), or replay a part of it",
-            jobs.map_or_else(|| "over 2^64".to_string(), |j| j.to_string()),
+    // A trace's total fits a u64: parsing refuses counts that add up past it.
+    match trace.jobs() {
+        0 => anyhow::bail!("the trace has no jobs: every row's count is 0"),
+        jobs if jobs <= plan.max_jobs => {}
+        jobs => anyhow::bail!(
+            "the trace has {jobs} jobs, more than --max-jobs {}: raise --max-jobs (at most {MAX_JOBS}), or replay a part of it",
             plan.max_jobs
         ),
     }

@@ -32,7 +32,7 @@
 //! instance-seconds ≥ service seconds ÷ the most slots an instance has = the oracle's
 //! instance-seconds, for this run as for any policy's. `invariants.rs` checks it on every trace.
 
-use skyburst_policies::{Caps, PlannerConfig};
+use skyburst_policies::PlannerConfig;
 
 use super::trace::Trace;
 use super::{Scenario, SimPool};
@@ -69,11 +69,6 @@ pub(super) fn planner(scenario: &Scenario) -> PlannerConfig {
     PlannerConfig { latency_objective_s: None, ..scenario.planner }
 }
 
-/// The caps the plan is played with: the scenario's.
-pub(super) fn caps(scenario: &Scenario) -> Caps {
-    scenario.caps
-}
-
 /// Instance slots in the order the planner fills them: each pool's quota in priority order, at
 /// most `scaling.max` in all.
 fn levels(scenario: &Scenario) -> Vec<&SimPool> {
@@ -94,21 +89,24 @@ fn levels(scenario: &Scenario) -> Vec<&SimPool> {
 fn serve_smoothly(scenario: &Scenario, trace: &Trace, levels: &[&SimPool]) -> Vec<f64> {
     let tick = scenario.tick_s;
     let objective = scenario.planner.latency_objective_s.unwrap_or(DEFAULT_OBJECTIVE_S);
-    let work: f64 = (0..trace.jobs()).map(|job| scenario.service.for_job(scenario.seed, job)).sum();
-    let slowest_boot = levels.iter().map(|p| p.boot_s).fold(0.0, f64::max);
-    let slots: f64 = levels.iter().map(|p| f64::from(p.workers_per_instance)).sum();
-    // Long enough for every deadline, and for the whole work at full capacity after every boot.
-    let horizon = ((trace.duration_s() + objective).max(slowest_boot + work / slots) / tick).ceil() as usize + 2;
-    let (mut arrived, mut due) = (vec![0.0; horizon], vec![0.0; horizon]);
-    let mut arrivals = trace.arrivals();
-    let mut job = 0u64;
+    // Work per interval, arrived and due: every deadline falls within the trace plus the objective.
+    let deadlines = ((trace.duration_s() + objective) / tick) as usize + 1;
+    let (mut arrived, mut due) = (vec![0.0; deadlines], vec![0.0; deadlines]);
+    let (mut arrivals, mut job, mut work) = (trace.arrivals(), 0u64, 0.0);
     while let Some(t) = arrivals.peek() {
         arrivals.advance();
-        let work = scenario.service.for_job(scenario.seed, job);
+        let seconds = scenario.service.for_job(scenario.seed, job);
         job += 1;
-        arrived[((t / tick) as usize).min(horizon - 1)] += work;
-        due[(((t + objective) / tick) as usize).min(horizon - 1)] += work;
+        work += seconds;
+        arrived[((t / tick) as usize).min(deadlines - 1)] += seconds;
+        due[(((t + objective) / tick) as usize).min(deadlines - 1)] += seconds;
     }
+    // Long enough, too, for the whole work at full capacity after every boot.
+    let slowest_boot = levels.iter().map(|p| p.boot_s).fold(0.0, f64::max);
+    let slots: f64 = levels.iter().map(|p| f64::from(p.workers_per_instance)).sum();
+    let horizon = deadlines.max(((slowest_boot + work / slots) / tick).ceil() as usize) + 2;
+    arrived.resize(horizon, 0.0);
+    due.resize(horizon, 0.0);
     let cumulative = |v: &[f64]| -> Vec<f64> {
         std::iter::once(0.0)
             .chain(v.iter().scan(0.0, |sum, x| {

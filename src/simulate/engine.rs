@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
 use skyburst_policies::{
-    decide, plan, Action, ArrivalMeter, Plan, PolicyState, PoolHealth, ScalingPolicy, TerminateReason,
+    decide, plan, Action, ArrivalMeter, Observation, Plan, PlannerConfig, PolicyState, PoolHealth, ScalingPolicy,
+    TerminateReason,
 };
 
 use super::agenda::{Agenda, Kind, ARRIVAL_RANK};
@@ -48,6 +49,30 @@ impl Driver<'_> {
         match self {
             Driver::Policy(policy) => policy.name(),
             Driver::Plan(_) => CLAIRVOYANT,
+        }
+    }
+
+    /// Instances wanted at this check (within the caps and quotas), the policy's state for the
+    /// next one, and the planner to place them with.
+    fn decide(
+        &self,
+        scenario: &Scenario,
+        o: &Observation,
+        state: &PolicyState,
+        now: f64,
+    ) -> (u32, PolicyState, PlannerConfig) {
+        match self {
+            Driver::Policy(policy) => {
+                let decision = decide(*policy, &scenario.caps, o, state);
+                (decision.desired, decision.state, scenario.planner)
+            }
+            Driver::Plan(plan) => {
+                let wanted = plan.get((now / scenario.tick_s).round() as usize).copied().unwrap_or(0);
+                // The plan is fluid; jobs are not: one instance stays while any job waits.
+                let wanted = wanted.max(u32::from(o.backlog > 0));
+                let desired = scenario.caps.clamp(u64::from(wanted), o.total_quota());
+                (desired, PolicyState::default(), super::clairvoyant::planner(scenario))
+            }
         }
     }
 }
@@ -207,25 +232,8 @@ impl<'a> Run<'a> {
         let backlog = self.backlog();
         let mut health = vec![PoolHealth::Ok; self.scenario.pools.len()];
         let arrivals = self.meter.observe(now, backlog, self.jobs_done);
-        let mut observation = self.fleet.observe(backlog, &health, now);
-        observation.arrivals = arrivals;
-        let (desired, state, mut planner) = match &self.driver {
-            Driver::Policy(policy) => {
-                let decision = decide(*policy, &self.scenario.caps, &observation, &self.state);
-                (decision.desired, decision.state, self.scenario.planner)
-            }
-            Driver::Plan(plan) => {
-                let wanted = plan.get((now / self.scenario.tick_s).round() as usize).copied().unwrap_or(0);
-                // The plan is fluid; jobs are not: one instance stays while any job waits.
-                let wanted = wanted.max(u32::from(backlog > 0));
-                let caps = super::clairvoyant::caps(self.scenario);
-                (
-                    caps.clamp(u64::from(wanted), observation.total_quota()),
-                    PolicyState::default(),
-                    super::clairvoyant::planner(self.scenario),
-                )
-            }
-        };
+        let mut observation = self.fleet.observe(backlog, arrivals, &health, now);
+        let (desired, state, mut planner) = self.driver.decide(self.scenario, &observation, &self.state, now);
         let (mut adds, mut removes, mut acted) = (0, 0, false);
         // Each refusal marks one more pool Full, so there are at most as many re-plans as pools.
         for _ in 0..=self.scenario.pools.len() {
@@ -242,8 +250,7 @@ impl<'a> Run<'a> {
             if planner.max_launches_per_tick == 0 {
                 break;
             }
-            observation = self.fleet.observe(backlog, &health, now);
-            observation.arrivals = arrivals;
+            observation = self.fleet.observe(backlog, arrivals, &health, now);
         }
         self.state = state;
         let direction = match (adds > 0, removes > 0) {

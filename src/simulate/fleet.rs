@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use skyburst_policies::{Activity, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
+use skyburst_policies::{Activity, Arrivals, InstanceState, InstanceView, Observation, PoolHealth, PoolView};
 
 use super::agenda::{Agenda, Kind};
 use super::Scenario;
@@ -274,8 +274,8 @@ impl<'s> Fleet<'s> {
 
     /// What the controller would observe now: `health` per pool (scenario order), every
     /// heartbeat fresh, throughput = the fleet's average slots per instance ÷ the mean service
-    /// time (the controller measures it from heartbeats).
-    pub fn observe(&self, backlog: u64, health: &[PoolHealth], now: f64) -> Observation {
+    /// time (the controller measures it from heartbeats), and the arrivals the run's meter measured.
+    pub fn observe(&self, backlog: u64, arrivals: Option<Arrivals>, health: &[PoolHealth], now: f64) -> Observation {
         let pools: Vec<PoolView> = self
             .scenario
             .pools
@@ -310,7 +310,7 @@ impl<'s> Fleet<'s> {
             delayed: 0,
             pools,
             throughput_per_instance: Some(per_instance / self.scenario.service.mean_s()),
-            arrivals: None,
+            arrivals,
         }
     }
 

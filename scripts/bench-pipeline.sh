@@ -56,14 +56,11 @@ rounds="${ROUNDS:-3}"
 py="$BENCH_VENV/bin/python"
 out="$root/bench-out/pipeline"
 
-case "${1:-}" in
-  "") ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "usage: $0 (settings come from the environment; --help lists them)" >&2; exit 64 ;;
-esac
-for n in "$requests" "$warmup" "$rounds" $levels; do
-  case "$n" in '' | *[!0-9]*) echo "error: REQUESTS, WARMUP, ROUNDS and CONCURRENCY must be whole numbers" >&2; exit 64 ;; esac
-done
+# shellcheck source=scripts/lib/usage.sh
+. "$root/scripts/lib/usage.sh"
+env_script_args "${BASH_SOURCE[0]}" "$@"
+# shellcheck disable=SC2086 # $levels is a list of levels
+whole_numbers "REQUESTS, WARMUP, ROUNDS and CONCURRENCY" "$requests" "$warmup" "$rounds" $levels
 for n in "$requests" "$rounds" $levels; do
   if [ "$n" -lt 1 ]; then echo "error: REQUESTS, ROUNDS and every CONCURRENCY level must be >= 1" >&2; exit 64; fi
 done

@@ -24,14 +24,10 @@ total="${SECONDS_TOTAL:-600}"
 share="${LOAD_SHARE:-0.7}"
 retention="${RETENTION_MINUTES:-3}"
 sample="${SAMPLE_SECONDS:-10}"
-case "${1:-}" in
-  "") ;;
-  -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) echo "usage: $0 (settings come from the environment; --help lists them)" >&2; exit 64 ;;
-esac
-for n in "$total" "$retention" "$sample"; do
-  case "$n" in '' | *[!0-9]*) echo "error: SECONDS_TOTAL, RETENTION_MINUTES and SAMPLE_SECONDS must be whole numbers" >&2; exit 64 ;; esac
-done
+# shellcheck source=scripts/lib/usage.sh
+. "$root/scripts/lib/usage.sh"
+env_script_args "${BASH_SOURCE[0]}" "$@"
+whole_numbers "SECONDS_TOTAL, RETENTION_MINUTES and SAMPLE_SECONDS" "$total" "$retention" "$sample"
 [ "$retention" -ge 1 ] || { echo "error: RETENTION_MINUTES must be at least 1" >&2; exit 64; }
 
 "$root/scripts/fetch-assets.sh"

@@ -15,15 +15,10 @@ bench_settings() {
   requests="${REQUESTS:-64}"
   rounds="${ROUNDS:-5}"
   warmup="${WARMUP:-8}"
-  case "${1:-}" in
-    "") ;;
-    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[1]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: ${BASH_SOURCE[1]} (settings come from the environment; --help lists them)" >&2; exit 64 ;;
-  esac
-  local n
-  for n in "$requests" "$rounds" "$warmup"; do
-    case "$n" in '' | *[!0-9]*) echo "error: REQUESTS, ROUNDS and WARMUP must be whole numbers" >&2; exit 64 ;; esac
-  done
+  # shellcheck source=scripts/lib/usage.sh
+  . "$root/scripts/lib/usage.sh"
+  env_script_args "${BASH_SOURCE[1]}" "$@"
+  whole_numbers "REQUESTS, ROUNDS and WARMUP" "$requests" "$rounds" "$warmup"
   if [ "$requests" -lt 1 ] || [ "$rounds" -lt 1 ]; then echo "error: REQUESTS and ROUNDS must be >= 1" >&2; exit 64; fi
 }
 
